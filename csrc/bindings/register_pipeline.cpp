@@ -1,0 +1,159 @@
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/batch_pipeline.hpp"
+#include "column_arrays.hpp"
+#include "registry.hpp"
+
+namespace py = pybind11;
+
+namespace pyloader::bindings {
+namespace {
+
+// How long a waiting consumer sleeps between checks for Ctrl-C (and its timeout).
+constexpr std::chrono::milliseconds kSignalPollInterval{50};
+
+std::vector<std::int64_t> indices_from_python(py::handle indices) {
+  std::vector<std::int64_t> result;
+  if (py::isinstance<py::array>(indices)) {
+    const auto array = py::reinterpret_borrow<py::array>(indices);
+    const char kind = array.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+      throw py::type_error("sampler indices must be integers, got an array of dtype " +
+                           py::str(array.dtype()).cast<std::string>());
+    }
+    const auto as_int64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(array);
+    if (as_int64.ndim() != 1) throw py::value_error("a batch of indices must be one-dimensional");
+    result.assign(as_int64.data(), as_int64.data() + as_int64.size());
+    return result;
+  }
+  const auto sequence = py::reinterpret_borrow<py::sequence>(indices);
+  result.reserve(sequence.size());
+  for (py::handle item : sequence) {
+    // __index__ accepts ints, numpy integers and integer 0-d tensors, and rejects
+    // floats with TypeError, as indexing a tensor would.
+    py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(item.ptr()));
+    if (!as_int) throw py::error_already_set();
+    const long long value = PyLong_AsLongLong(as_int.ptr());
+    if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+    result.push_back(value);
+  }
+  return result;
+}
+
+// Python face of a BatchPipeline: owns references to the source arrays for as long
+// as the pipeline may read them, and turns gathered buffers into numpy arrays.
+class PythonBatchPipeline {
+ public:
+  PythonBatchPipeline(std::vector<py::array> arrays, std::shared_ptr<ThreadPool> pool,
+                      std::size_t max_in_flight)
+      : arrays_(std::move(arrays)) {
+    for (const py::array& array : arrays_) {
+      dtypes_.push_back(array.dtype());
+      trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
+    }
+    pipeline_ = std::make_unique<BatchPipeline>(columns_from_arrays(arrays_), std::move(pool),
+                                                max_in_flight);
+  }
+
+  ~PythonBatchPipeline() { close(); }
+
+  // Stops the pipeline: waits for running gathers, drops queued ones and lets the
+  // source arrays go. Batches already handed out stay valid.
+  void close() {
+    if (!pipeline_) return;
+    std::unique_ptr<BatchPipeline> closing = std::move(pipeline_);
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;  // the destructor only waits for worker threads
+      closing.reset();
+    } else {
+      closing.reset();
+    }
+  }
+
+  void enqueue_indices(py::handle indices) { open().enqueue_indices(indices_from_python(indices)); }
+
+  void enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count) {
+    open().enqueue_positions(order, first, count);
+  }
+
+  std::size_t in_flight() const { return pipeline_ ? pipeline_->in_flight() : 0; }
+  std::size_t max_in_flight() { return open().max_in_flight(); }
+
+  // The oldest batch as a tuple of arrays, one per column, or None if `timeout_seconds`
+  // (when > 0) passed first. Ctrl-C while waiting raises KeyboardInterrupt.
+  py::object next(double timeout_seconds) {
+    BatchPipeline& pipeline = open();
+    if (pipeline.in_flight() == 0) throw py::value_error("no batch requested");
+    if (!pipeline.front_ready()) {
+      using clock = std::chrono::steady_clock;
+      const bool bounded = timeout_seconds > 0;
+      const auto deadline =
+          clock::now() + std::chrono::duration_cast<clock::duration>(
+                             std::chrono::duration<double>(bounded ? timeout_seconds : 0));
+      for (;;) {
+        auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(kSignalPollInterval);
+        if (bounded) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()));
+        bool ready = false;
+        {
+          py::gil_scoped_release release;  // waits on worker completion; no Python objects touched
+          ready = pipeline.wait_front(wait);
+        }
+        if (ready) break;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        if (bounded && clock::now() >= deadline) return py::none();
+      }
+    }
+    GatheredBatch batch = pipeline.pop_front();
+    py::capsule owner(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
+      delete static_cast<std::shared_ptr<std::byte>*>(held);
+    });
+    const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(owner.get_pointer())->get();
+    py::tuple columns(arrays_.size());
+    for (std::size_t c = 0; c < arrays_.size(); ++c) {
+      std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(batch.rows)};
+      shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
+      columns[c] = py::array(dtypes_[c], shape, base + batch.column_offsets[c], owner);
+    }
+    return std::move(columns);
+  }
+
+ private:
+  BatchPipeline& open() {
+    if (!pipeline_) throw py::value_error("the pipeline is closed");
+    return *pipeline_;
+  }
+
+  std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
+  std::vector<py::dtype> dtypes_;
+  std::vector<std::vector<py::ssize_t>> trailing_shapes_;
+  std::unique_ptr<BatchPipeline> pipeline_;
+};
+
+}  // namespace
+
+void register_pipeline(py::module_& module) {
+  py::class_<PythonBatchPipeline>(
+      module, "BatchPipeline",
+      "Ordered, bounded prefetch of row batches gathered from numpy columns.\n\n"
+      "Not thread-safe: use one pipeline from one Python thread at a time.")
+      .def(py::init<std::vector<py::array>, std::shared_ptr<ThreadPool>, std::size_t>(),
+           py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"))
+      .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
+           "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
+      .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
+           py::arg("first"), py::arg("count"),
+           "Request the rows at positions [first, first + count) of `order` as the next batch.")
+      .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0)
+      .def("close", &PythonBatchPipeline::close)
+      .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
+      .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
+}
+
+}  // namespace pyloader::bindings

@@ -1,0 +1,173 @@
+#include "batch_pipeline.hpp"
+
+#include <stdexcept>
+
+namespace pyloader {
+namespace {
+
+constexpr std::size_t kColumnAlignment = 64;
+// Below this many bytes per batch a worker hand-off (queue, wake-up, completion
+// signal: several microseconds) costs more than copying on the calling thread.
+constexpr std::size_t kInlineLimitBytes = 16 * 1024;
+// Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
+// each batch before taking the next never makes the pool allocate.
+constexpr std::size_t kSpareBuffers = 2;
+
+std::size_t align_up(std::size_t value, std::size_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+}  // namespace
+
+struct BatchPipeline::Slot {
+  std::vector<std::int64_t> indices;
+  std::optional<IndexOrder> order;  // set for position requests; indices computed by fill()
+  std::uint64_t first_position = 0;
+  std::vector<std::uint32_t> read_order;
+  std::vector<std::size_t> column_offsets;
+  std::shared_ptr<std::byte> buffer;
+  std::size_t rows = 0;
+  std::atomic<bool> done{false};
+  std::string error;
+};
+
+BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
+                             std::size_t max_in_flight)
+    : columns_(std::move(columns)),
+      rows_(columns_.empty() ? 0 : columns_.front().rows),
+      max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
+      inline_limit_bytes_(kInlineLimitBytes),
+      pool_(std::move(pool)) {
+  if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
+  for (const ColumnView& column : columns_) {
+    if (column.rows != rows_) throw std::invalid_argument("all columns must have the same number of rows");
+    if (column.row_bytes < 0) throw std::invalid_argument("row_bytes must not be negative");
+  }
+  buffers_ = BufferPool::create(max_in_flight_ + kSpareBuffers);
+}
+
+BatchPipeline::~BatchPipeline() {
+  // Queued gathers that have not started skip their copy; running ones finish. Either
+  // way no worker reads the columns once this returns, so their owner may free them.
+  cancelled_.store(true, std::memory_order_relaxed);
+  std::unique_lock<std::mutex> lock(mutex_);
+  completed_.wait(lock, [this] { return running_ == 0; });
+}
+
+void BatchPipeline::check_capacity() const {
+  if (slots_.size() >= max_in_flight_) {
+    throw std::logic_error("BatchPipeline: too many batches in flight");
+  }
+}
+
+void BatchPipeline::enqueue_indices(std::vector<std::int64_t> indices) {
+  check_capacity();
+  for (std::int64_t& index : indices) {
+    const std::int64_t requested = index;
+    if (index < 0) index += rows_;
+    if (index < 0 || index >= rows_) {
+      throw std::out_of_range("index " + std::to_string(requested) +
+                              " is out of range for a dataset of " + std::to_string(rows_) +
+                              " rows");
+    }
+  }
+  auto slot = std::make_shared<Slot>();
+  slot->rows = indices.size();
+  slot->indices = std::move(indices);
+  start(std::move(slot));
+}
+
+void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t first,
+                                      std::uint64_t count) {
+  check_capacity();
+  if (order.size() > static_cast<std::uint64_t>(rows_) || first > order.size() ||
+      count > order.size() - first) {
+    throw std::out_of_range("positions [" + std::to_string(first) + ", " +
+                            std::to_string(first + count) + ") outside an order of " +
+                            std::to_string(order.size()) + " over " + std::to_string(rows_) +
+                            " rows");
+  }
+  auto slot = std::make_shared<Slot>();
+  slot->rows = static_cast<std::size_t>(count);
+  slot->order = order;
+  slot->first_position = first;
+  start(std::move(slot));
+}
+
+void BatchPipeline::start(std::shared_ptr<Slot> slot) {
+  std::size_t batch_bytes = 0;
+  slot->column_offsets.reserve(columns_.size());
+  for (const ColumnView& column : columns_) {
+    batch_bytes = align_up(batch_bytes, kColumnAlignment);
+    slot->column_offsets.push_back(batch_bytes);
+    batch_bytes += slot->rows * static_cast<std::size_t>(column.row_bytes);
+  }
+  slot->buffer = buffers_->acquire(batch_bytes);
+  slots_.push_back(slot);
+  if (batch_bytes <= inline_limit_bytes_) {
+    fill(*slot);
+    slot->done.store(true, std::memory_order_release);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++running_;
+  }
+  pool_->submit([this, slot = std::move(slot)] {
+    if (!cancelled_.load(std::memory_order_relaxed)) fill(*slot);
+    // Notify while holding the lock: once it is released the destructor may run, and
+    // nothing of `this` may be touched after that.
+    std::lock_guard<std::mutex> lock(mutex_);
+    slot->done.store(true, std::memory_order_release);
+    --running_;
+    completed_.notify_all();
+  });
+}
+
+void BatchPipeline::fill(Slot& slot) noexcept {
+  try {
+    if (slot.order) {
+      slot.indices.resize(slot.rows);
+      for (std::size_t k = 0; k < slot.rows; ++k) {
+        slot.indices[k] = static_cast<std::int64_t>((*slot.order)(slot.first_position + k));
+      }
+    }
+    sort_by_source(slot.indices.data(), slot.rows, slot.read_order);
+    for (std::size_t c = 0; c < columns_.size(); ++c) {
+      gather_rows(columns_[c], slot.indices.data(), slot.read_order.data(), 0, slot.rows,
+                  slot.buffer.get() + slot.column_offsets[c]);
+    }
+  } catch (const std::exception& error) {
+    slot.error = error.what();
+  } catch (...) {
+    slot.error = "unknown error while gathering a batch";
+  }
+}
+
+bool BatchPipeline::front_ready() const noexcept {
+  return !slots_.empty() && slots_.front()->done.load(std::memory_order_acquire);
+}
+
+bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
+  if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
+  if (front_ready()) return true;
+  const Slot& front = *slots_.front();
+  std::unique_lock<std::mutex> lock(mutex_);
+  return completed_.wait_for(lock, timeout,
+                             [&front] { return front.done.load(std::memory_order_acquire); });
+}
+
+GatheredBatch BatchPipeline::pop_front() {
+  if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
+  if (!front_ready()) {
+    const Slot& front = *slots_.front();
+    std::unique_lock<std::mutex> lock(mutex_);
+    completed_.wait(lock, [&front] { return front.done.load(std::memory_order_acquire); });
+  }
+  std::shared_ptr<Slot> slot = std::move(slots_.front());
+  slots_.pop_front();
+  if (!slot->error.empty()) throw std::runtime_error(slot->error);
+  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), slot->rows};
+}
+
+}  // namespace pyloader

@@ -1,0 +1,51 @@
+#include "reference_gather.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <new>
+
+namespace pyloader {
+
+void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& columns,
+                              const std::int64_t* indices, std::size_t count,
+                              std::size_t batch_size) {
+  if (batch_size == 0 || count == 0) return;
+  std::size_t row_bytes = 0;
+  for (const ColumnView& column : columns) row_bytes += static_cast<std::size_t>(column.row_bytes);
+  const std::size_t batches = (count + batch_size - 1) / batch_size;
+
+  std::atomic<std::size_t> next_batch{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+  std::size_t workers_left = pool.size();
+  std::atomic<bool> failed{false};
+
+  for (std::size_t worker = 0; worker < pool.size(); ++worker) {
+    pool.submit([&] {
+      try {
+        std::vector<std::byte> buffer(batch_size * row_bytes);
+        std::vector<std::uint32_t> read_order;
+        for (std::size_t batch = next_batch++; batch < batches; batch = next_batch++) {
+          const std::size_t first = batch * batch_size;
+          const std::size_t rows = std::min(batch_size, count - first);
+          sort_by_source(indices + first, rows, read_order);
+          std::byte* out = buffer.data();
+          for (const ColumnView& column : columns) {
+            gather_rows(column, indices + first, read_order.data(), 0, rows, out);
+            out += rows * static_cast<std::size_t>(column.row_bytes);
+          }
+        }
+      } catch (...) {
+        failed = true;
+      }
+      std::lock_guard<std::mutex> lock(mutex);
+      if (--workers_left == 0) finished.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(mutex);
+  finished.wait(lock, [&] { return workers_left == 0; });
+  if (failed) throw std::bad_alloc();
+}
+
+}  // namespace pyloader

@@ -1,0 +1,70 @@
+"""ArrayDataset: equal-length arrays (numpy, memmap, CPU tensor, .npy path) as a Dataset."""
+
+from __future__ import annotations
+
+import operator
+import os
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._columns import Column, column_from
+
+ArrayLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
+
+
+class ArrayDataset(Dataset):
+    """Rows of one or more equal-length arrays.
+
+    ``ArrayDataset(x, y)`` yields ``(x[i], y[i])`` as tensors, exactly as
+    ``torch.utils.data.TensorDataset`` would; ``ArrayDataset(x=..., y=...)`` yields
+    ``{"x": x[i], "y": y[i]}`` as ``StackDataset`` would. Arrays may be numpy arrays,
+    ``np.memmap``s, CPU tensors, or paths to ``.npy`` files (opened memory-mapped, so
+    datasets larger than RAM work). Nothing is copied at construction.
+
+    In a :class:`pyloader.DataLoader` with the default ``collate_fn`` the rows of a batch
+    are gathered by native threads; anywhere else (including torch's own DataLoader)
+    it behaves as a plain map-style dataset.
+    """
+
+    def __init__(self, *arrays: ArrayLike, **named_arrays: ArrayLike) -> None:
+        if arrays and named_arrays:
+            raise ValueError("pass arrays either positionally or by name, not both")
+        if not arrays and not named_arrays:
+            raise ValueError("ArrayDataset needs at least one array")
+        self.names: tuple[str, ...] | None = tuple(named_arrays) if named_arrays else None
+        sources = list(named_arrays.values()) if named_arrays else list(arrays)
+        labels = [f"array {name!r}" for name in named_arrays] or [
+            f"array #{position}" for position in range(len(arrays))]
+        self.columns: tuple[Column, ...] = tuple(
+            column_from(source, label) for source, label in zip(sources, labels))
+        lengths = {label: len(column) for label, column in zip(labels, self.columns)}
+        if len(set(lengths.values())) > 1:
+            described = ", ".join(f"{label}: {length}" for label, length in lengths.items())
+            raise ValueError(f"arrays must have the same length (first dimension); got {described}")
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def _row(self, column: Column, index: Any) -> torch.Tensor:
+        # A copy, so a sample neither pins the memory map nor aliases a read-only page.
+        row = torch.from_numpy(np.array(column.array[index]))
+        return row.view(column.dtype) if column.needs_view else row
+
+    def __getitem__(self, index: Any):
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"ArrayDataset indices must be integers, not {type(index).__name__}") from None
+        rows = [self._row(column, index) for column in self.columns]
+        if self.names is None:
+            return tuple(rows)
+        return dict(zip(self.names, rows))
+
+    def __repr__(self) -> str:
+        names = self.names or [f"#{k}" for k in range(len(self.columns))]
+        described = ", ".join(
+            f"{name}: {tuple(column.array.shape)} {column.dtype}" for name, column in zip(names, self.columns))
+        return f"ArrayDataset({described})"
