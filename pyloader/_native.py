@@ -9,6 +9,7 @@ gathered buffers, so the batches equal what torch's collate would have stacked.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from ._columns import Column, check_files_intact, column_from
 from .dataset import ArrayDataset
 
 _INT64_SPAN = 1 << 64
+# How often mapped files are checked for truncation (a stat per file): often enough to
+# catch a file replaced under a running job, rarely enough to cost nothing per batch.
+_FILE_CHECK_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class NativeIterator:
         self._views = [column.dtype if column.needs_view else None for column in plan.columns]
         self._any_view = any(view is not None for view in self._views)
         self._files_to_check = [column for column in plan.columns if column.file is not None]
+        self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
         self._depth = loader._native_depth()
         self._length = len(loader)
@@ -164,8 +169,9 @@ class NativeIterator:
                 pending.append(_DeferredError(error))
                 return
             try:
-                if self._files_to_check:
+                if self._files_to_check and time.monotonic() >= self._next_file_check:
                     check_files_intact(self._files_to_check)
+                    self._next_file_check = time.monotonic() + _FILE_CHECK_INTERVAL_S
                 self._enqueue(request)
             except Exception as error:  # e.g. an index out of range, due at this batch
                 pending.append(_DeferredError(error))

@@ -73,8 +73,10 @@ class DataLoader(torch.utils.data.DataLoader):
         return self._thread_pool
 
     def _native_depth(self) -> int:
-        per_thread = self.prefetch_factor if self.prefetch_factor is not None else 2
-        return max(2, per_thread * self.num_threads)
+        # Deep enough that a thread never idles behind a slow consumer step; a gather
+        # of a small batch takes microseconds, so a few per thread are needed.
+        per_thread = self.prefetch_factor if self.prefetch_factor is not None else 4
+        return max(4, per_thread * self.num_threads)
 
     def __iter__(self):
         plan = self._plan()

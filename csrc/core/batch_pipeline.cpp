@@ -23,12 +23,22 @@ struct BatchPipeline::Slot {
   std::vector<std::int64_t> indices;
   std::optional<IndexOrder> order;  // set for position requests; indices computed by fill()
   std::uint64_t first_position = 0;
-  std::vector<std::uint32_t> read_order;
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
-  std::atomic<bool> done{false};
+  // queued -> gathering (claimed by one thread, worker or consumer) -> done
+  std::atomic<int> state{kQueued};
   std::string error;
+
+  static constexpr int kQueued = 0;
+  static constexpr int kGathering = 1;
+  static constexpr int kDone = 2;
+
+  bool claim() noexcept {
+    int expected = kQueued;
+    return state.compare_exchange_strong(expected, kGathering, std::memory_order_acq_rel);
+  }
+  bool done() const noexcept { return state.load(std::memory_order_acquire) == kDone; }
 };
 
 BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
@@ -51,7 +61,7 @@ BatchPipeline::~BatchPipeline() {
   // way no worker reads the columns once this returns, so their owner may free them.
   cancelled_.store(true, std::memory_order_relaxed);
   std::unique_lock<std::mutex> lock(mutex_);
-  completed_.wait(lock, [this] { return running_ == 0; });
+  completed_.wait(lock, [this] { return tasks_outstanding_ == 0; });
 }
 
 void BatchPipeline::check_capacity() const {
@@ -105,23 +115,37 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   slot->buffer = buffers_->acquire(batch_bytes);
   slots_.push_back(slot);
   if (batch_bytes <= inline_limit_bytes_) {
+    slot->claim();
     fill(*slot);
-    slot->done.store(true, std::memory_order_release);
+    slot->state.store(Slot::kDone, std::memory_order_release);
     return;
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    ++running_;
+    ++tasks_outstanding_;
   }
   pool_->submit([this, slot = std::move(slot)] {
-    if (!cancelled_.load(std::memory_order_relaxed)) fill(*slot);
+    const bool mine = slot->claim();  // the consumer may have gathered it already
+    if (mine && !cancelled_.load(std::memory_order_relaxed)) fill(*slot);
     // Notify while holding the lock: once it is released the destructor may run, and
     // nothing of `this` may be touched after that.
     std::lock_guard<std::mutex> lock(mutex_);
-    slot->done.store(true, std::memory_order_release);
-    --running_;
+    if (mine) slot->state.store(Slot::kDone, std::memory_order_release);
+    --tasks_outstanding_;
     completed_.notify_all();
   });
+}
+
+bool BatchPipeline::help_one() {
+  for (const auto& slot : slots_) {
+    if (slot->claim()) {
+      fill(*slot);
+      std::lock_guard<std::mutex> lock(mutex_);
+      slot->state.store(Slot::kDone, std::memory_order_release);
+      return true;
+    }
+  }
+  return false;
 }
 
 void BatchPipeline::fill(Slot& slot) noexcept {
@@ -132,10 +156,11 @@ void BatchPipeline::fill(Slot& slot) noexcept {
         slot.indices[k] = static_cast<std::int64_t>((*slot.order)(slot.first_position + k));
       }
     }
-    sort_by_source(slot.indices.data(), slot.rows, slot.read_order);
+    // Per thread, so the sort workspace is allocated once per thread, not per batch.
+    thread_local ReadPlan plan;
+    plan_reads(slot.indices.data(), slot.rows, rows_, plan);
     for (std::size_t c = 0; c < columns_.size(); ++c) {
-      gather_rows(columns_[c], slot.indices.data(), slot.read_order.data(), 0, slot.rows,
-                  slot.buffer.get() + slot.column_offsets[c]);
+      gather_rows(columns_[c], plan, 0, slot.rows, slot.buffer.get() + slot.column_offsets[c]);
     }
   } catch (const std::exception& error) {
     slot.error = error.what();
@@ -145,24 +170,24 @@ void BatchPipeline::fill(Slot& slot) noexcept {
 }
 
 bool BatchPipeline::front_ready() const noexcept {
-  return !slots_.empty() && slots_.front()->done.load(std::memory_order_acquire);
+  return !slots_.empty() && slots_.front()->done();
 }
 
 bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
+  // Gathering a queued batch here beats sleeping: on a machine with few cores the
+  // consumer's idle time is a large share of the CPU, and a wake-up costs microseconds.
+  while (!front_ready() && help_one()) {
+  }
   if (front_ready()) return true;
   const Slot& front = *slots_.front();
   std::unique_lock<std::mutex> lock(mutex_);
-  return completed_.wait_for(lock, timeout,
-                             [&front] { return front.done.load(std::memory_order_acquire); });
+  return completed_.wait_for(lock, timeout, [&front] { return front.done(); });
 }
 
 GatheredBatch BatchPipeline::pop_front() {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
-  if (!front_ready()) {
-    const Slot& front = *slots_.front();
-    std::unique_lock<std::mutex> lock(mutex_);
-    completed_.wait(lock, [&front] { return front.done.load(std::memory_order_acquire); });
+  while (!wait_front(std::chrono::hours(1))) {
   }
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();

@@ -9,7 +9,8 @@
 //     owner must keep it alive until the pipeline is destroyed; the destructor waits
 //     for every gather it started, so after it returns no thread reads the columns.
 //   * Thread safety: all member functions are for one consumer thread at a time.
-//     Internally, worker threads only write to their own batch and signal completion.
+//     Each batch is claimed by exactly one thread (a worker, or the consumer while it
+//     waits), which alone writes that batch's buffer.
 //   * Bounds: at most max_in_flight() requests may be pending (checked; violating it
 //     throws std::logic_error). Buffers come from a BufferPool and are never reused
 //     while a GatheredBatch (or a copy of its buffer pointer) is alive.
@@ -64,8 +65,9 @@ class BatchPipeline {
   std::size_t max_in_flight() const noexcept { return max_in_flight_; }
   bool front_ready() const noexcept;
 
-  // Waits up to `timeout` for the oldest request; true when it is ready.
-  // Precondition: in_flight() > 0.
+  // Waits up to `timeout` for the oldest request; true when it is ready. While
+  // requests are still queued the calling thread gathers them itself instead of
+  // sleeping. Precondition: in_flight() > 0.
   bool wait_front(std::chrono::nanoseconds timeout);
 
   // Removes and returns the oldest request, waiting for it if needed. Rethrows a
@@ -80,6 +82,7 @@ class BatchPipeline {
   void check_capacity() const;
   void start(std::shared_ptr<Slot> slot);
   void fill(Slot& slot) noexcept;
+  bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
   std::vector<ColumnView> columns_;
   std::int64_t rows_;
@@ -92,7 +95,7 @@ class BatchPipeline {
   // Guards completion state shared with the workers.
   std::mutex mutex_;
   std::condition_variable completed_;
-  std::size_t running_ = 0;
+  std::size_t tasks_outstanding_ = 0;  // submitted to the pool and not yet returned
   std::atomic<bool> cancelled_{false};
 };
 

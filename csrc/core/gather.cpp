@@ -7,12 +7,52 @@
 namespace pyloader {
 namespace {
 
+std::vector<std::uint32_t>& bucket_counts() {
+  thread_local std::vector<std::uint32_t> counts;
+  return counts;
+}
+
 // How many rows ahead to issue software prefetches. Random rows miss every cache
 // level; keeping several misses in flight is what makes a gather memory-parallel.
 constexpr std::size_t kPrefetchDistance = 8;
 constexpr std::int64_t kCacheLine = 64;
 // Prefetch the head of each row only; the hardware streamer follows longer rows.
 constexpr std::int64_t kPrefetchBytes = 512;
+// Bucket counts per sort pass: about one bucket per key keeps buckets near-singletons
+// (so the insertion pass that follows does almost nothing) and the counters small.
+constexpr unsigned kMinBucketBits = 4;
+constexpr unsigned kMaxBucketBits = 16;
+
+unsigned bit_width(std::uint64_t value) noexcept {
+  unsigned bits = 0;
+  while (bits < 64 && (value >> bits) != 0) ++bits;
+  return bits;
+}
+
+// Sorts `keys` ascending. One counting pass on the top `bucket_bits` of the keys
+// leaves every key in its bucket; an insertion pass then fixes the few inversions
+// inside buckets. Comparison sorts of a few hundred random keys mispredict most
+// branches; this costs O(count) for keys spread as a shuffle spreads them.
+void bucket_sort(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch,
+                 unsigned key_bits) {
+  const std::size_t count = keys.size();
+  const unsigned bucket_bits = std::min(
+      key_bits, std::clamp(bit_width(count), kMinBucketBits, kMaxBucketBits));
+  const unsigned shift = key_bits - bucket_bits;
+  std::vector<std::uint32_t>& counts = bucket_counts();
+  counts.assign((std::size_t{1} << bucket_bits) + 1, 0);
+  for (const std::uint64_t key : keys) ++counts[(key >> shift) + 1];
+  for (std::size_t b = 1; b < counts.size(); ++b) counts[b] += counts[b - 1];
+  scratch.resize(count);
+  for (const std::uint64_t key : keys) scratch[counts[key >> shift]++] = key;
+  keys.swap(scratch);
+  for (std::size_t k = 1; k < count; ++k) {
+    const std::uint64_t key = keys[k];
+    std::size_t j = k;
+    for (; j > 0 && keys[j - 1] > key; --j) keys[j] = keys[j - 1];
+    keys[j] = key;
+  }
+}
 
 inline void prefetch_row(const std::byte* row, std::int64_t row_bytes) noexcept {
   const std::int64_t limit = std::min(row_bytes, kPrefetchBytes);
@@ -22,60 +62,74 @@ inline void prefetch_row(const std::byte* row, std::int64_t row_bytes) noexcept 
 }
 
 // Fixed-size copies compile to single moves; a runtime-sized memcpy costs a call and
-// a size dispatch, which dominates for label columns of 1-8 bytes.
+// a size dispatch, which dominates for label columns of 1-16 bytes.
 template <std::int64_t kBytes>
-void copy_fixed(const ColumnView& column, const std::int64_t* indices,
-                const std::uint32_t* read_order, std::size_t begin, std::size_t end,
-                std::byte* out, bool forward) noexcept {
+void copy_fixed(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
+                std::size_t end, std::byte* out, bool forward) noexcept {
   for (std::size_t k = begin; k < end; ++k) {
-    const std::size_t slot = forward ? k : (end - 1 - (k - begin));
-    const std::uint32_t position = read_order[slot];
-    std::memcpy(out + position * kBytes, column.row(indices[position]), kBytes);
+    const std::size_t slot = forward ? k : end - 1 - (k - begin);
+    std::memcpy(out + plan.positions[slot] * kBytes, column.row(plan.sources[slot]), kBytes);
   }
 }
 
-void copy_general(const ColumnView& column, const std::int64_t* indices,
-                  const std::uint32_t* read_order, std::size_t begin, std::size_t end,
-                  std::byte* out, bool forward) noexcept {
+void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
+                  std::size_t end, std::byte* out, bool forward) noexcept {
   const std::int64_t row_bytes = column.row_bytes;
   const std::size_t count = end - begin;
   auto slot_at = [&](std::size_t k) { return forward ? begin + k : end - 1 - k; };
   for (std::size_t k = 0; k < std::min(count, kPrefetchDistance); ++k) {
-    prefetch_row(column.row(indices[read_order[slot_at(k)]]), row_bytes);
+    prefetch_row(column.row(plan.sources[slot_at(k)]), row_bytes);
   }
   for (std::size_t k = 0; k < count; ++k) {
     if (k + kPrefetchDistance < count) {
-      prefetch_row(column.row(indices[read_order[slot_at(k + kPrefetchDistance)]]), row_bytes);
+      prefetch_row(column.row(plan.sources[slot_at(k + kPrefetchDistance)]), row_bytes);
     }
-    const std::uint32_t position = read_order[slot_at(k)];
-    std::memcpy(out + static_cast<std::int64_t>(position) * row_bytes,
-                column.row(indices[position]), static_cast<std::size_t>(row_bytes));
+    const std::size_t slot = slot_at(k);
+    std::memcpy(out + static_cast<std::int64_t>(plan.positions[slot]) * row_bytes,
+                column.row(plan.sources[slot]), static_cast<std::size_t>(row_bytes));
   }
 }
 
 }  // namespace
 
-void sort_by_source(const std::int64_t* indices, std::size_t count,
-                    std::vector<std::uint32_t>& read_order) {
-  read_order.resize(count);
-  std::iota(read_order.begin(), read_order.end(), 0U);
+void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t rows, ReadPlan& plan) {
+  plan.sources.assign(indices, indices + count);
+  plan.positions.resize(count);
+  std::iota(plan.positions.begin(), plan.positions.end(), 0U);
   if (std::is_sorted(indices, indices + count)) return;
-  std::sort(read_order.begin(), read_order.end(),
+
+  const unsigned position_bits = bit_width(count);
+  const unsigned index_bits = bit_width(static_cast<std::uint64_t>(rows));
+  if (position_bits + index_bits <= 64) {
+    // Pack (index, position) into one word, so the sort moves plain integers.
+    plan.keys.resize(count);
+    for (std::size_t k = 0; k < count; ++k) {
+      plan.keys[k] = (static_cast<std::uint64_t>(indices[k]) << position_bits) | k;
+    }
+    bucket_sort(plan.keys, plan.scratch, position_bits + index_bits);
+    const std::uint64_t position_mask = (std::uint64_t{1} << position_bits) - 1;
+    for (std::size_t k = 0; k < count; ++k) {
+      plan.sources[k] = static_cast<std::int64_t>(plan.keys[k] >> position_bits);
+      plan.positions[k] = static_cast<std::uint32_t>(plan.keys[k] & position_mask);
+    }
+    return;
+  }
+  std::sort(plan.positions.begin(), plan.positions.end(),
             [indices](std::uint32_t a, std::uint32_t b) { return indices[a] < indices[b]; });
+  for (std::size_t k = 0; k < count; ++k) plan.sources[k] = indices[plan.positions[k]];
 }
 
-void gather_rows(const ColumnView& column, const std::int64_t* indices,
-                 const std::uint32_t* read_order, std::size_t begin, std::size_t end,
-                 std::byte* out) noexcept {
+void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
+                 std::size_t end, std::byte* out) noexcept {
   if (begin >= end || column.row_bytes == 0) return;
   const bool forward = column.row_stride >= 0;
   switch (column.row_bytes) {
-    case 1: return copy_fixed<1>(column, indices, read_order, begin, end, out, forward);
-    case 2: return copy_fixed<2>(column, indices, read_order, begin, end, out, forward);
-    case 4: return copy_fixed<4>(column, indices, read_order, begin, end, out, forward);
-    case 8: return copy_fixed<8>(column, indices, read_order, begin, end, out, forward);
-    case 16: return copy_fixed<16>(column, indices, read_order, begin, end, out, forward);
-    default: return copy_general(column, indices, read_order, begin, end, out, forward);
+    case 1: return copy_fixed<1>(column, plan, begin, end, out, forward);
+    case 2: return copy_fixed<2>(column, plan, begin, end, out, forward);
+    case 4: return copy_fixed<4>(column, plan, begin, end, out, forward);
+    case 8: return copy_fixed<8>(column, plan, begin, end, out, forward);
+    case 16: return copy_fixed<16>(column, plan, begin, end, out, forward);
+    default: return copy_general(column, plan, begin, end, out, forward);
   }
 }
 

@@ -5,9 +5,8 @@
 //     every row in [0, rows) for as long as any gather over it may run.
 //   * Each row is `row_bytes` contiguous bytes; consecutive rows are `row_stride`
 //     bytes apart (negative strides are allowed, e.g. a reversed numpy view).
-//   * Indices passed to the gather functions are already validated: 0 <= i < rows.
-//   * The functions are reentrant and keep no state; concurrent calls on disjoint
-//     output ranges are safe.
+//   * Indices passed here are already validated: 0 <= index < rows.
+//   * Functions keep no state of their own; a ReadPlan is owned by one thread at a time.
 #pragma once
 
 #include <cstddef>
@@ -25,18 +24,23 @@ struct ColumnView {
   const std::byte* row(std::int64_t index) const noexcept { return base + index * row_stride; }
 };
 
-// Fills `read_order` with the output positions [0, count) sorted by their source
-// index, so a gather touches the source in ascending address order (page-cache and
-// readahead friendly for memory-mapped files) while still writing each row to the
-// position the sampler asked for. Leaves identity order when indices are sorted.
-void sort_by_source(const std::int64_t* indices, std::size_t count,
-                    std::vector<std::uint32_t>& read_order);
+// The rows of one batch in the order they are read: sources[k] is copied to output
+// row positions[k], and sources ascend, so the source is touched in address order
+// (page-cache and readahead friendly for memory-mapped files) while each row still
+// lands where the sampler put it. Buffers are reused from batch to batch.
+struct ReadPlan {
+  std::vector<std::int64_t> sources;
+  std::vector<std::uint32_t> positions;
+  std::vector<std::uint64_t> keys, scratch;  // sort workspace
+};
 
-// Copies rows indices[read_order[k]] for k in [begin, end) of one column into
-// out + read_order[k] * row_bytes. A column with negative stride is walked backwards
-// so that it too is read in ascending address order.
-void gather_rows(const ColumnView& column, const std::int64_t* indices,
-                 const std::uint32_t* read_order, std::size_t begin, std::size_t end,
-                 std::byte* out) noexcept;
+// Builds `plan` for the batch indices[0, count); `rows` bounds every index.
+void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t rows, ReadPlan& plan);
+
+// Copies plan rows [begin, end) of one column into `out` (row p at out + p * row_bytes).
+// A column with negative stride is walked backwards, so it too is read in ascending
+// address order.
+void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
+                 std::size_t end, std::byte* out) noexcept;
 
 }  // namespace pyloader

@@ -27,7 +27,7 @@ class FeistelPermutation {
   std::uint64_t operator()(std::uint64_t position) const noexcept;
 
  private:
-  static constexpr int kRounds = 6;
+  static constexpr int kRounds = 4;  // Luby-Rackoff: 4 rounds of a good round function give a strong permutation
 
   std::uint64_t encrypt(std::uint64_t value) const noexcept;
 

@@ -10,7 +10,7 @@ namespace pyloader {
 void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& columns,
                               const std::int64_t* indices, std::size_t count,
                               std::size_t batch_size) {
-  if (batch_size == 0 || count == 0) return;
+  if (batch_size == 0 || count == 0 || columns.empty()) return;
   std::size_t row_bytes = 0;
   for (const ColumnView& column : columns) row_bytes += static_cast<std::size_t>(column.row_bytes);
   const std::size_t batches = (count + batch_size - 1) / batch_size;
@@ -25,14 +25,14 @@ void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& c
     pool.submit([&] {
       try {
         std::vector<std::byte> buffer(batch_size * row_bytes);
-        std::vector<std::uint32_t> read_order;
+        ReadPlan plan;
         for (std::size_t batch = next_batch++; batch < batches; batch = next_batch++) {
           const std::size_t first = batch * batch_size;
           const std::size_t rows = std::min(batch_size, count - first);
-          sort_by_source(indices + first, rows, read_order);
+          plan_reads(indices + first, rows, columns.front().rows, plan);
           std::byte* out = buffer.data();
           for (const ColumnView& column : columns) {
-            gather_rows(column, indices + first, read_order.data(), 0, rows, out);
+            gather_rows(column, plan, 0, rows, out);
             out += rows * static_cast<std::size_t>(column.row_bytes);
           }
         }

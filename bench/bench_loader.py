@@ -1,0 +1,164 @@
+"""Throughput of pyloader against torch's DataLoader, a numpy loop and a raw gather.
+
+Generates float32 memmap datasets (>= 1 GiB each, no download), then measures, in one
+process run, samples/s for shuffled batches of 256 rows:
+
+  pyloader      pyloader.DataLoader(ArrayDataset(memmap), shuffle=True)
+  torch w0/w2   torch DataLoader over a per-sample __getitem__ dataset, 0 and 2 workers
+  numpy loop    torch.from_numpy(X[idx]) for each shuffled batch of indices
+  raw gather    the same rows copied by the native gather alone (2 threads, no hand-off)
+
+at 256-byte and 12-KiB rows, plus batches/s for batch_size=1 over an in-RAM
+TensorDataset. Every contender reads the same mapping after one warm-up pass, so the
+page cache and page tables are equally warm for all. Prints a table and ratio lines.
+
+    python bench/bench_loader.py [--gib 1.0] [--seconds 3] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.utils.data as tud
+
+import pyloader
+from pyloader import _core
+
+BATCH = 256
+
+
+class PerSampleDataset(tud.Dataset):
+    """What a torch user typically writes over a memmap: one row per __getitem__."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, index):
+        return torch.from_numpy(np.array(self.array[index]))
+
+
+def make_memmap(directory: str, row_bytes: int, gib: float) -> np.memmap:
+    columns = row_bytes // 4
+    rows = int(gib * (1 << 30)) // row_bytes
+    path = os.path.join(directory, f"pyloader_bench_{row_bytes}B_{rows}.npy")
+    if not os.path.exists(path):
+        out = np.lib.format.open_memmap(path + ".part", mode="w+", dtype=np.float32, shape=(rows, columns))
+        step = max(1, (64 << 20) // row_bytes)
+        for first in range(0, rows, step):
+            block = np.arange(first, min(rows, first + step), dtype=np.float32)[:, None]
+            out[first:first + len(block)] = block + np.arange(columns, dtype=np.float32) / columns
+        out.flush()
+        del out
+        os.replace(path + ".part", path)
+    array = np.load(path, mmap_mode="r")
+    for first in range(0, rows, max(1, (256 << 20) // row_bytes)):  # warm-up pass
+        np.asarray(array[first:first + (256 << 20) // row_bytes]).sum()
+    return array
+
+
+def timed(batches, budget_s: float, rows_of=len) -> float:
+    """Samples/s over `batches`, after the first batch, for at most `budget_s` seconds."""
+    iterator = iter(batches)
+    next(iterator)
+    samples = 0
+    start = time.perf_counter()
+    for batch in iterator:
+        samples += rows_of(batch)
+        if time.perf_counter() - start > budget_s:
+            break
+    return samples / (time.perf_counter() - start)
+
+
+def numpy_loop(array, generator):
+    order = generator.permutation(len(array))
+    for first in range(0, len(order) - BATCH + 1, BATCH):
+        yield torch.from_numpy(array[order[first:first + BATCH]])
+
+
+def raw_gather_rate(array, generator, budget_s: float, threads: int) -> float:
+    pool = _core.ThreadPool(threads)
+    order = generator.permutation(len(array)).astype(np.int64)
+    chunk = BATCH * 64
+    samples, start, first = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < budget_s:
+        if first + chunk > len(order):
+            first = 0
+        _core.reference_gather(pool, [array], order[first:first + chunk], BATCH)
+        samples += chunk
+        first += chunk
+    return samples / (time.perf_counter() - start)
+
+
+def measure_rows(array, seconds: float, threads: int) -> dict:
+    generator = np.random.default_rng(0)
+    first_of = lambda batch: len(batch[0])
+    results = {}
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True,
+                                 drop_last=True, num_threads=threads)
+    assert loader.uses_native_path
+    results["pyloader"] = timed(loader, seconds, first_of)
+    for workers in (0, 2):
+        torch_loader = tud.DataLoader(PerSampleDataset(array), batch_size=BATCH, shuffle=True,
+                                      drop_last=True, num_workers=workers)
+        results[f"torch w{workers}"] = timed(torch_loader, seconds)
+    results["numpy loop"] = timed(numpy_loop(array, generator), seconds)
+    results["raw gather"] = raw_gather_rate(array, generator, seconds, threads)
+    return results
+
+
+def measure_small_batches(seconds: float, threads: int) -> dict:
+    x = torch.randn(100_000, 32)
+    y = torch.randint(0, 10, (100_000,))
+    dataset = tud.TensorDataset(x, y)
+    count = lambda batch: 1  # batches/s
+    torch.manual_seed(0)
+    return {
+        "pyloader": timed(pyloader.DataLoader(dataset, batch_size=1, shuffle=True, num_threads=threads),
+                          seconds, count),
+        "torch w0": timed(tud.DataLoader(dataset, batch_size=1, shuffle=True), seconds, count),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=1.0, help="size of each generated dataset")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per contender")
+    parser.add_argument("--threads", type=int, default=2, help="native gather threads")
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
+    args = parser.parse_args()
+
+    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, shuffled")
+    table = []
+    for row_bytes in (256, 12 * 1024):
+        array = make_memmap(args.dir, row_bytes, args.gib)
+        rates = measure_rows(array, args.seconds, args.threads)
+        table.append((row_bytes, rates))
+        print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap): samples/s")
+        for name, rate in rates.items():
+            print(f"  {name:<12} {rate:>14,.0f}")
+    small = measure_small_batches(args.seconds, args.threads)
+    print("\nbatch_size=1, TensorDataset in RAM: batches/s")
+    for name, rate in small.items():
+        print(f"  {name:<12} {rate:>14,.0f}")
+
+    print("\nratios (same run)")
+    for row_bytes, rates in table:
+        best_torch = max(rates["torch w0"], rates["torch w2"])
+        print(f"ratio {row_bytes}B rows: pyloader / best torch DataLoader = {rates['pyloader'] / best_torch:.1f}x")
+        print(f"ratio {row_bytes}B rows: pyloader / numpy loop = {rates['pyloader'] / rates['numpy loop']:.2f}x")
+        print(f"ratio {row_bytes}B rows: pyloader / raw {args.threads}-thread gather = "
+              f"{100 * rates['pyloader'] / rates['raw gather']:.0f}%")
+    print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
