@@ -169,6 +169,9 @@ class NativeIterator:
                 pending.append(_DeferredError(error))
                 return
             try:
+                if self._order is None and len(request) == 0:
+                    # torch's default_collate indexes batch[0] and fails the same way.
+                    raise IndexError("list index out of range (the batch sampler yielded an empty batch)")
                 if self._files_to_check and time.monotonic() >= self._next_file_check:
                     check_files_intact(self._files_to_check)
                     self._next_file_check = time.monotonic() + _FILE_CHECK_INTERVAL_S

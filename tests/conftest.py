@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+
+def as_list(loader):
+    return list(loader)
+
+
+def assert_batches_equal(actual, expected):
+    """Batches equal in structure, values, dtypes and shapes."""
+    assert type(actual) is type(expected), (type(actual), type(expected))
+    if isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype
+        assert actual.shape == expected.shape
+        assert torch.equal(actual, expected)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            assert_batches_equal(actual[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_batches_equal(a, e)
+    else:
+        assert actual == expected
+
+
+def assert_loaders_equal(ours, theirs):
+    assert len(ours) == len(theirs)
+    ours_batches, their_batches = list(ours), list(theirs)
+    assert len(ours_batches) == len(their_batches)
+    for a, e in zip(ours_batches, their_batches):
+        assert_batches_equal(a, e)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

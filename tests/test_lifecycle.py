@@ -1,0 +1,160 @@
+"""Iterator lifecycle: held batches, early exits, interrupts, fork, and no leaks."""
+
+import gc
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.data as tud
+
+import pyloader
+
+
+def native_thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture
+def dataset():
+    rng = np.random.default_rng(0)
+    return pyloader.ArrayDataset(rng.random((4000, 64), dtype=np.float32), np.arange(4000))
+
+
+def test_held_batches_stay_intact_across_later_batches(dataset):
+    x = dataset.columns[0].array
+    loader = pyloader.DataLoader(dataset, batch_size=100, shuffle=True)
+    held = list(loader)  # every batch kept alive while later ones are gathered
+    for _ in range(3):
+        list(loader)  # more epochs recycle whatever buffers are free
+    for xb, ib in held:
+        assert torch.equal(xb, torch.from_numpy(x[ib.numpy()]))
+
+
+def test_buffers_are_writable_and_independent(dataset):
+    first, second = list(pyloader.DataLoader(dataset, batch_size=1000))[:2]
+    first[0].zero_()
+    assert second[0].abs().sum() > 0
+    assert not np.shares_memory(first[0].numpy(), dataset.columns[0].array)
+
+
+@pytest.mark.parametrize("stop_after", [0, 1, 5])
+def test_break_then_reuse(dataset, stop_after):
+    loader = pyloader.DataLoader(dataset, batch_size=64, shuffle=True)
+    for k, _ in enumerate(loader):
+        if k == stop_after:
+            break
+    ids = torch.cat([ib for _, ib in loader])
+    assert sorted(ids.tolist()) == list(range(4000))
+
+
+def test_del_live_iterator_and_explicit_close(dataset):
+    loader = pyloader.DataLoader(dataset, batch_size=64)
+    iterator = iter(loader)
+    next(iterator)
+    del iterator
+    gc.collect()
+    iterator = iter(loader)
+    next(iterator)
+    iterator.close()
+    with pytest.raises(StopIteration):
+        next(iterator)
+    assert len(list(loader)) == len(loader)
+
+
+def test_no_thread_or_memory_growth_over_many_iterators(dataset):
+    loader = pyloader.DataLoader(dataset, batch_size=256, shuffle=True, num_threads=2)
+    for _ in range(20):  # warm up allocator and buffer pools
+        next(iter(loader))
+    threads, rss = native_thread_count(), rss_bytes()
+    for k in range(300):
+        iterator = iter(loader)
+        for _ in range(k % 7):
+            next(iterator)
+        if k % 50 == 0:
+            list(loader)
+    del iterator
+    gc.collect()
+    assert native_thread_count() == threads
+    assert rss_bytes() - rss < 32 << 20
+
+
+def test_loaders_release_their_threads(dataset):
+    before = native_thread_count()
+    for _ in range(30):
+        loader = pyloader.DataLoader(dataset, batch_size=500, num_threads=3)
+        list(loader)
+        del loader
+    gc.collect()
+    assert native_thread_count() == before
+
+
+def test_keyboard_interrupt_mid_epoch_then_reuse(dataset):
+    class InterruptingSampler(tud.Sampler):
+        def __init__(self):
+            self.armed = True
+
+        def __len__(self):
+            return 4000
+
+        def __iter__(self):
+            for index in range(4000):
+                if index == 1000 and self.armed:
+                    self.armed = False
+                    raise KeyboardInterrupt
+                yield index
+
+    loader = pyloader.DataLoader(dataset, batch_size=100, sampler=InterruptingSampler())
+    with pytest.raises(KeyboardInterrupt):
+        list(loader)
+    assert torch.cat([ib for _, ib in loader]).tolist() == list(range(4000))
+
+
+def test_sigint_while_waiting_raises_keyboard_interrupt():
+    # A batch big enough that gathering it takes a while, interrupted from a thread.
+    big = np.zeros((64, 1 << 20), dtype=np.uint8)  # 64 MiB
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=64, num_threads=1)
+    iterator = iter(loader)
+    timer = threading.Timer(0.001, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(200):
+                next(iter(loader))
+    finally:
+        timer.cancel()
+    assert next(iterator)[0].shape == (64, 1 << 20)
+
+
+def test_fork_after_iteration_started(dataset):
+    loader = pyloader.DataLoader(dataset, batch_size=100, shuffle=False)
+    iterator = iter(loader)
+    first = next(iterator)
+    pid = os.fork()
+    if pid == 0:  # child: finish the epoch, then run a fresh one
+        code = 1
+        try:
+            rest = [ib for _, ib in iterator]
+            fresh = [ib for _, ib in loader]
+            ok = (torch.cat([first[1], *rest]).tolist() == list(range(4000))
+                  and torch.cat(fresh).tolist() == list(range(4000)))
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    rest = [ib for _, ib in iterator]
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert torch.cat([first[1], *rest]).tolist() == list(range(4000))
+
+
+def test_worker_processes_fork_cleanly_after_native_use(dataset):
+    list(pyloader.DataLoader(dataset, batch_size=500))  # native threads exist now
+    torch_path = pyloader.DataLoader(dataset, batch_size=500, native=False, num_workers=2)
+    assert torch.cat([ib for _, ib in torch_path]).tolist() == list(range(4000))
