@@ -32,6 +32,10 @@ class Column:
     def __len__(self) -> int:
         return self.array.shape[0]
 
+    @property
+    def row_bytes(self) -> int:
+        return self.array.itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64))
+
 
 def open_npy(path: str | os.PathLike) -> np.memmap:
     """Opens a .npy file memory-mapped read-only, with errors that name the file."""

@@ -92,7 +92,11 @@ class _DeferredError:
 
 
 class NativeIterator:
-    """Iterator over one epoch of a native loader. Delivers batches in sampler order."""
+    """One epoch of a native loader; batches come out in sampler order.
+
+    With a native order the C++ pipeline schedules and refills itself, so a batch
+    costs one call; with a user sampler, index lists are pulled here and queued.
+    """
 
     def __init__(self, loader, plan: NativePlan) -> None:
         self._loader = loader
@@ -103,7 +107,7 @@ class NativeIterator:
         self._files_to_check = [column for column in plan.columns if column.file is not None]
         self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
-        self._depth = loader._native_depth()
+        self._depth = loader._native_depth(sum(column.row_bytes for column in plan.columns))
         self._length = len(loader)
         self._num_yielded = 0
 
@@ -120,48 +124,47 @@ class NativeIterator:
         # so code that seeds torch sees identical RNG state after each epoch.
         torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         rows = len(self._columns[0])
-        if plan.native_order is None:
-            self._order = None
-            self._index_batches = iter(loader.batch_sampler)
-        else:
-            if plan.native_order == "shuffled":
-                seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
-                self._order = _core.IndexOrder.shuffled(rows, seed % _INT64_SPAN)
-            else:
-                self._order = _core.IndexOrder.sequential(rows)
+        self._order = None
+        if plan.native_order == "shuffled":
+            seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
+            self._order = _core.IndexOrder.shuffled(rows, seed % _INT64_SPAN)
+        elif plan.native_order == "sequential":
+            self._order = _core.IndexOrder.sequential(rows)
+        if self._order is not None:
             self._batch_size = loader.batch_size
-            self._positions_end = (rows // self._batch_size * self._batch_size if loader.drop_last else rows)
-            self._next_position = 0
-        self._pending: deque = deque()  # requests in flight, oldest first (or _DeferredError)
-        self._sampler_done = False
-        self._pipeline = self._new_pipeline()
+            self._end = rows // self._batch_size * self._batch_size if loader.drop_last else rows
+        else:
+            self._index_batches = iter(loader.batch_sampler)
+            self._pending: deque = deque()  # index lists in flight, oldest first (or _DeferredError)
+            self._sampler_done = False
+        self._pipeline = None
+        self._closed = False
+        self._start_pipeline()
 
-    def _new_pipeline(self):
+    def _start_pipeline(self) -> None:
+        """(Re)builds the pipeline and requests every batch not yet delivered."""
         self._generation = _fork.generation()
         arrays = [column.array for column in self._columns]
-        return _fork.track(_core.BatchPipeline(arrays, self._loader._native_thread_pool(), self._depth))
-
-    def _enqueue(self, request) -> None:
-        if self._order is None:
-            self._pipeline.enqueue_indices(request)
+        self._pipeline = _core.BatchPipeline(arrays, self._loader._native_thread_pool(), self._depth)
+        self._check_files()
+        if self._order is not None:
+            first = min(self._num_yielded * self._batch_size, self._end)
+            self._pipeline.schedule_positions(self._order, first, self._end, self._batch_size)
         else:
-            self._pipeline.enqueue_positions(self._order, request[0], request[1])
+            for request in self._pending:
+                if not isinstance(request, _DeferredError):
+                    self._pipeline.enqueue_indices(request)
 
-    def _next_request(self):
-        if self._order is None:
-            return next(self._index_batches)
-        first = self._next_position
-        if first >= self._positions_end:
-            raise StopIteration
-        count = min(self._batch_size, self._positions_end - first)
-        self._next_position = first + count
-        return (first, count)
+    def _check_files(self) -> None:
+        if self._files_to_check and time.monotonic() >= self._next_file_check:
+            check_files_intact(self._files_to_check)
+            self._next_file_check = time.monotonic() + _FILE_CHECK_INTERVAL_S
 
     def _fill(self) -> None:
         pending = self._pending
         while len(pending) < self._depth and not self._sampler_done:
             try:
-                request = self._next_request()
+                request = next(self._index_batches)
             except StopIteration:
                 self._sampler_done = True
                 return
@@ -169,24 +172,15 @@ class NativeIterator:
                 pending.append(_DeferredError(error))
                 return
             try:
-                if self._order is None and len(request) == 0:
+                if len(request) == 0:
                     # torch's default_collate indexes batch[0] and fails the same way.
                     raise IndexError("list index out of range (the batch sampler yielded an empty batch)")
-                if self._files_to_check and time.monotonic() >= self._next_file_check:
-                    check_files_intact(self._files_to_check)
-                    self._next_file_check = time.monotonic() + _FILE_CHECK_INTERVAL_S
-                self._enqueue(request)
+                self._check_files()
+                self._pipeline.enqueue_indices(request)
             except Exception as error:  # e.g. an index out of range, due at this batch
                 pending.append(_DeferredError(error))
                 return
             pending.append(request)
-
-    def _rebuild_after_fork(self) -> None:
-        # The inherited pipeline is pinned by _fork; gather the same requests again.
-        self._pipeline = self._new_pipeline()
-        for request in self._pending:
-            if not isinstance(request, _DeferredError):
-                self._enqueue(request)
 
     def __iter__(self):
         return self
@@ -195,27 +189,23 @@ class NativeIterator:
         return self._length
 
     def __next__(self):
+        if self._closed:
+            raise StopIteration
         if self._generation != _fork.generation():
-            self._rebuild_after_fork()
-        pending = self._pending
-        if not pending:
-            self._fill()
-            if not pending:
-                self._pipeline.close()
-                raise StopIteration
-        head = pending[0]
-        if isinstance(head, _DeferredError):
-            pending.popleft()
-            raise head.error
-        arrays = self._pipeline.next(self._timeout)
+            self._start_pipeline()  # the inherited one can never finish: start over here
+        if self._order is not None:
+            if self._files_to_check:
+                self._check_files()
+            try:
+                arrays = self._pipeline.next(self._timeout)
+            except StopIteration:
+                self.close()
+                raise
+        else:
+            arrays = self._next_from_sampler()
         if arrays is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        pending.popleft()
-        self._fill()  # keep the threads busy while the caller works on this batch
         self._num_yielded += 1
-        return self._assemble(arrays)
-
-    def _assemble(self, arrays):
         tensors = [torch.from_numpy(array) for array in arrays]
         if self._any_view:
             tensors = [t if view is None else t.view(view) for t, view in zip(tensors, self._views)]
@@ -225,16 +215,34 @@ class NativeIterator:
             return dict(zip(self._names, tensors))
         return tensors
 
+    def _next_from_sampler(self):
+        pending = self._pending
+        if not pending:
+            self._fill()
+            if not pending:
+                self.close()
+                raise StopIteration
+        head = pending[0]
+        if isinstance(head, _DeferredError):
+            pending.popleft()
+            raise head.error
+        arrays = self._pipeline.next(self._timeout)
+        if arrays is not None:
+            pending.popleft()
+            self._fill()  # keep the threads busy while the caller works on this batch
+        return arrays
+
     def close(self) -> None:
         """Stops background gathering now; also happens on exhaustion and deletion."""
-        if self._generation == _fork.generation():
-            self._pipeline.close()
-        self._pending.clear()
-        self._sampler_done = True
+        self._closed = True
+        self._pipeline.close()
+        if self._order is None:
+            self._pending.clear()
+            self._sampler_done = True
 
     def __del__(self) -> None:
         pipeline = getattr(self, "_pipeline", None)
-        if pipeline is not None and self._generation == _fork.generation():
+        if pipeline is not None:
             pipeline.close()
 
 

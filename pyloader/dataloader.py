@@ -7,6 +7,9 @@ import torch.utils.data
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 
+# Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
+_IN_FLIGHT_BYTES = 12 << 20
+
 
 class DataLoader(torch.utils.data.DataLoader):
     """A drop-in ``torch.utils.data.DataLoader``.
@@ -68,15 +71,23 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def _native_thread_pool(self):
         if self._thread_pool is None or self._thread_pool_generation != _fork.generation():
-            self._thread_pool = _fork.track(_core.ThreadPool(self.num_threads))
+            self._thread_pool = _core.ThreadPool(self.num_threads)
             self._thread_pool_generation = _fork.generation()
         return self._thread_pool
 
-    def _native_depth(self) -> int:
-        # Deep enough that a thread never idles behind a slow consumer step; a gather
-        # of a small batch takes microseconds, so a few per thread are needed.
-        per_thread = self.prefetch_factor if self.prefetch_factor is not None else 4
-        return max(4, per_thread * self.num_threads)
+    def _native_depth(self, row_bytes: int) -> int:
+        """Batches gathered ahead: `prefetch_factor` per thread when given."""
+        if self.prefetch_factor is not None:
+            return max(2, self.prefetch_factor * self.num_threads)
+        # Small batches: a gather takes microseconds, so several per thread keep the
+        # threads busy through a slow consumer step. Large batches: few enough that
+        # the buffers in flight stay cache-resident (measured in bench/: 3-4 batches
+        # of 3 MiB beat 8 by ~15% on a 32 MiB L3).
+        depth = 4 * self.num_threads
+        batch_size = getattr(self.batch_sampler, "batch_size", None)
+        if isinstance(batch_size, int) and batch_size > 0 and row_bytes > 0:
+            depth = min(depth, _IN_FLIGHT_BYTES // (batch_size * row_bytes))
+        return max(self.num_threads + 1, depth)
 
     def __iter__(self):
         plan = self._plan()

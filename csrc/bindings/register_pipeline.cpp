@@ -83,14 +83,20 @@ class PythonBatchPipeline {
     open().enqueue_positions(order, first, count);
   }
 
+  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
+                          std::uint64_t batch_size) {
+    open().schedule_positions(order, first, end, batch_size);
+  }
+
   std::size_t in_flight() const { return pipeline_ ? pipeline_->in_flight() : 0; }
   std::size_t max_in_flight() { return open().max_in_flight(); }
 
   // The oldest batch as a tuple of arrays, one per column, or None if `timeout_seconds`
-  // (when > 0) passed first. Ctrl-C while waiting raises KeyboardInterrupt.
+  // (when > 0) passed first. StopIteration when nothing is in flight (a schedule is
+  // exhausted); KeyboardInterrupt on Ctrl-C while waiting.
   py::object next(double timeout_seconds) {
     BatchPipeline& pipeline = open();
-    if (pipeline.in_flight() == 0) throw py::value_error("no batch requested");
+    if (pipeline.in_flight() == 0) throw py::stop_iteration();
     if (!pipeline.front_ready()) {
       using clock = std::chrono::steady_clock;
       const bool bounded = timeout_seconds > 0;
@@ -150,6 +156,10 @@ void register_pipeline(py::module_& module) {
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
            py::arg("first"), py::arg("count"),
            "Request the rows at positions [first, first + count) of `order` as the next batch.")
+      .def("schedule_positions", &PythonBatchPipeline::schedule_positions, py::arg("order"),
+           py::arg("first"), py::arg("end"), py::arg("batch_size"),
+           "Gather positions [first, end) of `order` in batches of `batch_size`, keeping "
+           "the pipeline full by itself from now on.")
       .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0)
       .def("close", &PythonBatchPipeline::close)
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)

@@ -47,7 +47,8 @@ BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<Th
       rows_(columns_.empty() ? 0 : columns_.front().rows),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       inline_limit_bytes_(kInlineLimitBytes),
-      pool_(std::move(pool)) {
+      pool_(std::move(pool)),
+      sync_(std::make_unique<Sync>()) {
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
   for (const ColumnView& column : columns_) {
     if (column.rows != rows_) throw std::invalid_argument("all columns must have the same number of rows");
@@ -57,11 +58,15 @@ BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<Th
 }
 
 BatchPipeline::~BatchPipeline() {
+  if (!owner_.is_current()) {
+    (void)sync_.release();  // forked child: see the class comment
+    return;
+  }
   // Queued gathers that have not started skip their copy; running ones finish. Either
   // way no worker reads the columns once this returns, so their owner may free them.
-  cancelled_.store(true, std::memory_order_relaxed);
-  std::unique_lock<std::mutex> lock(mutex_);
-  completed_.wait(lock, [this] { return tasks_outstanding_ == 0; });
+  sync_->cancelled.store(true, std::memory_order_relaxed);
+  std::unique_lock<std::mutex> lock(sync_->mutex);
+  sync_->completed.wait(lock, [this] { return sync_->tasks_outstanding == 0; });
 }
 
 void BatchPipeline::check_capacity() const {
@@ -104,6 +109,29 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
   start(std::move(slot));
 }
 
+void BatchPipeline::schedule_positions(const IndexOrder& order, std::uint64_t first,
+                                       std::uint64_t end, std::uint64_t batch_size) {
+  if (batch_size == 0) throw std::invalid_argument("batch_size must be positive");
+  if (first > end || end > order.size() || order.size() > static_cast<std::uint64_t>(rows_)) {
+    throw std::out_of_range("scheduled positions [" + std::to_string(first) + ", " +
+                            std::to_string(end) + ") outside an order of " +
+                            std::to_string(order.size()) + " over " + std::to_string(rows_) +
+                            " rows");
+  }
+  schedule_ = Schedule{order, first, end, batch_size};
+  top_up();
+}
+
+void BatchPipeline::top_up() {
+  if (!schedule_) return;
+  Schedule& schedule = *schedule_;
+  while (slots_.size() < max_in_flight_ && schedule.next < schedule.end) {
+    const std::uint64_t count = std::min(schedule.batch_size, schedule.end - schedule.next);
+    enqueue_positions(schedule.order, schedule.next, count);
+    schedule.next += count;
+  }
+}
+
 void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   std::size_t batch_bytes = 0;
   slot->column_offsets.reserve(columns_.size());
@@ -121,18 +149,18 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     return;
   }
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++tasks_outstanding_;
+    std::lock_guard<std::mutex> lock(sync_->mutex);
+    ++sync_->tasks_outstanding;
   }
   pool_->submit([this, slot = std::move(slot)] {
     const bool mine = slot->claim();  // the consumer may have gathered it already
-    if (mine && !cancelled_.load(std::memory_order_relaxed)) fill(*slot);
+    if (mine && !sync_->cancelled.load(std::memory_order_relaxed)) fill(*slot);
     // Notify while holding the lock: once it is released the destructor may run, and
     // nothing of `this` may be touched after that.
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sync_->mutex);
     if (mine) slot->state.store(Slot::kDone, std::memory_order_release);
-    --tasks_outstanding_;
-    completed_.notify_all();
+    --sync_->tasks_outstanding;
+    sync_->completed.notify_all();
   });
 }
 
@@ -140,7 +168,7 @@ bool BatchPipeline::help_one() {
   for (const auto& slot : slots_) {
     if (slot->claim()) {
       fill(*slot);
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<std::mutex> lock(sync_->mutex);
       slot->state.store(Slot::kDone, std::memory_order_release);
       return true;
     }
@@ -181,8 +209,8 @@ bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   }
   if (front_ready()) return true;
   const Slot& front = *slots_.front();
-  std::unique_lock<std::mutex> lock(mutex_);
-  return completed_.wait_for(lock, timeout, [&front] { return front.done(); });
+  std::unique_lock<std::mutex> lock(sync_->mutex);
+  return sync_->completed.wait_for(lock, timeout, [&front] { return front.done(); });
 }
 
 GatheredBatch BatchPipeline::pop_front() {
@@ -191,6 +219,7 @@ GatheredBatch BatchPipeline::pop_front() {
   }
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();
+  top_up();
   if (!slot->error.empty()) throw std::runtime_error(slot->error);
   return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), slot->rows};
 }

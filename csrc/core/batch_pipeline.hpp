@@ -14,6 +14,8 @@
 //   * Bounds: at most max_in_flight() requests may be pending (checked; violating it
 //     throws std::logic_error). Buffers come from a BufferPool and are never reused
 //     while a GatheredBatch (or a copy of its buffer pointer) is alive.
+//   * Fork: destroyed in a forked child, the pipeline abandons the parent's gathers
+//     (their threads do not exist there) without waiting for them.
 //   * Small batches are gathered inline on the calling thread: below a few KiB the
 //     hand-off to a worker costs more than the copy itself.
 #pragma once
@@ -33,6 +35,7 @@
 #include "buffer_pool.hpp"
 #include "gather.hpp"
 #include "permutation.hpp"
+#include "process_owner.hpp"
 #include "thread_pool.hpp"
 
 namespace pyloader {
@@ -61,6 +64,15 @@ class BatchPipeline {
   // Throws std::out_of_range unless first + count <= order.size() <= rows.
   void enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count);
 
+  // Schedules positions [first, end) of `order` as consecutive batches of
+  // `batch_size` rows (the last may be shorter). The pipeline then keeps itself
+  // max_in_flight() deep on its own: each pop_front() enqueues the next batch, so the
+  // consumer makes one call per batch. Replaces any earlier schedule.
+  // Throws std::out_of_range unless first <= end <= order.size() <= rows, and
+  // std::invalid_argument for batch_size 0.
+  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
+                          std::uint64_t batch_size);
+
   std::size_t in_flight() const noexcept { return slots_.size(); }
   std::size_t max_in_flight() const noexcept { return max_in_flight_; }
   bool front_ready() const noexcept;
@@ -70,8 +82,9 @@ class BatchPipeline {
   // sleeping. Precondition: in_flight() > 0.
   bool wait_front(std::chrono::nanoseconds timeout);
 
-  // Removes and returns the oldest request, waiting for it if needed. Rethrows a
-  // failure of its gather as std::runtime_error. Precondition: in_flight() > 0.
+  // Removes and returns the oldest request, waiting for it if needed, and tops the
+  // schedule up. Rethrows a failure of its gather as std::runtime_error.
+  // Precondition: in_flight() > 0.
   GatheredBatch pop_front();
 
   const std::vector<ColumnView>& columns() const noexcept { return columns_; }
@@ -80,6 +93,7 @@ class BatchPipeline {
   struct Slot;
 
   void check_capacity() const;
+  void top_up();
   void start(std::shared_ptr<Slot> slot);
   void fill(Slot& slot) noexcept;
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
@@ -92,11 +106,24 @@ class BatchPipeline {
   std::shared_ptr<BufferPool> buffers_;
   std::deque<std::shared_ptr<Slot>> slots_;
 
-  // Guards completion state shared with the workers.
-  std::mutex mutex_;
-  std::condition_variable completed_;
-  std::size_t tasks_outstanding_ = 0;  // submitted to the pool and not yet returned
-  std::atomic<bool> cancelled_{false};
+  struct Schedule {
+    IndexOrder order;
+    std::uint64_t next;
+    std::uint64_t end;
+    std::uint64_t batch_size;
+  };
+  std::optional<Schedule> schedule_;
+
+  // Completion state shared with the workers; on the heap so that a forked child,
+  // whose copy may be locked or count the parent's waiters, can leak it untouched.
+  struct Sync {
+    std::mutex mutex;
+    std::condition_variable completed;
+    std::size_t tasks_outstanding = 0;  // submitted to the pool and not yet returned
+    std::atomic<bool> cancelled{false};
+  };
+  std::unique_ptr<Sync> sync_;
+  ProcessOwner owner_;
 };
 
 }  // namespace pyloader

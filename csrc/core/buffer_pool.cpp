@@ -24,6 +24,7 @@ BufferPool::BufferPool(std::size_t max_idle) : max_idle_(max_idle) {
 }
 
 BufferPool::~BufferPool() {
+  if (!owner_.is_current()) return;
   for (const Block& block : idle_) std::free(block.data);
 }
 
@@ -49,6 +50,10 @@ std::shared_ptr<std::byte> BufferPool::acquire(std::size_t bytes) {
 }
 
 void BufferPool::release(Block block) noexcept {
+  if (!owner_.is_current()) {
+    std::free(block.data);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (idle_.size() < max_idle_) {

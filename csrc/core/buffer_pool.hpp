@@ -8,13 +8,16 @@
 //     itself stays alive until then (each block holds a reference to it).
 //   * At most `max_idle` blocks are kept for reuse; surplus returned blocks are freed,
 //     so memory stays bounded by what the consumer still holds plus `max_idle`.
-//   * Thread-safe.
+//   * Thread-safe. In a forked child, blocks from the parent's pool are freed directly
+//     and the idle list is left alone (a parent thread may have held its lock).
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include "process_owner.hpp"
 
 namespace pyloader {
 
@@ -40,6 +43,7 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
   std::size_t max_idle_;
   std::mutex mutex_;
   std::vector<Block> idle_;
+  ProcessOwner owner_;
 };
 
 }  // namespace pyloader

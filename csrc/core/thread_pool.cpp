@@ -2,39 +2,46 @@
 
 namespace pyloader {
 
-ThreadPool::ThreadPool(std::size_t num_threads) {
-  if (num_threads == 0) num_threads = 1;
-  threads_.reserve(num_threads);
-  for (std::size_t i = 0; i < num_threads; ++i) threads_.emplace_back([this] { run_worker(); });
+ThreadPool::ThreadPool(std::size_t num_threads)
+    : size_(num_threads == 0 ? 1 : num_threads), state_(std::make_unique<State>()) {
+  state_->threads.reserve(size_);
+  State* state = state_.get();
+  for (std::size_t i = 0; i < size_; ++i) {
+    state_->threads.emplace_back([state] { run_worker(*state); });
+  }
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    tasks_.clear();
+  if (!owner_.is_current()) {
+    (void)state_.release();  // forked child: see the class comment
+    return;
   }
-  task_available_.notify_all();
-  for (auto& thread : threads_) thread.join();
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+    state_->tasks.clear();
+  }
+  state_->task_available.notify_all();
+  for (auto& thread : state_->threads) thread.join();
 }
 
 void ThreadPool::submit(std::function<void()> task) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    tasks_.push_back(std::move(task));
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->tasks.push_back(std::move(task));
   }
-  task_available_.notify_one();
+  state_->task_available.notify_one();
 }
 
-void ThreadPool::run_worker() {
+void ThreadPool::run_worker(State& state) {
   for (;;) {
     std::function<void()> task;
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      task_available_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-      if (stopping_) return;
-      task = std::move(tasks_.front());
-      tasks_.pop_front();
+      std::unique_lock<std::mutex> lock(state.mutex);
+      state.task_available.wait(lock, [&state] { return state.stopping || !state.tasks.empty(); });
+      if (state.stopping) return;
+      task = std::move(state.tasks.front());
+      state.tasks.pop_front();
     }
     task();
   }

@@ -1,24 +1,27 @@
 // A fixed set of worker threads draining one FIFO task queue.
 //
 // Contract:
-//   * submit() is thread-safe. Tasks run on the pool's threads in submission order
-//     of dequeueing (FIFO), concurrently up to size().
+//   * submit() is thread-safe. Tasks start in FIFO order and run concurrently, up to
+//     size() at a time.
 //   * Tasks must not throw: an escaping exception would have nowhere to go, so the
 //     pool terminates the process. Callers wrap their work and record errors.
 //   * The destructor discards tasks not yet started, waits for running tasks and
 //     joins every thread. Owners of work in flight must keep what that work touches
 //     alive until they have seen it finish (see BatchPipeline).
-//   * Not fork-safe: after fork() the child has none of these threads; the object
-//     must be abandoned (never destroyed) in the child.
+//   * Fork: a pool destroyed in a forked child (which has none of its threads) leaks
+//     its threads' bookkeeping instead of joining; a child needs a new pool to run work.
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "process_owner.hpp"
 
 namespace pyloader {
 
@@ -31,16 +34,23 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   void submit(std::function<void()> task);
-  std::size_t size() const noexcept { return threads_.size(); }
+  std::size_t size() const noexcept { return size_; }
 
  private:
-  void run_worker();
+  // Everything the workers touch, on the heap so a forked child can leak it whole.
+  struct State {
+    std::mutex mutex;
+    std::condition_variable task_available;
+    std::deque<std::function<void()>> tasks;
+    bool stopping = false;
+    std::vector<std::thread> threads;
+  };
 
-  std::mutex mutex_;
-  std::condition_variable task_available_;
-  std::deque<std::function<void()>> tasks_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
+  static void run_worker(State& state);
+
+  std::size_t size_;
+  std::unique_ptr<State> state_;
+  ProcessOwner owner_;
 };
 
 }  // namespace pyloader
