@@ -211,3 +211,18 @@ def test_pin_memory_without_accelerator_warns_like_torch():
     with pytest.warns(UserWarning, match="no accelerator is found"):
         batches = list(pyloader.DataLoader(ds, batch_size=5, pin_memory=True))
     assert [b[0].tolist() for b in batches] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_truncation_between_checks_is_caught_by_the_sigbus_guard(tmp_path, monkeypatch):
+    import pyloader._native as native
+
+    monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)  # only the first check runs
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((1 << 16, 64), dtype=np.float32))  # 16 MiB, far more than prefetched
+    iterator = iter(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=64))
+    next(iterator)
+    with open(path, "r+b") as handle:
+        handle.truncate(4096)
+    with pytest.raises(RuntimeError, match="SIGBUS"):
+        for _ in iterator:
+            pass

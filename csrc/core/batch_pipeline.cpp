@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "bus_error_guard.hpp"
+
 namespace pyloader {
 namespace {
 
@@ -50,6 +52,7 @@ BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<Th
       pool_(std::move(pool)),
       sync_(std::make_unique<Sync>()) {
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
+  install_bus_error_handler();
   for (const ColumnView& column : columns_) {
     if (column.rows != rows_) throw std::invalid_argument("all columns must have the same number of rows");
     if (column.row_bytes < 0) throw std::invalid_argument("row_bytes must not be negative");
@@ -187,13 +190,24 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     // Per thread, so the sort workspace is allocated once per thread, not per batch.
     thread_local ReadPlan plan;
     plan_reads(slot.indices.data(), slot.rows, rows_, plan);
-    for (std::size_t c = 0; c < columns_.size(); ++c) {
-      gather_rows(columns_[c], plan, 0, slot.rows, slot.buffer.get() + slot.column_offsets[c]);
+    CopyJob job{this, &slot, &plan};
+    if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
+      slot.error = "reading the source failed with SIGBUS: a memory-mapped file was "
+                   "truncated or became unreadable while the loader was using it";
     }
   } catch (const std::exception& error) {
     slot.error = error.what();
   } catch (...) {
     slot.error = "unknown error while gathering a batch";
+  }
+}
+
+void BatchPipeline::copy_columns(void* job_pointer) {
+  const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
+  const Slot& slot = *job.slot;
+  for (std::size_t c = 0; c < job.pipeline->columns_.size(); ++c) {
+    gather_rows(job.pipeline->columns_[c], *job.plan, 0, slot.rows,
+                slot.buffer.get() + slot.column_offsets[c]);
   }
 }
 

@@ -16,6 +16,8 @@
 //     while a GatheredBatch (or a copy of its buffer pointer) is alive.
 //   * Fork: destroyed in a forked child, the pipeline abandons the parent's gathers
 //     (their threads do not exist there) without waiting for them.
+//   * A SIGBUS while reading a column (its memory-mapped file was truncated) fails
+//     that batch with an error instead of killing the process.
 //   * Small batches are gathered inline on the calling thread: below a few KiB the
 //     hand-off to a worker costs more than the copy itself.
 #pragma once
@@ -96,6 +98,14 @@ class BatchPipeline {
   void top_up();
   void start(std::shared_ptr<Slot> slot);
   void fill(Slot& slot) noexcept;
+  // The part of fill() that reads the source: runs under a SIGBUS guard, so it owns
+  // nothing with a destructor.
+  struct CopyJob {
+    const BatchPipeline* pipeline;
+    const Slot* slot;
+    const ReadPlan* plan;
+  };
+  static void copy_columns(void* job);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
   std::vector<ColumnView> columns_;
