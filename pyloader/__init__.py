@@ -11,7 +11,6 @@ from torch.utils.data import (
     ChainDataset,
     ConcatDataset,
     Dataset,
-    DistributedSampler,
     IterableDataset,
     RandomSampler,
     Sampler,
@@ -29,6 +28,7 @@ from torch.utils.data import (
 
 from .dataloader import DataLoader
 from .dataset import ArrayDataset
+from .distributed import DistributedSampler
 
 __version__ = "0.1.0"
 

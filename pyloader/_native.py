@@ -22,6 +22,7 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._columns import Column, check_files_intact, column_from
 from .dataset import ArrayDataset
+from .distributed import DistributedSampler
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -33,7 +34,7 @@ _FILE_CHECK_INTERVAL_S = 0.05
 class NativePlan:
     columns: tuple[Column, ...]
     names: tuple[str, ...] | None  # dict batches when set, list batches otherwise
-    native_order: str | None  # "sequential" / "shuffled": positions computed in C++;
+    native_order: str | None  # "sequential" / "shuffled" / "distributed": positions computed in C++;
     # None: index lists come from the loader's batch_sampler
 
 
@@ -79,6 +80,8 @@ def plan_native(loader) -> NativePlan | str:
         elif (type(sampler) is RandomSampler and loader._native_shuffle
               and not sampler.replacement and sampler._num_samples is None):
             native_order = "shuffled"
+        elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
+            native_order = "distributed"
     return NativePlan(columns=columns, names=names, native_order=native_order)
 
 
@@ -130,9 +133,12 @@ class NativeIterator:
             self._order = _core.IndexOrder.shuffled(rows, seed % _INT64_SPAN)
         elif plan.native_order == "sequential":
             self._order = _core.IndexOrder.sequential(rows)
+        elif plan.native_order == "distributed":
+            self._order = loader.batch_sampler.sampler.native_order()
         if self._order is not None:
             self._batch_size = loader.batch_size
-            self._end = rows // self._batch_size * self._batch_size if loader.drop_last else rows
+            positions = len(self._order)
+            self._end = positions // self._batch_size * self._batch_size if loader.drop_last else positions
         else:
             self._index_batches = iter(loader.batch_sampler)
             self._pending: deque = deque()  # index lists in flight, oldest first (or _DeferredError)

@@ -15,6 +15,10 @@ void register_order(py::module_& module) {
                          "Which row comes at each position of an epoch; O(1) memory.")
       .def_static("sequential", &IndexOrder::sequential, py::arg("size"))
       .def_static("shuffled", &IndexOrder::shuffled, py::arg("size"), py::arg("seed"))
+      .def("strided", &IndexOrder::strided, py::arg("offset"), py::arg("stride"), py::arg("count"),
+           "`count` positions offset, offset + stride, ... of this order, wrapping past the "
+           "end (torch DistributedSampler's padding and sharding).")
+      .def_property_readonly("rows", &IndexOrder::rows)
       .def_property_readonly("is_shuffled", &IndexOrder::is_shuffled)
       .def("__len__", &IndexOrder::size)
       .def("__getitem__",

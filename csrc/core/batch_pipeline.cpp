@@ -98,12 +98,12 @@ void BatchPipeline::enqueue_indices(std::vector<std::int64_t> indices) {
 void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t first,
                                       std::uint64_t count) {
   check_capacity();
-  if (order.size() > static_cast<std::uint64_t>(rows_) || first > order.size() ||
+  if (order.rows() > static_cast<std::uint64_t>(rows_) || first > order.size() ||
       count > order.size() - first) {
     throw std::out_of_range("positions [" + std::to_string(first) + ", " +
                             std::to_string(first + count) + ") outside an order of " +
-                            std::to_string(order.size()) + " over " + std::to_string(rows_) +
-                            " rows");
+                            std::to_string(order.size()) + " positions over " +
+                            std::to_string(order.rows()) + " of " + std::to_string(rows_) + " rows");
   }
   auto slot = std::make_shared<Slot>();
   slot->rows = static_cast<std::size_t>(count);
@@ -115,7 +115,7 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
 void BatchPipeline::schedule_positions(const IndexOrder& order, std::uint64_t first,
                                        std::uint64_t end, std::uint64_t batch_size) {
   if (batch_size == 0) throw std::invalid_argument("batch_size must be positive");
-  if (first > end || end > order.size() || order.size() > static_cast<std::uint64_t>(rows_)) {
+  if (first > end || end > order.size() || order.rows() > static_cast<std::uint64_t>(rows_)) {
     throw std::out_of_range("scheduled positions [" + std::to_string(first) + ", " +
                             std::to_string(end) + ") outside an order of " +
                             std::to_string(order.size()) + " over " + std::to_string(rows_) +

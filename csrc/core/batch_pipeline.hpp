@@ -63,14 +63,14 @@ class BatchPipeline {
   void enqueue_indices(std::vector<std::int64_t> indices);
 
   // Requests rows order(first), ..., order(first + count - 1) as the next batch.
-  // Throws std::out_of_range unless first + count <= order.size() <= rows.
+  // Throws std::out_of_range unless first + count <= order.size() and order.rows() <= rows.
   void enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count);
 
   // Schedules positions [first, end) of `order` as consecutive batches of
   // `batch_size` rows (the last may be shorter). The pipeline then keeps itself
   // max_in_flight() deep on its own: each pop_front() enqueues the next batch, so the
   // consumer makes one call per batch. Replaces any earlier schedule.
-  // Throws std::out_of_range unless first <= end <= order.size() <= rows, and
+  // Throws std::out_of_range unless first <= end <= order.size() and order.rows() <= rows, and
   // std::invalid_argument for batch_size 0.
   void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
                           std::uint64_t batch_size);

@@ -60,10 +60,26 @@ std::uint64_t FeistelPermutation::operator()(std::uint64_t position) const noexc
   return value;
 }
 
-IndexOrder IndexOrder::sequential(std::uint64_t size) noexcept { return {size, 0, false}; }
+IndexOrder IndexOrder::sequential(std::uint64_t rows) noexcept { return {rows, 0, false}; }
 
-IndexOrder IndexOrder::shuffled(std::uint64_t size, std::uint64_t seed) noexcept {
-  return {size, seed, true};
+IndexOrder IndexOrder::shuffled(std::uint64_t rows, std::uint64_t seed) noexcept {
+  return {rows, seed, true};
+}
+
+IndexOrder IndexOrder::strided(std::uint64_t offset, std::uint64_t stride,
+                               std::uint64_t count) const {
+  if (stride == 0) throw std::invalid_argument("stride must be positive");
+  if (count > 0 && rows() == 0) throw std::invalid_argument("cannot take positions of an empty order");
+  IndexOrder result = *this;
+  result.size_ = count;
+  if (rows() == 0) return result;
+  // Compose with this order's own striding; everything is modulo rows(), so reduce
+  // once here and the per-position arithmetic stays in 128 bits.
+  const uint128 n = rows();
+  result.offset_ = static_cast<std::uint64_t>((static_cast<uint128>(offset) * stride_ + offset_) % n);
+  result.stride_ = static_cast<std::uint64_t>((static_cast<uint128>(stride) * stride_) % n);
+  if (result.stride_ == 0) result.stride_ = static_cast<std::uint64_t>(n);  // keeps p*stride = 0 mod n
+  return result;
 }
 
 }  // namespace pyloader

@@ -12,8 +12,12 @@
 
 #include <array>
 #include <cstdint>
+#include <stdexcept>
 
 namespace pyloader {
+
+// 128-bit products keep position * stride exact for any 64-bit operands.
+__extension__ using uint128 = unsigned __int128;
 
 // Derives an independent 64-bit stream seed from (seed, stream); used to give every
 // epoch its own permutation without storing anything per epoch.
@@ -37,25 +41,45 @@ class FeistelPermutation {
   std::array<std::uint64_t, kRounds> round_keys_;
 };
 
-// Either the identity (sequential order) or a seeded Feistel shuffle; the single
-// place where "which row comes at position p" is decided for native samplers.
+// Which row comes at each position of an epoch: the single place where sample order is
+// decided for native samplers. A base order over `rows` rows is the identity or a
+// seeded Feistel shuffle; strided() then selects every stride-th position from an
+// offset, wrapping past the end, which is exactly how torch's DistributedSampler pads
+// and shards an epoch. Position p maps to base((offset + p * stride) mod rows).
+// Immutable and cheap to copy; thread-safe.
 class IndexOrder {
  public:
-  static IndexOrder sequential(std::uint64_t size) noexcept;
-  static IndexOrder shuffled(std::uint64_t size, std::uint64_t seed) noexcept;
+  static IndexOrder sequential(std::uint64_t rows) noexcept;
+  static IndexOrder shuffled(std::uint64_t rows, std::uint64_t seed) noexcept;
 
-  std::uint64_t size() const noexcept { return permutation_.size(); }
+  // `count` positions of this order: offset, offset + stride, ... (in this order's
+  // positions, wrapping modulo rows()). Throws std::invalid_argument for stride 0, or
+  // for count > 0 over zero rows.
+  IndexOrder strided(std::uint64_t offset, std::uint64_t stride, std::uint64_t count) const;
+
+  std::uint64_t size() const noexcept { return size_; }
+  std::uint64_t rows() const noexcept { return permutation_.size(); }
   bool is_shuffled() const noexcept { return shuffled_; }
+
+  // Precondition: position < size().
   std::uint64_t operator()(std::uint64_t position) const noexcept {
-    return shuffled_ ? permutation_(position) : position;
+    std::uint64_t base = position;
+    if (stride_ != 1 || offset_ != 0 || size_ > rows()) {
+      base = static_cast<std::uint64_t>(
+          (static_cast<uint128>(position) * stride_ + offset_) % rows());
+    }
+    return shuffled_ ? permutation_(base) : base;
   }
 
  private:
-  IndexOrder(std::uint64_t size, std::uint64_t seed, bool shuffled) noexcept
-      : permutation_(size, seed), shuffled_(shuffled) {}
+  IndexOrder(std::uint64_t rows, std::uint64_t seed, bool shuffled) noexcept
+      : permutation_(rows, seed), shuffled_(shuffled), size_(rows) {}
 
   FeistelPermutation permutation_;
   bool shuffled_;
+  std::uint64_t offset_ = 0;  // reduced modulo rows()
+  std::uint64_t stride_ = 1;  // reduced modulo rows() (rows() itself when it divides it)
+  std::uint64_t size_;
 };
 
 }  // namespace pyloader
