@@ -8,6 +8,7 @@ gathered buffers, so the batches equal what torch's collate would have stacked.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import warnings
@@ -23,6 +24,7 @@ from . import _core, _fork
 from ._columns import Column, check_files_intact, column_from
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
+from ._resume import RngSnapshot, draw_base_seed, skip_batches
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -101,8 +103,9 @@ class NativeIterator:
     costs one call; with a user sampler, index lists are pulled here and queued.
     """
 
-    def __init__(self, loader, plan: NativePlan) -> None:
+    def __init__(self, loader, plan: NativePlan, resume: dict | None = None) -> None:
         self._loader = loader
+        self._plan = plan
         self._columns = plan.columns
         self._names = plan.names
         self._views = [column.dtype if column.needs_view else None for column in plan.columns]
@@ -123,29 +126,71 @@ class NativeIterator:
                           "then device pinned memory won't be used.", stacklevel=3)
         self._pin = bool(loader.pin_memory and accelerator)
 
-        # The same draws from the same generator as torch's iterator and RandomSampler,
-        # so code that seeds torch sees identical RNG state after each epoch.
-        torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         rows = len(self._columns[0])
         self._order = None
-        if plan.native_order == "shuffled":
-            seed = int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
-            self._order = _core.IndexOrder.shuffled(rows, seed % _INT64_SPAN)
-        elif plan.native_order == "sequential":
-            self._order = _core.IndexOrder.sequential(rows)
-        elif plan.native_order == "distributed":
-            self._order = loader.batch_sampler.sampler.native_order()
-        if self._order is not None:
+        self._seed = None
+        self._snapshot = None
+        if resume is not None and resume["order"] != (plan.native_order or "sampler"):
+            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
+                             f"this loader now uses {plan.native_order or 'sampler'!r}")
+        if plan.native_order is None:
+            self._start_sampler(loader, resume)
+        else:
+            if resume is None:
+                # The same draws from the same generator as torch's iterator and
+                # RandomSampler, so code that seeds torch sees identical RNG state after
+                # each epoch. A resumed epoch made them before it was saved.
+                draw_base_seed(loader)
+            if plan.native_order == "shuffled":
+                if resume is None:
+                    self._seed = draw_base_seed(loader) % _INT64_SPAN
+                else:
+                    self._seed = resume["native_seed"]
+                self._order = _core.IndexOrder.shuffled(rows, self._seed)
+            elif plan.native_order == "sequential":
+                self._order = _core.IndexOrder.sequential(rows)
+            else:
+                self._order = loader.batch_sampler.sampler.native_order()
             self._batch_size = loader.batch_size
             positions = len(self._order)
             self._end = positions // self._batch_size * self._batch_size if loader.drop_last else positions
-        else:
-            self._index_batches = iter(loader.batch_sampler)
-            self._pending: deque = deque()  # index lists in flight, oldest first (or _DeferredError)
-            self._sampler_done = False
+            if resume is not None:
+                self._num_yielded = resume["batches_yielded"]
         self._pipeline = None
         self._closed = False
         self._start_pipeline()
+
+    def _start_sampler(self, loader, resume: dict | None) -> None:
+        self._pending: deque = deque()  # index lists in flight, oldest first (or _DeferredError)
+        self._sampler_done = False
+        if resume is None:
+            self._snapshot = RngSnapshot.capture(loader)
+            draw_base_seed(loader)
+            self._index_batches = iter(loader.batch_sampler)
+            return
+        self._snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
+        skip = resume["batches_yielded"]
+        with self._snapshot.replaying(loader):
+            draw_base_seed(loader)
+            batches = skip_batches(iter(loader.batch_sampler), skip)
+            try:
+                first = [next(batches)]  # the sampler's lazy draws happen in here
+            except StopIteration:
+                first = []
+        self._index_batches = itertools.chain(first, batches)
+        self._num_yielded = skip
+
+    def state(self) -> dict:
+        """Where this epoch stands, for DataLoader.state_dict()."""
+        return {
+            "order": self._plan.native_order or "sampler",
+            # Until StopIteration the caller is still inside this epoch, even after its
+            # last batch: a resumed run must finish it (with nothing) before the next.
+            "in_epoch": not self._closed,
+            "batches_yielded": self._num_yielded,
+            "native_seed": self._seed,
+            "epoch_start_rng": None if self._snapshot is None else self._snapshot.to_dict(),
+        }
 
     def _start_pipeline(self) -> None:
         """(Re)builds the pipeline and requests every batch not yet delivered."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch.utils.data
+from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
+from ._resume import STATE_FORMAT, ResumedIndexSampler, RngSnapshot, TrackedIterator, sampler_generators
 
 # Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
 _IN_FLIGHT_BYTES = 12 << 20
@@ -51,6 +55,9 @@ class DataLoader(torch.utils.data.DataLoader):
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
         self._thread_pool = None
         self._thread_pool_generation = -1
+        self._epoch = None  # weakref to the current epoch's iterator
+        self._resume_state = None  # set by load_state_dict, consumed by the next __iter__
+        self._resumed_index_sampler = None
         if native:
             self._plan()
 
@@ -89,8 +96,83 @@ class DataLoader(torch.utils.data.DataLoader):
             depth = min(depth, _IN_FLIGHT_BYTES // (batch_size * row_bytes))
         return max(self.num_threads + 1, depth)
 
+    @property
+    def _index_sampler(self):
+        # torch's iterators read this once, when created; during a resumed epoch on
+        # torch's path it replays the sampler and skips what was already delivered.
+        if self._resumed_index_sampler is not None:
+            return self._resumed_index_sampler
+        return super()._index_sampler
+
     def __iter__(self):
+        resume, self._resume_state = self._resume_state, None
         plan = self._plan()
         if plan is not None:
-            return NativeIterator(self, plan)
-        return super().__iter__()
+            iterator = NativeIterator(self, plan, resume)
+            self._epoch = weakref.ref(iterator)
+            return iterator
+        if resume is not None and resume["order"] != "torch":
+            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
+                             "this loader now uses torch's path")
+        if self._dataset_kind != _DatasetKind.Map:
+            return super().__iter__()
+        if resume is None:
+            snapshot, skip = RngSnapshot.capture(self), 0
+            iterator = super().__iter__()
+        else:
+            snapshot, skip = RngSnapshot.from_dict(resume["epoch_start_rng"]), resume["batches_yielded"]
+            self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, snapshot, skip)
+            try:
+                with snapshot.replaying(self):  # torch's iterator draws its base seed here
+                    iterator = super().__iter__()
+            finally:
+                self._resumed_index_sampler = None
+        tracked = TrackedIterator(iterator, snapshot, skip)
+        self._epoch = weakref.ref(tracked)
+        return tracked
+
+    def state_dict(self) -> dict:
+        """Where this loader stands, to resume exactly with :meth:`load_state_dict`.
+
+        Taken after k batches of an epoch, a loader restored from it (in a new process,
+        with the same dataset and arguments) yields batch k+1 onwards of that epoch,
+        then the same later epochs as an uninterrupted run, provided torch's global RNG
+        is restored too (``torch.set_rng_state``) when the shuffle or sampler draws from
+        it. Native orders resume in O(1); other samplers replay their index stream
+        (see ``pyloader/_resume.py``). The state holds tensors; save it with torch.save.
+        """
+        if self._dataset_kind != _DatasetKind.Map:
+            raise ValueError("state_dict() supports map-style datasets only: an IterableDataset's "
+                             "position lives in the dataset itself, which must save it")
+        iterator = self._epoch() if self._epoch else None
+        if isinstance(iterator, NativeIterator):
+            epoch = iterator.state()
+        elif iterator is not None:
+            epoch = {"order": "torch", "in_epoch": not iterator.finished,
+                     "batches_yielded": iterator.batches_yielded, "native_seed": None,
+                     "epoch_start_rng": iterator.snapshot.to_dict()}
+        else:
+            epoch = {"order": None, "in_epoch": False, "batches_yielded": 0, "native_seed": None,
+                     "epoch_start_rng": None}
+        sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
+        return {
+            "format": STATE_FORMAT,
+            **epoch,
+            "generators": [g.get_state() for g in sampler_generators(self)],
+            "sampler_epoch": getattr(sampler, "epoch", None),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores a :meth:`state_dict`: the next iteration resumes where it was taken."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a pyloader DataLoader state (expected format {STATE_FORMAT!r})")
+        generators = sampler_generators(self)
+        if len(generators) != len(state["generators"]):
+            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
+                             f"({len(generators)} now, {len(state['generators'])} in the state)")
+        for generator, generator_state in zip(generators, state["generators"]):
+            generator.set_state(generator_state)
+        sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
+        if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(state["sampler_epoch"])
+        self._resume_state = dict(state) if state["in_epoch"] else None

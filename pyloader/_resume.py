@@ -1,0 +1,143 @@
+"""Exact mid-epoch resumption: what a loader saves, and how an epoch is replayed.
+
+Two mechanisms, chosen per epoch:
+
+* Native orders (sequential, ``shuffle=True``, :class:`pyloader.DistributedSampler`):
+  the order is a pure function of a seed, so the state is (seed, batches yielded) and
+  resuming starts the pipeline at that position: O(1), nothing is replayed.
+* Any other sampler: the random draws an epoch makes are reproduced by restoring the
+  RNG states captured when the epoch started (torch's global CPU RNG, the loader's
+  ``generator``, and a ``generator`` attribute on the sampler or batch sampler), then
+  the sampler's index stream is advanced past the batches already delivered. Indices
+  are replayed, no data is read; the cost is O(batches skipped) sampler steps. This is
+  exact for samplers whose randomness comes from those sources (all of torch's), and
+  not for samplers drawing from other RNGs (``random``, ``numpy.random``) unless the
+  caller restores those too.
+
+Later epochs draw from the same RNGs as an uninterrupted run would: the loader's and
+the sampler's generators are restored by ``load_state_dict``; torch's global RNG is the
+caller's, restored with ``torch.set_rng_state`` from the same checkpoint as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+STATE_FORMAT = "pyloader.DataLoader/1"
+
+
+def sampler_generators(loader) -> list[torch.Generator]:
+    """Generators a loader's sampling draws from, besides torch's global RNG."""
+    found = []
+    for owner in (loader, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None), loader.sampler):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+@dataclass
+class RngSnapshot:
+    """RNG states at the start of an epoch, before any of its draws."""
+
+    global_state: torch.Tensor
+    generator_states: list[torch.Tensor]
+
+    @classmethod
+    def capture(cls, loader) -> RngSnapshot:
+        return cls(torch.get_rng_state(), [g.get_state() for g in sampler_generators(loader)])
+
+    def to_dict(self) -> dict:
+        return {"global": self.global_state, "generators": list(self.generator_states)}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> RngSnapshot:
+        return cls(state["global"], list(state["generators"]))
+
+    @contextlib.contextmanager
+    def replaying(self, loader):
+        """Runs the block with the epoch-start states; torch's global RNG is given back
+        afterwards, the loader's and sampler's generators keep what the block drew."""
+        generators = sampler_generators(loader)
+        if len(generators) != len(self.generator_states):
+            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
+                             f"({len(generators)} now, {len(self.generator_states)} in the state)")
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.global_state)
+            for generator, state in zip(generators, self.generator_states):
+                generator.set_state(state)
+            yield
+
+
+def skip_batches(batches, count: int):
+    """Advances an iterator of index batches past `count` batches."""
+    for _ in range(count):
+        try:
+            next(batches)
+        except StopIteration:
+            break
+    return batches
+
+
+class ResumedIndexSampler:
+    """Stands in for a loader's index sampler during a resumed epoch on torch's path:
+    the same stream, replayed from the epoch-start RNG states, minus delivered batches."""
+
+    def __init__(self, loader, index_sampler, snapshot: RngSnapshot, skip: int) -> None:
+        self._loader = loader
+        self._index_sampler = index_sampler
+        self._snapshot = snapshot
+        self._skip = skip
+
+    def __len__(self) -> int:
+        return len(self._index_sampler)
+
+    def __iter__(self):
+        with self._snapshot.replaying(self._loader):
+            draw_base_seed(self._loader)  # as torch's iterator did before the sampler ran
+            batches = skip_batches(iter(self._index_sampler), self._skip)
+            try:
+                first = next(batches)  # the sampler's own lazy draws happen here
+            except StopIteration:
+                return
+        yield first
+        yield from batches
+
+
+def draw_base_seed(loader) -> int:
+    """The draw torch's DataLoader iterator makes when it is created."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
+
+
+class TrackedIterator:
+    """torch's iterator plus the epoch bookkeeping resumption needs: whether the epoch
+    ended (StopIteration seen) and how many batches were delivered."""
+
+    def __init__(self, iterator, snapshot: RngSnapshot, skip: int) -> None:
+        self._iterator = iterator
+        self.snapshot = snapshot
+        self.skip = skip
+        self.finished = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self.finished = True
+            raise
+
+    def __len__(self) -> int:
+        return len(self._iterator)
+
+    @property
+    def batches_yielded(self) -> int:
+        return self.skip + self._iterator._num_yielded
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)

@@ -1,0 +1,152 @@
+"""Exact mid-epoch resume: state_dict() / load_state_dict()."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.data as tud
+
+import pyloader
+
+EPOCHS = 3
+
+
+class PlainDataset(tud.Dataset):
+    """A generic Python dataset: runs on torch's path."""
+
+    def __len__(self):
+        return 203
+
+    def __getitem__(self, index):
+        return index
+
+
+def ids_of(batch):
+    if isinstance(batch, torch.Tensor):
+        return batch.tolist()
+    return batch[0].tolist()
+
+
+def loader_factories():
+    data = pyloader.ArrayDataset(np.arange(203, dtype=np.int64), np.arange(203) * 2.0)
+    weights = torch.linspace(0.1, 1.0, 203)
+    return {
+        "native_shuffle_global_rng": lambda: pyloader.DataLoader(data, batch_size=16, shuffle=True),
+        "native_shuffle_generator": lambda: pyloader.DataLoader(
+            data, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)),
+        "native_sequential_drop_last": lambda: pyloader.DataLoader(data, batch_size=16, drop_last=True),
+        "native_distributed": lambda: pyloader.DataLoader(
+            data, batch_size=8, sampler=pyloader.DistributedSampler(data, 3, 1, seed=5)),
+        "sampler_random_generator": lambda: pyloader.DataLoader(
+            data, batch_size=16, sampler=tud.RandomSampler(data, generator=torch.Generator().manual_seed(1))),
+        "sampler_weighted_global_rng": lambda: pyloader.DataLoader(
+            data, batch_size=16, sampler=tud.WeightedRandomSampler(weights, 203)),
+        "torch_path_workers0": lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True),
+        "torch_path_workers2": lambda: pyloader.DataLoader(
+            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, collate_fn=torch.tensor),
+    }
+
+
+def run(make, stop=None, state=None):
+    """Batches of EPOCHS epochs; with `stop=(epoch, batch)` returns (batches, checkpoint)."""
+    loader = make()
+    consumed = []
+    first_epoch = 0
+    if state is not None:
+        torch.manual_seed(999)
+        torch.set_rng_state(state["rng"])
+        loader.load_state_dict(state["loader"])
+        first_epoch = state["epoch"]
+    else:
+        torch.manual_seed(0)
+    for epoch in range(first_epoch, EPOCHS):
+        if hasattr(loader.sampler, "set_epoch") and state is None:
+            loader.sampler.set_epoch(epoch)
+        if state is not None and epoch > first_epoch and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        for step, batch in enumerate(loader):
+            consumed.append(ids_of(batch))
+            if stop == (epoch, step + 1):
+                return consumed, {"loader": loader.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch}
+    return consumed, None
+
+
+@pytest.mark.parametrize("name", list(loader_factories()))
+@pytest.mark.parametrize("where", [(0, "first"), (1, "middle"), (1, "last"), (2, "last")])
+def test_resume_matches_uninterrupted_run(name, where):
+    make = loader_factories()[name]
+    batches = len(make())
+    stop = (where[0], {"first": 1, "middle": batches // 2, "last": batches}[where[1]])
+    reference, _ = run(make)
+    before, checkpoint = run(make, stop=stop)
+    assert checkpoint is not None and checkpoint["loader"]["in_epoch"]
+    after, _ = run(make, state=checkpoint)
+    assert before + after == reference
+
+
+def test_state_between_epochs_resumes_at_the_next_epoch():
+    make = loader_factories()["native_shuffle_generator"]
+    reference, _ = run(make)
+    loader = make()
+    torch.manual_seed(0)
+    first = [ids_of(b) for b in loader]
+    state = loader.state_dict()
+    assert not state["in_epoch"]
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert first + [ids_of(b) for b in resumed] == reference[: 2 * len(first)]
+
+
+def test_native_state_is_small_and_thread_count_independent():
+    data = pyloader.ArrayDataset(np.arange(10_000))
+    loader = pyloader.DataLoader(data, batch_size=100, shuffle=True, num_threads=1)
+    iterator = iter(loader)
+    for _ in range(7):
+        next(iterator)
+    state = loader.state_dict()
+    assert state["batches_yielded"] == 7 and state["epoch_start_rng"] is None
+    expected = [ids_of(b) for b in iterator]
+    for threads in (1, 4):
+        other = pyloader.DataLoader(data, batch_size=100, shuffle=True, num_threads=threads)
+        other.load_state_dict(state)
+        assert [ids_of(b) for b in other] == expected
+
+
+def test_bad_states_and_iterable_datasets_raise_clearly():
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2)
+    with pytest.raises(ValueError, match="not a pyloader DataLoader state"):
+        loader.load_state_dict({"format": "something else"})
+    shuffled = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2, shuffle=True)
+    iterator = iter(shuffled)
+    next(iterator)
+    sequential = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2)
+    sequential.load_state_dict(shuffled.state_dict())
+    with pytest.raises(ValueError, match="shuffled"):
+        iter(sequential)
+
+    class Stream(tud.IterableDataset):
+        def __iter__(self):
+            return iter(range(5))
+
+    with pytest.raises(ValueError, match="IterableDataset"):
+        pyloader.DataLoader(Stream()).state_dict()
+
+
+def test_resume_in_a_new_process_after_sigkill(tmp_path):
+    worker = os.path.join(os.path.dirname(__file__), "resume_worker.py")
+    path = str(tmp_path / "checkpoint.pt")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    saved = subprocess.run([sys.executable, worker, "save", path, "1", "9"], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert saved.returncode == -9, saved.stderr[-2000:]  # it really was killed
+    resumed = subprocess.run([sys.executable, worker, "resume", path], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = subprocess.run([sys.executable, worker, "save", path + ".ref", "99", "0"], capture_output=True,
+                               text=True, env=env, timeout=120)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    assert json.loads(saved.stdout) + json.loads(resumed.stdout) == json.loads(reference.stdout)
