@@ -15,6 +15,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
@@ -48,6 +49,8 @@ def _columns_of(dataset) -> tuple[tuple[Column, ...], tuple[str, ...] | None] | 
     if isinstance(dataset, TensorDataset):
         if type(dataset).__getitem__ is not TensorDataset.__getitem__:
             return "the TensorDataset subclass overrides __getitem__"
+        if any(tensor.requires_grad for tensor in dataset.tensors):
+            return "a TensorDataset tensor requires grad (torch's batches carry its autograd graph)"
         try:
             columns = tuple(column_from(tensor, f"tensor #{k}") for k, tensor in enumerate(dataset.tensors))
         except (TypeError, ValueError) as error:
@@ -114,7 +117,6 @@ class NativeIterator:
         self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
         self._depth = loader._native_depth(sum(column.row_bytes for column in plan.columns))
-        self._length = len(loader)
         self._num_yielded = 0
 
         if loader.pin_memory and loader.pin_memory_device:
@@ -137,9 +139,11 @@ class NativeIterator:
             self._start_sampler(loader, resume)
         else:
             if resume is None:
-                # The same draws from the same generator as torch's iterator and
-                # RandomSampler, so code that seeds torch sees identical RNG state after
-                # each epoch. A resumed epoch made them before it was saved.
+                # As many draws from torch's global RNG as torch's iterator and
+                # RandomSampler make, so code seeded with torch.manual_seed sees the same
+                # global RNG state after each epoch. (An explicit `generator` is consumed
+                # differently: torch's randperm draws from it per element, we draw one
+                # seed.) A resumed epoch made its draws before it was saved.
                 draw_base_seed(loader)
             if plan.native_order == "shuffled":
                 if resume is None:
@@ -223,6 +227,10 @@ class NativeIterator:
                 pending.append(_DeferredError(error))
                 return
             try:
+                if not isinstance(request, (list, tuple, np.ndarray)):
+                    # torch accepts any iterable of indices per batch: tensors (e.g.
+                    # randperm(n).split(bs)), generators, sets.
+                    request = request.numpy() if isinstance(request, torch.Tensor) else list(request)
                 if len(request) == 0:
                     # torch's default_collate indexes batch[0] and fails the same way.
                     raise IndexError("list index out of range (the batch sampler yielded an empty batch)")
@@ -237,7 +245,7 @@ class NativeIterator:
         return self
 
     def __len__(self) -> int:
-        return self._length
+        return len(self._loader)
 
     def __next__(self):
         if self._closed:
@@ -277,7 +285,11 @@ class NativeIterator:
         if isinstance(head, _DeferredError):
             pending.popleft()
             raise head.error
-        arrays = self._pipeline.next(self._timeout)
+        try:
+            arrays = self._pipeline.next(self._timeout)
+        except RuntimeError:
+            pending.popleft()  # the pipeline dropped this batch too; stay in step with it
+            raise
         if arrays is not None:
             pending.popleft()
             self._fill()  # keep the threads busy while the caller works on this batch

@@ -57,7 +57,8 @@ class ArrayDataset(Dataset):
         try:
             index = operator.index(index)
         except TypeError:
-            raise TypeError(f"ArrayDataset indices must be integers, not {type(index).__name__}") from None
+            # IndexError, as numpy and torch raise for a float or other non-integer index.
+            raise IndexError(f"ArrayDataset indices must be integers, not {type(index).__name__}") from None
         rows = [self._row(column, index) for column in self.columns]
         if self.names is None:
             return tuple(rows)

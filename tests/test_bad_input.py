@@ -123,11 +123,13 @@ def test_out_of_range_sampler_index_raises_index_error_at_its_batch(bad_index):
         next(ours)
 
 
-def test_non_integer_sampler_indices_raise_type_error():
+def test_non_integer_sampler_indices_raise_index_error_like_torch():
     x = np.arange(10)
-    with pytest.raises(TypeError):
+    with pytest.raises(IndexError):
+        list(tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_size=2, sampler=[0.5, 1.0]))
+    with pytest.raises(IndexError):
         list(pyloader.DataLoader(pyloader.ArrayDataset(x), batch_size=2, sampler=[0.5, 1.0]))
-    with pytest.raises(TypeError):
+    with pytest.raises(IndexError):
         pyloader.ArrayDataset(x)[1.5]
 
 
@@ -226,3 +228,34 @@ def test_truncation_between_checks_is_caught_by_the_sigbus_guard(tmp_path, monke
     with pytest.raises(RuntimeError, match="SIGBUS"):
         for _ in iterator:
             pass
+
+
+@pytest.mark.parametrize("sampler", [[np.uint64(2**63 + 5)], np.array([2**63 + 5], dtype=np.uint64), [True], [1.5]])
+def test_unrepresentable_or_non_integer_indices_raise_index_error(sampler):
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=1, sampler=sampler)
+    with pytest.raises(IndexError):
+        list(loader)
+
+
+def test_sigbus_guard_survives_faulthandler_being_reenabled(tmp_path, monkeypatch):
+    import faulthandler
+
+    import pyloader._native as native
+
+    monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((1 << 16, 64), dtype=np.float32))
+    list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))  # handler installed
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.enable()  # replaces the SIGBUS handler
+    try:
+        iterator = iter(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=64))
+        next(iterator)
+        with open(path, "r+b") as handle:
+            handle.truncate(4096)
+        with pytest.raises(RuntimeError, match="SIGBUS"):
+            for _ in iterator:
+                pass
+    finally:
+        if not was_enabled:
+            faulthandler.disable()

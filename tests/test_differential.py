@@ -180,3 +180,28 @@ def test_native_false_and_non_array_datasets_use_torch_path(rng):
     assert list(custom) == [4] * 5
     with pytest.raises(ValueError, match="custom collate_fn"):
         pyloader.DataLoader(pyloader.ArrayDataset(x), collate_fn=lambda b: b, native=True)
+
+
+def test_tensors_requiring_grad_keep_their_graph_via_torchs_path():
+    x = torch.randn(10, 3, requires_grad=True)
+    loader = pyloader.DataLoader(tud.TensorDataset(x), batch_size=4)
+    assert not loader.uses_native_path
+    (batch,) = next(iter(loader))
+    assert batch.requires_grad and batch.grad_fn is not None
+
+
+def test_batch_samplers_yielding_tensors_generators_and_sets(rng):
+    x = rng.random((40, 3), dtype=np.float32)
+    for batches in (lambda: torch.randperm(40, generator=torch.Generator().manual_seed(0)).split(6),
+                    lambda: [iter([1, 2, 3]) for _ in range(2)],
+                    lambda: [{4, 5}, {7}]):
+        assert_loaders_equal(pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=batches()),
+                             tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=batches()))
+
+
+def test_empty_arrays_are_accepted():
+    for shape in ((0, 3), (5, 1, 0, 2), (0,)):
+        ds = pyloader.ArrayDataset(np.zeros(shape, dtype=np.float32))
+        loader = pyloader.DataLoader(ds, batch_size=2)
+        assert loader.uses_native_path
+        assert_loaders_equal(loader, tud.DataLoader(tud.TensorDataset(torch.zeros(shape)), batch_size=2))

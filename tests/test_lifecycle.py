@@ -158,3 +158,38 @@ def test_worker_processes_fork_cleanly_after_native_use(dataset):
     list(pyloader.DataLoader(dataset, batch_size=500))  # native threads exist now
     torch_path = pyloader.DataLoader(dataset, batch_size=500, native=False, num_workers=2)
     assert torch.cat([ib for _, ib in torch_path]).tolist() == list(range(4000))
+
+
+def test_close_from_another_thread_while_next_waits():
+    big = np.zeros((64, 1 << 20), dtype=np.uint8)
+    for _ in range(20):
+        loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=32, num_threads=1)
+        iterator = iter(loader)
+        closer = threading.Timer(0.0005, iterator.close)
+        closer.start()
+        try:
+            for _ in iterator:
+                pass
+        except (ValueError, RuntimeError):
+            pass  # closed under our feet: an exception, never a crash
+        closer.join()
+
+
+def test_pipeline_closed_by_a_signal_handler_while_waiting():
+    from pyloader import _core
+
+    big = np.zeros((16, 4 << 20), dtype=np.uint8)
+    pipeline = _core.BatchPipeline([big], _core.ThreadPool(1), 4)
+    for _ in range(4):
+        pipeline.enqueue_indices(list(range(16)))
+    previous = signal.signal(signal.SIGALRM, lambda *_: pipeline.close())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+        for _ in range(4):
+            try:
+                pipeline.next(0.0)
+            except ValueError:
+                break
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -115,3 +115,17 @@ def test_shuffle_consumes_torch_rng_like_torch():
     torch.manual_seed(1)
     list(torch.utils.data.DataLoader(ds, batch_size=10, shuffle=True))
     assert torch.equal(ours, torch.rand(3))
+
+
+@pytest.mark.parametrize("size", [3, 4, 5, 10, 16, 64])
+def test_small_shuffles_are_uniform(size):
+    draws = 6000
+    counts = np.zeros((size, size))
+    for seed in range(draws):
+        counts[np.arange(size), _core.IndexOrder.shuffled(size, seed).take(0, size)] += 1
+    expected = draws / size
+    # Every row lands at every position about equally often (5 sigma bounds).
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    if size == 4:  # all 24 permutations, odd ones included
+        seen = {tuple(_core.IndexOrder.shuffled(4, seed).take(0, 4)) for seed in range(2000)}
+        assert len(seen) == 24

@@ -15,7 +15,8 @@ ColumnView column_from_array(const py::array& array) {
   const py::ssize_t itemsize = array.itemsize();
   py::ssize_t expected_stride = itemsize;
   for (py::ssize_t axis = array.ndim() - 1; axis >= 1; --axis) {
-    if (array.shape(axis) > 1 && array.strides(axis) != expected_stride) {
+    // An empty array has no bytes to gather, whatever strides numpy gave it.
+    if (array.size() > 0 && array.shape(axis) > 1 && array.strides(axis) != expected_stride) {
       throw py::value_error(
           "rows of this array are not contiguous (axis " + std::to_string(axis) +
           " has stride " + std::to_string(array.strides(axis)) + ", expected " +

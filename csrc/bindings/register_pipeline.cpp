@@ -28,20 +28,37 @@ std::vector<std::int64_t> indices_from_python(py::handle indices) {
       throw py::type_error("sampler indices must be integers, got an array of dtype " +
                            py::str(array.dtype()).cast<std::string>());
     }
+    if (array.ndim() != 1) throw py::value_error("a batch of indices must be one-dimensional");
+    if (kind == 'u' && array.itemsize() == 8) {
+      // uint64 values above INT64_MAX would wrap to negative (from-the-end) indices.
+      const auto as_uint64 = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(array);
+      for (py::ssize_t k = 0; k < as_uint64.size(); ++k) {
+        if (as_uint64.data()[k] > static_cast<std::uint64_t>(INT64_MAX)) {
+          throw py::index_error("index " + std::to_string(as_uint64.data()[k]) + " is out of range");
+        }
+      }
+    }
     const auto as_int64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(array);
-    if (as_int64.ndim() != 1) throw py::value_error("a batch of indices must be one-dimensional");
     result.assign(as_int64.data(), as_int64.data() + as_int64.size());
     return result;
   }
   const auto sequence = py::reinterpret_borrow<py::sequence>(indices);
   result.reserve(sequence.size());
   for (py::handle item : sequence) {
-    // __index__ accepts ints, numpy integers and integer 0-d tensors, and rejects
-    // floats with TypeError, as indexing a tensor would.
+    // __index__ accepts ints, numpy integers and integer 0-d tensors. Floats and bools
+    // are refused with IndexError, as indexing a tensor refuses them.
+    if (PyBool_Check(item.ptr())) throw py::index_error("sampler indices must be integers, not bool");
     py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(item.ptr()));
-    if (!as_int) throw py::error_already_set();
+    if (!as_int) {
+      PyErr_Clear();
+      throw py::index_error("sampler indices must be integers, not " +
+                            py::str(py::type::handle_of(item).attr("__name__")).cast<std::string>());
+    }
     const long long value = PyLong_AsLongLong(as_int.ptr());
-    if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (value == -1 && PyErr_Occurred()) {
+      PyErr_Clear();  // beyond int64: no dataset has such a row
+      throw py::index_error("index " + py::str(as_int).cast<std::string>() + " is out of range");
+    }
     result.push_back(value);
   }
   return result;
@@ -58,7 +75,7 @@ class PythonBatchPipeline {
       dtypes_.push_back(array.dtype());
       trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
     }
-    pipeline_ = std::make_unique<BatchPipeline>(columns_from_arrays(arrays_), std::move(pool),
+    pipeline_ = std::make_shared<BatchPipeline>(columns_from_arrays(arrays_), std::move(pool),
                                                 max_in_flight);
   }
 
@@ -68,7 +85,7 @@ class PythonBatchPipeline {
   // source arrays go. Batches already handed out stay valid.
   void close() {
     if (!pipeline_) return;
-    std::unique_ptr<BatchPipeline> closing = std::move(pipeline_);
+    std::shared_ptr<BatchPipeline> closing = std::move(pipeline_);
     if (PyGILState_Check()) {
       py::gil_scoped_release release;  // the destructor only waits for worker threads
       closing.reset();
@@ -95,7 +112,11 @@ class PythonBatchPipeline {
   // (when > 0) passed first. StopIteration when nothing is in flight (a schedule is
   // exhausted); KeyboardInterrupt on Ctrl-C while waiting.
   py::object next(double timeout_seconds) {
-    BatchPipeline& pipeline = open();
+    // A reference of our own: while the GIL is released, or while signal handlers run,
+    // another thread or a handler may close() this pipeline; the last of us frees it.
+    const std::shared_ptr<BatchPipeline> keep_alive = pipeline_;
+    if (!keep_alive) throw py::value_error("the pipeline is closed");
+    BatchPipeline& pipeline = *keep_alive;
     if (pipeline.in_flight() == 0) throw py::stop_iteration();
     if (!pipeline.front_ready()) {
       using clock = std::chrono::steady_clock;
@@ -139,7 +160,7 @@ class PythonBatchPipeline {
   std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
   std::vector<py::dtype> dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_shapes_;
-  std::unique_ptr<BatchPipeline> pipeline_;
+  std::shared_ptr<BatchPipeline> pipeline_;
 };
 
 }  // namespace

@@ -155,7 +155,7 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     std::lock_guard<std::mutex> lock(sync_->mutex);
     ++sync_->tasks_outstanding;
   }
-  pool_->submit([this, slot = std::move(slot)] {
+  auto task = [this, slot = std::move(slot)] {
     const bool mine = slot->claim();  // the consumer may have gathered it already
     if (mine && !sync_->cancelled.load(std::memory_order_relaxed)) fill(*slot);
     // Notify while holding the lock: once it is released the destructor may run, and
@@ -164,7 +164,15 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     if (mine) slot->state.store(Slot::kDone, std::memory_order_release);
     --sync_->tasks_outstanding;
     sync_->completed.notify_all();
-  });
+  };
+  try {
+    pool_->submit(std::move(task));
+  } catch (...) {
+    // Only allocation can fail here; the request stays queued and the consumer
+    // gathers it itself (help_one), so nothing is lost, but the count must be right.
+    std::lock_guard<std::mutex> lock(sync_->mutex);
+    --sync_->tasks_outstanding;
+  }
 }
 
 bool BatchPipeline::help_one() {

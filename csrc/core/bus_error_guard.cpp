@@ -9,7 +9,7 @@ namespace {
 
 thread_local sigjmp_buf* active_guard = nullptr;
 struct sigaction previous_action;
-std::once_flag installed;
+std::mutex install_mutex;
 
 void on_bus_error(int signal_number, siginfo_t* info, void* context) {
   if (sigjmp_buf* guard = active_guard) siglongjmp(*guard, 1);
@@ -24,15 +24,19 @@ void on_bus_error(int signal_number, siginfo_t* info, void* context) {
 }  // namespace
 
 void install_bus_error_handler() noexcept {
-  std::call_once(installed, [] {
-    struct sigaction action {};
-    action.sa_sigaction = on_bus_error;
-    sigemptyset(&action.sa_mask);
-    // SA_NODEFER: leaving the handler by siglongjmp skips the kernel's mask restore,
-    // so SIGBUS must not be blocked while the handler runs.
-    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    sigaction(SIGBUS, &action, &previous_action);
-  });
+  // Checked on every call, not once: faulthandler.enable() or another library may
+  // have replaced the handler since, and an unguarded fault hands it back for good.
+  std::lock_guard<std::mutex> lock(install_mutex);
+  struct sigaction current {};
+  sigaction(SIGBUS, nullptr, &current);
+  if ((current.sa_flags & SA_SIGINFO) != 0 && current.sa_sigaction == on_bus_error) return;
+  struct sigaction action {};
+  action.sa_sigaction = on_bus_error;
+  sigemptyset(&action.sa_mask);
+  // SA_NODEFER: leaving the handler by siglongjmp skips the kernel's mask restore,
+  // so SIGBUS must not be blocked while the handler runs.
+  action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+  sigaction(SIGBUS, &action, &previous_action);
 }
 
 bool run_with_bus_error_guard(void (*function)(void*), void* context) noexcept {

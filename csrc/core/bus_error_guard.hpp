@@ -8,9 +8,9 @@
 //   * The guarded function must not own anything with a destructor, hold locks, or
 //     allocate between the fault and its return: it is left with siglongjmp. Row copy
 //     loops qualify; anything richer must not be guarded.
-//   * install_bus_error_handler() is process-wide and idempotent; it keeps the handler
-//     that was there before (e.g. Python's faulthandler) and hands every SIGBUS that
-//     did not happen under a guard back to it.
+//   * install_bus_error_handler() is process-wide and cheap to repeat: it (re)installs
+//     the handler unless it is already in place, keeping the handler it replaces (e.g.
+//     Python's faulthandler) and handing every SIGBUS not under a guard back to it.
 //   * Guards nest and are per thread; safe to use from any number of threads.
 #pragma once
 

@@ -1,5 +1,7 @@
 #include "permutation.hpp"
 
+#include <utility>
+
 namespace pyloader {
 namespace {
 
@@ -62,8 +64,23 @@ std::uint64_t FeistelPermutation::operator()(std::uint64_t position) const noexc
 
 IndexOrder IndexOrder::sequential(std::uint64_t rows) noexcept { return {rows, 0, false}; }
 
-IndexOrder IndexOrder::shuffled(std::uint64_t rows, std::uint64_t seed) noexcept {
-  return {rows, seed, true};
+// FeistelPermutation is still built for tabled orders: it is cheap and keeps rows().
+
+IndexOrder IndexOrder::shuffled(std::uint64_t rows, std::uint64_t seed) {
+  IndexOrder order{rows, seed, true};
+  if (rows <= kTableRows) {
+    auto table = std::make_shared<std::vector<std::uint32_t>>(rows);
+    for (std::uint32_t k = 0; k < rows; ++k) (*table)[k] = k;
+    std::uint64_t state = mix_seed(seed, 0x7461626c65ULL);  // a stream apart from Feistel's keys
+    for (std::uint64_t k = rows; k > 1; --k) {
+      state += 0x9e3779b97f4a7c15ULL;
+      // Multiply-shift maps a 64-bit draw onto [0, k) with bias below k / 2^64.
+      const auto pick = static_cast<std::uint64_t>((static_cast<uint128>(avalanche(state)) * k) >> 64);
+      std::swap((*table)[k - 1], (*table)[pick]);
+    }
+    order.table_ = std::move(table);
+  }
+  return order;
 }
 
 IndexOrder IndexOrder::strided(std::uint64_t offset, std::uint64_t stride,

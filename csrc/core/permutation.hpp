@@ -12,7 +12,9 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
+#include <vector>
 
 namespace pyloader {
 
@@ -43,14 +45,19 @@ class FeistelPermutation {
 
 // Which row comes at each position of an epoch: the single place where sample order is
 // decided for native samplers. A base order over `rows` rows is the identity or a
-// seeded Feistel shuffle; strided() then selects every stride-th position from an
+// seeded shuffle: up to kTableRows rows an explicit Fisher-Yates table (a Feistel
+// network over a few bits reaches only a biased subset of permutations, and only even
+// ones when the halves are equal), above that a Feistel permutation in O(1) memory; strided() then selects every stride-th position from an
 // offset, wrapping past the end, which is exactly how torch's DistributedSampler pads
 // and shards an epoch. Position p maps to base((offset + p * stride) mod rows).
 // Immutable and cheap to copy; thread-safe.
 class IndexOrder {
  public:
+  // Largest size shuffled through a table: 256 KiB, shared by copies of the order.
+  static constexpr std::uint64_t kTableRows = std::uint64_t{1} << 16;
+
   static IndexOrder sequential(std::uint64_t rows) noexcept;
-  static IndexOrder shuffled(std::uint64_t rows, std::uint64_t seed) noexcept;
+  static IndexOrder shuffled(std::uint64_t rows, std::uint64_t seed);
 
   // `count` positions of this order: offset, offset + stride, ... (in this order's
   // positions, wrapping modulo rows()). Throws std::invalid_argument for stride 0, or
@@ -68,7 +75,8 @@ class IndexOrder {
       base = static_cast<std::uint64_t>(
           (static_cast<uint128>(position) * stride_ + offset_) % rows());
     }
-    return shuffled_ ? permutation_(base) : base;
+    if (!shuffled_) return base;
+    return table_ ? (*table_)[base] : permutation_(base);
   }
 
  private:
@@ -76,6 +84,7 @@ class IndexOrder {
       : permutation_(rows, seed), shuffled_(shuffled), size_(rows) {}
 
   FeistelPermutation permutation_;
+  std::shared_ptr<const std::vector<std::uint32_t>> table_;  // small shuffles only
   bool shuffled_;
   std::uint64_t offset_ = 0;  // reduced modulo rows()
   std::uint64_t stride_ = 1;  // reduced modulo rows() (rows() itself when it divides it)

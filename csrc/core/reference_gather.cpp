@@ -1,5 +1,6 @@
 #include "reference_gather.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -11,6 +12,7 @@ void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& c
                               const std::int64_t* indices, std::size_t count,
                               std::size_t batch_size) {
   if (batch_size == 0 || count == 0 || columns.empty()) return;
+  batch_size = std::min(batch_size, count);  // also bounds the per-thread buffer below
   std::size_t row_bytes = 0;
   for (const ColumnView& column : columns) row_bytes += static_cast<std::size_t>(column.row_bytes);
   const std::size_t batches = (count + batch_size - 1) / batch_size;
