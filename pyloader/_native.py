@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset, TensorDataset
+from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data._utils.collate import default_collate
 from torch.utils.data.dataloader import _DatasetKind
 
@@ -36,16 +37,34 @@ _FILE_CHECK_INTERVAL_S = 0.05
 @dataclass(frozen=True)
 class NativePlan:
     columns: tuple[Column, ...]
-    names: tuple[str, ...] | None  # dict batches when set, list batches otherwise
+    names: tuple[str, ...] | None  # dict samples/batches when set, tuples/lists otherwise
+    row_map: np.ndarray | None  # dataset row k is column row row_map[k] (Subsets)
+    collate_fn: object | None  # None: default collate (stacked batches as they come)
     native_order: str | None  # "sequential" / "shuffled" / "distributed": positions computed in C++;
     # None: index lists come from the loader's batch_sampler
 
 
-def _columns_of(dataset) -> tuple[tuple[Column, ...], tuple[str, ...] | None] | str:
+def _columns_of(dataset):
+    """(columns, names, row_map) of an array-shaped dataset, or why it is not one."""
+    if isinstance(dataset, Subset):
+        found = _columns_of(dataset.dataset)
+        if isinstance(found, str):
+            return found
+        columns, names, base_map = found
+        base_rows = len(dataset.dataset)
+        try:
+            indices = np.asarray(dataset.indices, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            return "the Subset's indices are not integers"
+        if indices.size and (indices.min() < -base_rows or indices.max() >= base_rows):
+            return "the Subset has indices out of range (torch's path raises when they are read)"
+        indices = np.where(indices < 0, indices + base_rows, indices)
+        row_map = indices if base_map is None else base_map[indices]
+        return columns, names, np.ascontiguousarray(row_map, dtype=np.int64)
     if isinstance(dataset, ArrayDataset):
         if type(dataset).__getitem__ is not ArrayDataset.__getitem__:
             return "the ArrayDataset subclass overrides __getitem__"
-        return dataset.columns, dataset.names
+        return dataset.columns, dataset.names, None
     if isinstance(dataset, TensorDataset):
         if type(dataset).__getitem__ is not TensorDataset.__getitem__:
             return "the TensorDataset subclass overrides __getitem__"
@@ -55,8 +74,8 @@ def _columns_of(dataset) -> tuple[tuple[Column, ...], tuple[str, ...] | None] | 
             columns = tuple(column_from(tensor, f"tensor #{k}") for k, tensor in enumerate(dataset.tensors))
         except (TypeError, ValueError) as error:
             return f"a TensorDataset tensor cannot be gathered natively ({error})"
-        return columns, None
-    return f"{type(dataset).__name__} is not an ArrayDataset or TensorDataset"
+        return columns, None, None
+    return f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset or a Subset of one"
 
 
 def plan_native(loader) -> NativePlan | str:
@@ -65,14 +84,12 @@ def plan_native(loader) -> NativePlan | str:
         return "the dataset is iterable-style"
     if not loader._auto_collation:
         return "batch_size=None disables batching"
-    if loader.collate_fn is not default_collate:
-        return "a custom collate_fn is set"
     if loader.worker_init_fn is not None:
         return "worker_init_fn expects worker processes"
     found = _columns_of(loader.dataset)
     if isinstance(found, str):
         return found
-    columns, names = found
+    columns, names, row_map = found
     if not columns:
         return "the dataset has no columns"
 
@@ -87,7 +104,9 @@ def plan_native(loader) -> NativePlan | str:
             native_order = "shuffled"
         elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
             native_order = "distributed"
-    return NativePlan(columns=columns, names=names, native_order=native_order)
+    collate_fn = None if loader.collate_fn is default_collate else loader.collate_fn
+    return NativePlan(columns=columns, names=names, row_map=row_map, collate_fn=collate_fn,
+                      native_order=native_order)
 
 
 class _DeferredError:
@@ -128,7 +147,7 @@ class NativeIterator:
                           "then device pinned memory won't be used.", stacklevel=3)
         self._pin = bool(loader.pin_memory and accelerator)
 
-        rows = len(self._columns[0])
+        rows = len(self._columns[0]) if plan.row_map is None else len(plan.row_map)
         self._order = None
         self._seed = None
         self._snapshot = None
@@ -200,7 +219,8 @@ class NativeIterator:
         """(Re)builds the pipeline and requests every batch not yet delivered."""
         self._generation = _fork.generation()
         arrays = [column.array for column in self._columns]
-        self._pipeline = _core.BatchPipeline(arrays, self._loader._native_thread_pool(), self._depth)
+        self._pipeline = _core.BatchPipeline(arrays, self._loader._native_thread_pool(), self._depth,
+                                             self._plan.row_map)
         self._check_files()
         if self._order is not None:
             first = min(self._num_yielded * self._batch_size, self._end)
@@ -268,11 +288,26 @@ class NativeIterator:
         tensors = [torch.from_numpy(array) for array in arrays]
         if self._any_view:
             tensors = [t if view is None else t.view(view) for t, view in zip(tensors, self._views)]
+        if self._plan.collate_fn is not None:
+            return self._collate(tensors)
         if self._pin:
             tensors = [t.pin_memory() for t in tensors]
         if self._names is not None:
             return dict(zip(self._names, tensors))
         return tensors
+
+    def _collate(self, tensors):
+        # The sample list torch's fetcher would pass: one tuple (or dict) per row,
+        # whose tensors here view the gathered batch instead of the dataset.
+        rows = zip(*(t.unbind(0) for t in tensors))
+        if self._names is None:
+            samples = list(rows)
+        else:
+            samples = [dict(zip(self._names, row)) for row in rows]
+        batch = self._plan.collate_fn(samples)
+        if self._pin:
+            batch = pin_memory(batch, torch.accelerator.current_accelerator().type)
+        return batch
 
     def _next_from_sampler(self):
         pending = self._pending

@@ -175,11 +175,8 @@ def test_native_false_and_non_array_datasets_use_torch_path(rng):
     loader = pyloader.DataLoader(pyloader.ArrayDataset(x), batch_size=4, native=False)
     assert not loader.uses_native_path
     assert_loaders_equal(loader, tud.DataLoader(pyloader.ArrayDataset(x), batch_size=4))
-    custom = pyloader.DataLoader(pyloader.ArrayDataset(x), batch_size=4, collate_fn=lambda b: len(b))
-    assert not custom.uses_native_path
-    assert list(custom) == [4] * 5
-    with pytest.raises(ValueError, match="custom collate_fn"):
-        pyloader.DataLoader(pyloader.ArrayDataset(x), collate_fn=lambda b: b, native=True)
+    with pytest.raises(ValueError, match="not an ArrayDataset"):
+        pyloader.DataLoader(list(range(5)), native=True)
 
 
 def test_tensors_requiring_grad_keep_their_graph_via_torchs_path():
@@ -205,3 +202,61 @@ def test_empty_arrays_are_accepted():
         loader = pyloader.DataLoader(ds, batch_size=2)
         assert loader.uses_native_path
         assert_loaders_equal(loader, tud.DataLoader(tud.TensorDataset(torch.zeros(shape)), batch_size=2))
+
+
+def _pad_collate(samples):
+    """A typical padding collate: variable-length rows (trailing zeros cut) padded back."""
+    lengths = torch.tensor([int((s[0] != 0).sum()) for s in samples])
+    padded = torch.nn.utils.rnn.pad_sequence([s[0][: int(n)] for s, n in zip(samples, lengths)], batch_first=True)
+    return padded, lengths, torch.stack([s[1] for s in samples])
+
+
+@pytest.mark.parametrize("collate", [_pad_collate, lambda samples: samples, lambda samples: len(samples)])
+def test_custom_collate_gathers_natively_and_gets_torchs_samples(rng, collate):
+    x = rng.integers(0, 5, (50, 7)).astype(np.int64)
+    y = np.arange(50)
+    sampler = lambda: tud.RandomSampler(range(50), generator=torch.Generator().manual_seed(2))
+    ours = pyloader.DataLoader(pyloader.ArrayDataset(x, y), batch_size=8, sampler=sampler(), collate_fn=collate)
+    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8,
+                            sampler=sampler(), collate_fn=collate)
+    assert ours.uses_native_path
+    assert_loaders_equal(ours, theirs)
+
+
+def test_custom_collate_with_named_columns_gets_dict_samples(rng):
+    x = rng.random((20, 3), dtype=np.float32)
+    seen = []
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(a=x, b=np.arange(20)), batch_size=5,
+                                 collate_fn=lambda samples: seen.append(samples) or len(samples))
+    assert list(loader) == [5, 5, 5, 5]
+    reference = [pyloader.ArrayDataset(a=x, b=np.arange(20))[i] for i in range(5)]
+    assert_batches_equal(seen[0], reference)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_subsets_gather_natively_and_match_torch(rng, shuffle):
+    x = rng.random((100, 4), dtype=np.float32)
+    y = np.arange(100)
+    base = pyloader.ArrayDataset(x, y)
+    inner = tud.Subset(base, list(range(90, 0, -3)) + [-1, -100])
+    nested = tud.Subset(inner, [5, 0, 3, 3, -2, 31])
+    for ds in (inner, nested, tud.Subset(tud.TensorDataset(torch.from_numpy(x)), np.arange(0, 100, 7))):
+        kwargs = dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1))) \
+            if shuffle else dict(batch_size=4)
+        loader = pyloader.DataLoader(ds, **kwargs)
+        assert loader.uses_native_path
+        kwargs2 = dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1))) \
+            if shuffle else dict(batch_size=4)
+        assert_loaders_equal(loader, tud.DataLoader(ds, **kwargs2))
+    shuffled = pyloader.DataLoader(inner, batch_size=4, shuffle=True)
+    assert shuffled.uses_native_path
+    got = torch.cat([b[1] for b in shuffled]).tolist()
+    assert sorted(got) == sorted(inner[i][1].item() for i in range(len(inner)))
+
+
+def test_subset_with_out_of_range_indices_falls_back_and_raises_like_torch():
+    ds = tud.Subset(pyloader.ArrayDataset(np.arange(10)), [0, 10])
+    loader = pyloader.DataLoader(ds, batch_size=2)
+    assert not loader.uses_native_path
+    with pytest.raises(IndexError):
+        list(loader)

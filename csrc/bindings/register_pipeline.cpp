@@ -69,14 +69,30 @@ std::vector<std::int64_t> indices_from_python(py::handle indices) {
 class PythonBatchPipeline {
  public:
   PythonBatchPipeline(std::vector<py::array> arrays, std::shared_ptr<ThreadPool> pool,
-                      std::size_t max_in_flight)
+                      std::size_t max_in_flight, std::optional<py::array> row_map)
       : arrays_(std::move(arrays)) {
     for (const py::array& array : arrays_) {
       dtypes_.push_back(array.dtype());
       trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
     }
-    pipeline_ = std::make_shared<BatchPipeline>(columns_from_arrays(arrays_), std::move(pool),
-                                                max_in_flight);
+    std::vector<ColumnView> columns = columns_from_arrays(arrays_);
+    std::optional<RowMap> map;
+    if (row_map) {
+      row_map_ = py::array_t<std::int64_t, py::array::c_style>::ensure(*row_map);
+      if (!row_map_ || row_map_.ndim() != 1) {
+        throw py::type_error("row_map must be a one-dimensional C-contiguous int64 array");
+      }
+      const std::int64_t source_rows = columns.empty() ? 0 : columns.front().rows;
+      const std::int64_t* rows = row_map_.data();
+      for (py::ssize_t k = 0; k < row_map_.size(); ++k) {
+        if (rows[k] < 0 || rows[k] >= source_rows) {
+          throw py::index_error("row_map entry " + std::to_string(rows[k]) + " is out of range for " +
+                                std::to_string(source_rows) + " rows");
+        }
+      }
+      map = RowMap{rows, static_cast<std::int64_t>(row_map_.size())};
+    }
+    pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(pool), max_in_flight, map);
   }
 
   ~PythonBatchPipeline() { close(); }
@@ -158,6 +174,7 @@ class PythonBatchPipeline {
   }
 
   std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
+  py::array_t<std::int64_t> row_map_;
   std::vector<py::dtype> dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_shapes_;
   std::shared_ptr<BatchPipeline> pipeline_;
@@ -170,8 +187,9 @@ void register_pipeline(py::module_& module) {
       module, "BatchPipeline",
       "Ordered, bounded prefetch of row batches gathered from numpy columns.\n\n"
       "Not thread-safe: use one pipeline from one Python thread at a time.")
-      .def(py::init<std::vector<py::array>, std::shared_ptr<ThreadPool>, std::size_t>(),
-           py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"))
+      .def(py::init<std::vector<py::array>, std::shared_ptr<ThreadPool>, std::size_t,
+                    std::optional<py::array>>(),
+           py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none())
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),

@@ -44,9 +44,11 @@ struct BatchPipeline::Slot {
 };
 
 BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
-                             std::size_t max_in_flight)
+                             std::size_t max_in_flight, std::optional<RowMap> row_map)
     : columns_(std::move(columns)),
-      rows_(columns_.empty() ? 0 : columns_.front().rows),
+      rows_(row_map ? row_map->size : (columns_.empty() ? 0 : columns_.front().rows)),
+      source_rows_(columns_.empty() ? 0 : columns_.front().rows),
+      row_map_(row_map),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       inline_limit_bytes_(kInlineLimitBytes),
       pool_(std::move(pool)),
@@ -54,7 +56,7 @@ BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<Th
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
   install_bus_error_handler();
   for (const ColumnView& column : columns_) {
-    if (column.rows != rows_) throw std::invalid_argument("all columns must have the same number of rows");
+    if (column.rows != source_rows_) throw std::invalid_argument("all columns must have the same number of rows");
     if (column.row_bytes < 0) throw std::invalid_argument("row_bytes must not be negative");
   }
   buffers_ = BufferPool::create(max_in_flight_ + kSpareBuffers);
@@ -195,9 +197,12 @@ void BatchPipeline::fill(Slot& slot) noexcept {
         slot.indices[k] = static_cast<std::int64_t>((*slot.order)(slot.first_position + k));
       }
     }
+    if (row_map_) {
+      for (std::int64_t& index : slot.indices) index = row_map_->rows[index];
+    }
     // Per thread, so the sort workspace is allocated once per thread, not per batch.
     thread_local ReadPlan plan;
-    plan_reads(slot.indices.data(), slot.rows, rows_, plan);
+    plan_reads(slot.indices.data(), slot.rows, source_rows_, plan);
     CopyJob job{this, &slot, &plan};
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
       slot.error = "reading the source failed with SIGBUS: a memory-mapped file was "

@@ -48,10 +48,18 @@ struct GatheredBatch {
   std::size_t rows = 0;
 };
 
+// Optional indirection from dataset rows to column rows: dataset row k is column row
+// rows[k] (a Subset, or a Subset of a Subset composed). Borrowed like the columns;
+// every entry must lie in [0, column rows).
+struct RowMap {
+  const std::int64_t* rows = nullptr;
+  std::int64_t size = 0;
+};
+
 class BatchPipeline {
  public:
   BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
-                std::size_t max_in_flight);
+                std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
   ~BatchPipeline();
 
   BatchPipeline(const BatchPipeline&) = delete;
@@ -109,7 +117,9 @@ class BatchPipeline {
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
   std::vector<ColumnView> columns_;
-  std::int64_t rows_;
+  std::int64_t rows_;         // dataset rows: what indices and orders range over
+  std::int64_t source_rows_;  // column rows
+  std::optional<RowMap> row_map_;
   std::size_t max_in_flight_;
   std::size_t inline_limit_bytes_;
   std::shared_ptr<ThreadPool> pool_;
