@@ -10,6 +10,7 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._resume import STATE_FORMAT, ResumedIndexSampler, RngSnapshot, TrackedIterator, sampler_generators
+from ._threads import ThreadWorkerIterator, make_executor
 
 # Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
 _IN_FLIGHT_BYTES = 12 << 20
@@ -30,13 +31,18 @@ class DataLoader(torch.utils.data.DataLoader):
         num_threads: native gather threads (default: min(4, usable CPUs)).
         native: ``None`` picks the native path when possible; ``False`` never uses it;
             ``True`` requires it and raises ValueError explaining why it is impossible.
+        worker_mode: ``"process"`` (torch's worker processes) or ``"thread"``: off the
+            native path, ``num_workers`` threads fetch and collate map-style batches,
+            for datasets whose ``__getitem__`` releases the GIL (see ``_threads.py``).
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor=None, persistent_workers=False, pin_memory_device="",
-                 in_order=True, num_threads: int | None = None, native: bool | None = None):
+                 in_order=True, num_threads: int | None = None, native: bool | None = None,
+                 worker_mode: str = "process"):
+        self.worker_mode = worker_mode  # read by check_worker_number_rationality during init
         super().__init__(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers,
                          collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
                          multiprocessing_context, generator, prefetch_factor=prefetch_factor,
@@ -48,8 +54,15 @@ class DataLoader(torch.utils.data.DataLoader):
             raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
         if native not in (None, True, False):
             raise ValueError(f"native must be None, True or False, got {native!r}")
+        if worker_mode not in ("process", "thread"):
+            raise ValueError(f"worker_mode must be 'process' or 'thread', got {worker_mode!r}")
+        if worker_mode == "thread" and self._dataset_kind != _DatasetKind.Map and num_workers > 0:
+            raise ValueError("worker_mode='thread' needs a map-style dataset; an IterableDataset "
+                             "shards itself per worker process (get_worker_info)")
         self.num_threads = num_threads
         self.native = native
+        self._thread_workers = None
+        self._thread_workers_generation = -1
         # shuffle=True with no sampler is the one case where torch leaves the order to
         # us; an explicitly passed sampler is always honoured as given.
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
@@ -81,6 +94,23 @@ class DataLoader(torch.utils.data.DataLoader):
             self._thread_pool = _core.ThreadPool(self.num_threads)
             self._thread_pool_generation = _fork.generation()
         return self._thread_pool
+
+    def check_worker_number_rationality(self):
+        # torch's warning counts worker processes; threads are not bounded by cores alike
+        # (they mostly wait on I/O or GIL-free work).
+        if self.worker_mode != "thread":
+            super().check_worker_number_rationality()
+
+    def _thread_worker_executor(self):
+        if self._thread_workers is None or self._thread_workers_generation != _fork.generation():
+            self._thread_workers = make_executor(self)
+            self._thread_workers_generation = _fork.generation()
+        return self._thread_workers
+
+    def _torch_path_iterator(self):
+        if self.worker_mode == "thread" and self.num_workers > 0:
+            return ThreadWorkerIterator(self)
+        return super().__iter__()
 
     def _native_depth(self, row_bytes: int) -> int:
         """Batches gathered ahead: `prefetch_factor` per thread when given."""
@@ -118,13 +148,13 @@ class DataLoader(torch.utils.data.DataLoader):
             return super().__iter__()
         if resume is None:
             snapshot, skip = RngSnapshot.capture(self), 0
-            iterator = super().__iter__()
+            iterator = self._torch_path_iterator()
         else:
             snapshot, skip = RngSnapshot.from_dict(resume["epoch_start_rng"]), resume["batches_yielded"]
             self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, snapshot, skip)
             try:
                 with snapshot.replaying(self):  # torch's iterator draws its base seed here
-                    iterator = super().__iter__()
+                    iterator = self._torch_path_iterator()
             finally:
                 self._resumed_index_sampler = None
         tracked = TrackedIterator(iterator, snapshot, skip)

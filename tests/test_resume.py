@@ -48,6 +48,8 @@ def loader_factories():
         "torch_path_workers0": lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True),
         "torch_path_workers2": lambda: pyloader.DataLoader(
             PlainDataset(), batch_size=16, shuffle=True, num_workers=2, collate_fn=torch.tensor),
+        "thread_workers2": lambda: pyloader.DataLoader(
+            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, worker_mode="thread"),
     }
 
 

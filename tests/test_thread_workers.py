@@ -1,0 +1,109 @@
+"""worker_mode='thread': torch's batches, fetched by threads."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.data as tud
+
+import pyloader
+from conftest import assert_loaders_equal
+
+
+class Squares(tud.Dataset):
+    def __init__(self, n=97, fail_at=None, delay=0.0):
+        self.n, self.fail_at, self.delay = n, fail_at, delay
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        if index == self.fail_at:
+            raise ZeroDivisionError(f"sample {index} is bad")
+        if self.delay:
+            time.sleep(self.delay)
+        return {"x": torch.full((3,), float(index)), "y": index * index}
+
+
+class Batched(Squares):
+    def __getitems__(self, indices):
+        return [("batched", i) for i in indices]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_same_batches_as_torch(workers):
+    sampler = lambda: tud.RandomSampler(range(97), generator=torch.Generator().manual_seed(0))
+    ours = pyloader.DataLoader(Squares(), batch_size=8, sampler=sampler(), num_workers=workers, worker_mode="thread")
+    theirs = tud.DataLoader(Squares(), batch_size=8, sampler=sampler())
+    assert not ours.uses_native_path
+    assert_loaders_equal(ours, theirs)
+
+
+def test_getitems_and_collate_are_used_as_torch_uses_them():
+    ours = list(pyloader.DataLoader(Batched(), batch_size=4, num_workers=2, worker_mode="thread", collate_fn=list))
+    theirs = list(tud.DataLoader(Batched(), batch_size=4, collate_fn=list))
+    assert ours == theirs
+
+
+def test_out_of_order_delivery_yields_every_batch_once():
+    loader = pyloader.DataLoader(Squares(delay=0.001), batch_size=5, num_workers=3, worker_mode="thread",
+                                 in_order=False)
+    ys = sorted(torch.cat([b["y"] for b in loader]).tolist())
+    assert ys == [i * i for i in range(97)]
+
+
+def test_exception_keeps_type_and_traceback():
+    loader = pyloader.DataLoader(Squares(fail_at=20), batch_size=4, num_workers=2, worker_mode="thread")
+    with pytest.raises(ZeroDivisionError, match="sample 20") as info:
+        list(loader)
+    assert any(entry.name == "__getitem__" for entry in info.traceback)
+
+
+def test_worker_init_fn_runs_once_per_thread():
+    seen = []
+    lock = threading.Lock()
+
+    def init(worker_id):
+        with lock:
+            seen.append((worker_id, threading.current_thread().name))
+
+    loader = pyloader.DataLoader(Squares(delay=0.002), batch_size=2, num_workers=3, worker_mode="thread",
+                                 worker_init_fn=init)
+    list(loader)
+    list(loader)  # threads persist across epochs: no second initialisation
+    assert sorted(worker_id for worker_id, _ in seen) == list(range(len(seen)))
+    assert 1 <= len(seen) <= 3 and len({name for _, name in seen}) == len(seen)
+
+
+def test_timeout_raises_like_torch():
+    loader = pyloader.DataLoader(Squares(delay=0.5), batch_size=1, num_workers=1, worker_mode="thread", timeout=0.05)
+    with pytest.raises(RuntimeError, match="timed out after 0.05 seconds"):
+        next(iter(loader))
+
+
+def test_break_and_reuse():
+    loader = pyloader.DataLoader(Squares(), batch_size=4, num_workers=2, worker_mode="thread")
+    for k, _ in enumerate(loader):
+        if k == 2:
+            break
+    assert len(list(loader)) == len(loader)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="worker_mode"):
+        pyloader.DataLoader(Squares(), worker_mode="fibers")
+
+    class Stream(tud.IterableDataset):
+        def __iter__(self):
+            return iter(range(3))
+
+    with pytest.raises(ValueError, match="map-style"):
+        pyloader.DataLoader(Stream(), num_workers=2, worker_mode="thread")
+
+
+def test_array_datasets_still_take_the_native_path():
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2, num_workers=2,
+                                 worker_mode="thread")
+    assert loader.uses_native_path
