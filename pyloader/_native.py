@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Subset, TensorDataset
+from torch.utils.data import BatchSampler, ConcatDataset, RandomSampler, SequentialSampler, Subset, TensorDataset
 from torch.utils.data._utils.pin_memory import pin_memory
 from torch.utils.data._utils.collate import default_collate
 from torch.utils.data.dataloader import _DatasetKind
@@ -36,16 +36,49 @@ _FILE_CHECK_INTERVAL_S = 0.05
 
 @dataclass(frozen=True)
 class NativePlan:
-    columns: tuple[Column, ...]
+    pieces: tuple[tuple[Column, ...], ...]  # per column, its arrays in order (ConcatDataset)
     names: tuple[str, ...] | None  # dict samples/batches when set, tuples/lists otherwise
     row_map: np.ndarray | None  # dataset row k is column row row_map[k] (Subsets)
     collate_fn: object | None  # None: default collate (stacked batches as they come)
     native_order: str | None  # "sequential" / "shuffled" / "distributed": positions computed in C++;
     # None: index lists come from the loader's batch_sampler
 
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """One Column per output column (its first piece: all share dtype and shape)."""
+        return tuple(pieces[0] for pieces in self.pieces)
+
+    @property
+    def rows(self) -> int:
+        if self.row_map is not None:
+            return len(self.row_map)
+        return sum(len(piece) for piece in self.pieces[0])
+
+
+def _concatenated(datasets):
+    parts = [_columns_of(dataset) for dataset in datasets]
+    for part in parts:
+        if isinstance(part, str):
+            return f"a ConcatDataset part cannot be gathered natively: {part}"
+    first_pieces, names, _ = parts[0]
+    for pieces, part_names, row_map in parts:
+        if row_map is not None:
+            return "a ConcatDataset part is a Subset"
+        if part_names != names or len(pieces) != len(first_pieces):
+            return "ConcatDataset parts differ in their columns"
+        for column, first in zip(pieces, first_pieces):
+            if (column[0].dtype != first[0].dtype or column[0].array.shape[1:] != first[0].array.shape[1:]):
+                return "ConcatDataset parts differ in dtype or shape (torch's collate decides)"
+    merged = tuple(tuple(piece for pieces, _, _ in parts for piece in pieces[c]) for c in range(len(first_pieces)))
+    return merged, names, None
+
 
 def _columns_of(dataset):
-    """(columns, names, row_map) of an array-shaped dataset, or why it is not one."""
+    """(pieces per column, names, row_map) of an array-shaped dataset, or why it is not one."""
+    if isinstance(dataset, ConcatDataset):
+        if type(dataset).__getitem__ is not ConcatDataset.__getitem__ or not dataset.datasets:
+            return "the ConcatDataset subclass overrides __getitem__, or is empty"
+        return _concatenated(dataset.datasets)
     if isinstance(dataset, Subset):
         found = _columns_of(dataset.dataset)
         if isinstance(found, str):
@@ -64,7 +97,7 @@ def _columns_of(dataset):
     if isinstance(dataset, ArrayDataset):
         if type(dataset).__getitem__ is not ArrayDataset.__getitem__:
             return "the ArrayDataset subclass overrides __getitem__"
-        return dataset.columns, dataset.names, None
+        return tuple((column,) for column in dataset.columns), dataset.names, None
     if isinstance(dataset, TensorDataset):
         if type(dataset).__getitem__ is not TensorDataset.__getitem__:
             return "the TensorDataset subclass overrides __getitem__"
@@ -74,8 +107,8 @@ def _columns_of(dataset):
             columns = tuple(column_from(tensor, f"tensor #{k}") for k, tensor in enumerate(dataset.tensors))
         except (TypeError, ValueError) as error:
             return f"a TensorDataset tensor cannot be gathered natively ({error})"
-        return columns, None, None
-    return f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset or a Subset of one"
+        return tuple((column,) for column in columns), None, None
+    return f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, or a Subset or ConcatDataset of them"
 
 
 def plan_native(loader) -> NativePlan | str:
@@ -89,8 +122,8 @@ def plan_native(loader) -> NativePlan | str:
     found = _columns_of(loader.dataset)
     if isinstance(found, str):
         return found
-    columns, names, row_map = found
-    if not columns:
+    pieces, names, row_map = found
+    if not pieces:
         return "the dataset has no columns"
 
     batch_sampler = loader.batch_sampler
@@ -105,7 +138,7 @@ def plan_native(loader) -> NativePlan | str:
         elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
             native_order = "distributed"
     collate_fn = None if loader.collate_fn is default_collate else loader.collate_fn
-    return NativePlan(columns=columns, names=names, row_map=row_map, collate_fn=collate_fn,
+    return NativePlan(pieces=pieces, names=names, row_map=row_map, collate_fn=collate_fn,
                       native_order=native_order)
 
 
@@ -132,7 +165,7 @@ class NativeIterator:
         self._names = plan.names
         self._views = [column.dtype if column.needs_view else None for column in plan.columns]
         self._any_view = any(view is not None for view in self._views)
-        self._files_to_check = [column for column in plan.columns if column.file is not None]
+        self._files_to_check = [piece for pieces in plan.pieces for piece in pieces if piece.file is not None]
         self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
         self._depth = loader._native_depth(sum(column.row_bytes for column in plan.columns))
@@ -147,7 +180,7 @@ class NativeIterator:
                           "then device pinned memory won't be used.", stacklevel=3)
         self._pin = bool(loader.pin_memory and accelerator)
 
-        rows = len(self._columns[0]) if plan.row_map is None else len(plan.row_map)
+        rows = plan.rows
         self._order = None
         self._seed = None
         self._snapshot = None
@@ -218,7 +251,8 @@ class NativeIterator:
     def _start_pipeline(self) -> None:
         """(Re)builds the pipeline and requests every batch not yet delivered."""
         self._generation = _fork.generation()
-        arrays = [column.array for column in self._columns]
+        arrays = [pieces[0].array if len(pieces) == 1 else [piece.array for piece in pieces]
+                  for pieces in self._plan.pieces]
         self._pipeline = _core.BatchPipeline(arrays, self._loader._native_thread_pool(), self._depth,
                                              self._plan.row_map)
         self._check_files()

@@ -260,3 +260,31 @@ def test_subset_with_out_of_range_indices_falls_back_and_raises_like_torch():
     assert not loader.uses_native_path
     with pytest.raises(IndexError):
         list(loader)
+
+
+def test_concat_datasets_gather_natively_and_match_torch(rng):
+    parts = [pyloader.ArrayDataset(rng.random((n, 3), dtype=np.float32), np.arange(n) + 1000 * k)
+             for k, n in enumerate((7, 1, 30, 12))]
+    tensors = tud.TensorDataset(torch.rand(5, 3), torch.arange(5) + 9000)
+    concat = tud.ConcatDataset(parts + [tensors])
+    nested = tud.ConcatDataset([concat, parts[0]])
+    subset_of_concat = tud.Subset(nested, [0, 60, 7, 8, -1, 30])
+    for ds in (concat, nested, subset_of_concat):
+        for kwargs in (dict(batch_size=4), dict(batch_size=6, drop_last=True),
+                       dict(batch_size=5, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(3)))):
+            loader = pyloader.DataLoader(ds, **kwargs)
+            assert loader.uses_native_path
+            if "sampler" in kwargs:
+                kwargs = dict(kwargs, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(3)))
+            assert_loaders_equal(loader, tud.DataLoader(ds, **kwargs))
+    shuffled = torch.cat([b[1] for b in pyloader.DataLoader(concat, batch_size=8, shuffle=True)]).tolist()
+    assert sorted(shuffled) == sorted(concat[i][1].item() for i in range(len(concat)))
+
+
+def test_concat_of_mismatched_parts_falls_back_to_torch(rng):
+    a = pyloader.ArrayDataset(np.zeros((4, 3), dtype=np.float32))
+    b = pyloader.ArrayDataset(np.zeros((4, 2), dtype=np.float32))
+    loader = pyloader.DataLoader(tud.ConcatDataset([a, b]), batch_size=8)
+    assert not loader.uses_native_path
+    with pytest.raises(RuntimeError):
+        list(loader)  # torch's collate cannot stack rows of different shapes either

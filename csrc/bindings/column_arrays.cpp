@@ -1,5 +1,6 @@
 #include "column_arrays.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace py = pybind11;
@@ -33,15 +34,37 @@ ColumnView column_from_array(const py::array& array) {
   return column;
 }
 
-std::vector<ColumnView> columns_from_arrays(const std::vector<py::array>& arrays) {
-  std::vector<ColumnView> columns;
-  columns.reserve(arrays.size());
-  for (const py::array& array : arrays) {
-    columns.push_back(column_from_array(array));
-    if (columns.back().rows != columns.front().rows) {
-      throw py::value_error("columns differ in length: " + std::to_string(columns.front().rows) +
-                            " vs " + std::to_string(columns.back().rows) + " rows");
+std::vector<Column> columns_from_sources(const std::vector<py::object>& sources,
+                                         std::vector<py::array>& arrays) {
+  std::vector<Column> columns;
+  columns.reserve(sources.size());
+  for (const py::object& source : sources) {
+    std::vector<py::array> pieces;
+    if (py::isinstance<py::list>(source) || py::isinstance<py::tuple>(source)) {
+      for (py::handle piece : source) pieces.push_back(py::cast<py::array>(piece));
+    } else {
+      pieces.push_back(py::cast<py::array>(source));
     }
+    if (pieces.empty()) throw py::value_error("a column needs at least one array");
+    Column column;
+    for (const py::array& piece : pieces) {
+      const py::array& first = pieces.front();
+      const bool same_trailing_shape =
+          piece.ndim() == first.ndim() &&
+          std::equal(piece.shape() + 1, piece.shape() + piece.ndim(), first.shape() + 1);
+      if (!piece.dtype().equal(first.dtype()) || !same_trailing_shape) {
+        throw py::value_error("the pieces of a column must share dtype and trailing shape");
+      }
+      ColumnView view = column_from_array(piece);
+      view.first_row = column.rows();
+      column.pieces.push_back(view);
+      arrays.push_back(piece);
+    }
+    if (!columns.empty() && column.rows() != columns.front().rows()) {
+      throw py::value_error("columns differ in length: " + std::to_string(columns.front().rows()) +
+                            " vs " + std::to_string(column.rows()) + " rows");
+    }
+    columns.push_back(std::move(column));
   }
   return columns;
 }

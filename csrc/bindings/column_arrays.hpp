@@ -1,4 +1,4 @@
-// Translation of numpy arrays into core ColumnViews.
+// Translation of numpy arrays into core ColumnViews and Columns.
 //
 // column_from_array() accepts any numpy array whose rows are dense: the first axis may
 // have any stride (memmaps, slices, reversed views), the trailing axes must be
@@ -16,6 +16,11 @@
 namespace pyloader::bindings {
 
 ColumnView column_from_array(const pybind11::array& array);
-std::vector<ColumnView> columns_from_arrays(const std::vector<pybind11::array>& arrays);
+
+// Columns of equal length from `sources`, each an array or a non-empty list of arrays
+// (the pieces of a column, e.g. the datasets of a ConcatDataset) with one dtype and one
+// trailing shape. `arrays` receives every array used, for the caller to keep alive.
+std::vector<Column> columns_from_sources(const std::vector<pybind11::object>& sources,
+                                         std::vector<pybind11::array>& arrays);
 
 }  // namespace pyloader::bindings

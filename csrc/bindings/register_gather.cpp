@@ -32,7 +32,11 @@ void register_gather(py::module_& module) {
       "reference_gather",
       [](ThreadPool& pool, const std::vector<py::array>& arrays,
          const py::array_t<std::int64_t, py::array::c_style>& indices, std::size_t batch_size) {
-        const std::vector<ColumnView> columns = columns_from_arrays(arrays);
+        std::vector<ColumnView> columns;
+        for (const py::array& array : arrays) {
+          columns.push_back(column_from_array(array));
+          if (columns.back().rows != columns.front().rows) throw py::value_error("columns differ in length");
+        }
         const std::int64_t rows = columns.empty() ? 0 : columns.front().rows;
         const std::int64_t* data = indices.data();
         for (py::ssize_t k = 0; k < indices.size(); ++k) {

@@ -68,21 +68,23 @@ std::vector<std::int64_t> indices_from_python(py::handle indices) {
 // as the pipeline may read them, and turns gathered buffers into numpy arrays.
 class PythonBatchPipeline {
  public:
-  PythonBatchPipeline(std::vector<py::array> arrays, std::shared_ptr<ThreadPool> pool,
-                      std::size_t max_in_flight, std::optional<py::array> row_map)
-      : arrays_(std::move(arrays)) {
-    for (const py::array& array : arrays_) {
+  PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
+                      std::size_t max_in_flight, std::optional<py::array> row_map) {
+    std::vector<Column> columns = columns_from_sources(sources, arrays_);
+    std::size_t first_piece = 0;
+    for (const Column& column : columns) {
+      const py::array& array = arrays_[first_piece];
       dtypes_.push_back(array.dtype());
       trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
+      first_piece += column.pieces.size();
     }
-    std::vector<ColumnView> columns = columns_from_arrays(arrays_);
     std::optional<RowMap> map;
     if (row_map) {
       row_map_ = py::array_t<std::int64_t, py::array::c_style>::ensure(*row_map);
       if (!row_map_ || row_map_.ndim() != 1) {
         throw py::type_error("row_map must be a one-dimensional C-contiguous int64 array");
       }
-      const std::int64_t source_rows = columns.empty() ? 0 : columns.front().rows;
+      const std::int64_t source_rows = columns.empty() ? 0 : columns.front().rows();
       const std::int64_t* rows = row_map_.data();
       for (py::ssize_t k = 0; k < row_map_.size(); ++k) {
         if (rows[k] < 0 || rows[k] >= source_rows) {
@@ -158,8 +160,8 @@ class PythonBatchPipeline {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
     const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(owner.get_pointer())->get();
-    py::tuple columns(arrays_.size());
-    for (std::size_t c = 0; c < arrays_.size(); ++c) {
+    py::tuple columns(dtypes_.size());
+    for (std::size_t c = 0; c < dtypes_.size(); ++c) {
       std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(batch.rows)};
       shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
       columns[c] = py::array(dtypes_[c], shape, base + batch.column_offsets[c], owner);
@@ -185,9 +187,10 @@ class PythonBatchPipeline {
 void register_pipeline(py::module_& module) {
   py::class_<PythonBatchPipeline>(
       module, "BatchPipeline",
-      "Ordered, bounded prefetch of row batches gathered from numpy columns.\n\n"
+      "Ordered, bounded prefetch of row batches gathered from numpy columns; a column is "
+      "an array or a list of arrays (its pieces, concatenated).\n\n"
       "Not thread-safe: use one pipeline from one Python thread at a time.")
-      .def(py::init<std::vector<py::array>, std::shared_ptr<ThreadPool>, std::size_t,
+      .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
                     std::optional<py::array>>(),
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none())
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),

@@ -43,11 +43,11 @@ struct BatchPipeline::Slot {
   bool done() const noexcept { return state.load(std::memory_order_acquire) == kDone; }
 };
 
-BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
+BatchPipeline::BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
                              std::size_t max_in_flight, std::optional<RowMap> row_map)
     : columns_(std::move(columns)),
-      rows_(row_map ? row_map->size : (columns_.empty() ? 0 : columns_.front().rows)),
-      source_rows_(columns_.empty() ? 0 : columns_.front().rows),
+      rows_(row_map ? row_map->size : (columns_.empty() ? 0 : columns_.front().rows())),
+      source_rows_(columns_.empty() ? 0 : columns_.front().rows()),
       row_map_(row_map),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       inline_limit_bytes_(kInlineLimitBytes),
@@ -55,9 +55,19 @@ BatchPipeline::BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<Th
       sync_(std::make_unique<Sync>()) {
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
   install_bus_error_handler();
-  for (const ColumnView& column : columns_) {
-    if (column.rows != source_rows_) throw std::invalid_argument("all columns must have the same number of rows");
-    if (column.row_bytes < 0) throw std::invalid_argument("row_bytes must not be negative");
+  for (const Column& column : columns_) {
+    if (column.pieces.empty()) throw std::invalid_argument("a column needs at least one piece");
+    if (column.rows() != source_rows_) throw std::invalid_argument("all columns must have the same number of rows");
+    std::int64_t next_row = 0;
+    for (const ColumnView& piece : column.pieces) {
+      if (piece.first_row != next_row || piece.rows < 0) {
+        throw std::invalid_argument("column pieces must follow each other without gaps");
+      }
+      if (piece.row_bytes != column.row_bytes() || piece.row_bytes < 0) {
+        throw std::invalid_argument("column pieces must have the same row size");
+      }
+      next_row += piece.rows;
+    }
   }
   buffers_ = BufferPool::create(max_in_flight_ + kSpareBuffers);
 }
@@ -140,10 +150,10 @@ void BatchPipeline::top_up() {
 void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   std::size_t batch_bytes = 0;
   slot->column_offsets.reserve(columns_.size());
-  for (const ColumnView& column : columns_) {
+  for (const Column& column : columns_) {
     batch_bytes = align_up(batch_bytes, kColumnAlignment);
     slot->column_offsets.push_back(batch_bytes);
-    batch_bytes += slot->rows * static_cast<std::size_t>(column.row_bytes);
+    batch_bytes += slot->rows * static_cast<std::size_t>(column.row_bytes());
   }
   slot->buffer = buffers_->acquire(batch_bytes);
   slots_.push_back(slot);
@@ -219,8 +229,8 @@ void BatchPipeline::copy_columns(void* job_pointer) {
   const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
   const Slot& slot = *job.slot;
   for (std::size_t c = 0; c < job.pipeline->columns_.size(); ++c) {
-    gather_rows(job.pipeline->columns_[c], *job.plan, 0, slot.rows,
-                slot.buffer.get() + slot.column_offsets[c]);
+    gather_column(job.pipeline->columns_[c], *job.plan, slot.rows,
+                  slot.buffer.get() + slot.column_offsets[c]);
   }
 }
 

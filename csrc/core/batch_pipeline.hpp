@@ -5,7 +5,7 @@
 // shared ThreadPool, possibly out of order, and handed back strictly in request order.
 //
 // Contract:
-//   * Ownership: the pipeline does not own the column memory (see ColumnView). The
+//   * Ownership: the pipeline does not own the column memory (see Column). The
 //     owner must keep it alive until the pipeline is destroyed; the destructor waits
 //     for every gather it started, so after it returns no thread reads the columns.
 //   * Thread safety: all member functions are for one consumer thread at a time.
@@ -58,7 +58,7 @@ struct RowMap {
 
 class BatchPipeline {
  public:
-  BatchPipeline(std::vector<ColumnView> columns, std::shared_ptr<ThreadPool> pool,
+  BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
                 std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
   ~BatchPipeline();
 
@@ -97,7 +97,7 @@ class BatchPipeline {
   // Precondition: in_flight() > 0.
   GatheredBatch pop_front();
 
-  const std::vector<ColumnView>& columns() const noexcept { return columns_; }
+  const std::vector<Column>& columns() const noexcept { return columns_; }
 
  private:
   struct Slot;
@@ -116,7 +116,7 @@ class BatchPipeline {
   static void copy_columns(void* job);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
-  std::vector<ColumnView> columns_;
+  std::vector<Column> columns_;
   std::int64_t rows_;         // dataset rows: what indices and orders range over
   std::int64_t source_rows_;  // column rows
   std::optional<RowMap> row_map_;

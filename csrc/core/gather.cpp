@@ -119,6 +119,20 @@ void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t row
   for (std::size_t k = 0; k < count; ++k) plan.sources[k] = indices[plan.positions[k]];
 }
 
+void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
+                   std::byte* out) noexcept {
+  if (column.pieces.size() == 1) return gather_rows(column.pieces.front(), plan, 0, count, out);
+  const auto sources_begin = plan.sources.begin();
+  const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
+  auto range_begin = sources_begin;
+  for (const ColumnView& piece : column.pieces) {
+    const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
+    gather_rows(piece, plan, static_cast<std::size_t>(range_begin - sources_begin),
+                static_cast<std::size_t>(range_end - sources_begin), out);
+    range_begin = range_end;
+  }
+}
+
 void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
                  std::size_t end, std::byte* out) noexcept {
   if (begin >= end || column.row_bytes == 0) return;

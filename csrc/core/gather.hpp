@@ -20,8 +20,23 @@ struct ColumnView {
   std::int64_t rows = 0;
   std::int64_t row_bytes = 0;
   std::int64_t row_stride = 0;
+  std::int64_t first_row = 0;  // index of `base`'s row when the view is a piece of a column
 
-  const std::byte* row(std::int64_t index) const noexcept { return base + index * row_stride; }
+  const std::byte* row(std::int64_t index) const noexcept {
+    return base + (index - first_row) * row_stride;
+  }
+};
+
+// A column stored in consecutive pieces (one per dataset of a ConcatDataset): piece p
+// holds rows [first_row, first_row + rows) of the column, pieces in ascending order
+// without gaps, all with the same row_bytes. A plain array is a single piece.
+struct Column {
+  std::vector<ColumnView> pieces;
+
+  std::int64_t rows() const noexcept {
+    return pieces.empty() ? 0 : pieces.back().first_row + pieces.back().rows;
+  }
+  std::int64_t row_bytes() const noexcept { return pieces.empty() ? 0 : pieces.front().row_bytes; }
 };
 
 // The rows of one batch in the order they are read: sources[k] is copied to output
@@ -36,6 +51,11 @@ struct ReadPlan {
 
 // Builds `plan` for the batch indices[0, count); `rows` bounds every index.
 void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t rows, ReadPlan& plan);
+
+// Copies all `count` plan rows of a (possibly pieced) column into `out`. The plan's
+// sources ascend, so each piece's rows are one contiguous range of the plan.
+void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
+                   std::byte* out) noexcept;
 
 // Copies plan rows [begin, end) of one column into `out` (row p at out + p * row_bytes).
 // A column with negative stride is walked backwards, so it too is read in ascending
