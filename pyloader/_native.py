@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass
 
@@ -24,9 +23,10 @@ from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork
 from ._columns import Column, check_files_intact, column_from
+from ._pinning import pin_device
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
-from ._resume import RngSnapshot, draw_base_seed, skip_batches
+from ._resume import EpochProgress, RngSnapshot, draw_base_seed, skip_batches
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -86,9 +86,16 @@ def _columns_of(dataset):
         columns, names, base_map = found
         base_rows = len(dataset.dataset)
         try:
-            indices = np.asarray(dataset.indices, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError, OverflowError):
-            return "the Subset's indices are not integers"
+            indices = np.asarray(dataset.indices)
+        except (TypeError, ValueError):
+            return "the Subset's indices are not an array of integers"
+        if indices.size == 0:
+            indices = indices.astype(np.int64).reshape(0)
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":
+            return "the Subset's indices are not a flat sequence of integers (torch's path decides)"
+        if indices.dtype.kind == "u" and indices.size and indices.max() > np.iinfo(np.int64).max:
+            return "the Subset has indices out of range (torch's path raises when they are read)"
+        indices = indices.astype(np.int64)
         if indices.size and (indices.min() < -base_rows or indices.max() >= base_rows):
             return "the Subset has indices out of range (torch's path raises when they are read)"
         indices = np.where(indices < 0, indices + base_rows, indices)
@@ -169,21 +176,13 @@ class NativeIterator:
         self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
         self._depth = loader._native_depth(sum(column.row_bytes for column in plan.columns))
-        self._num_yielded = 0
+        self._progress = EpochProgress(order=plan.native_order or "sampler")
 
-        if loader.pin_memory and loader.pin_memory_device:
-            warnings.warn("pin_memory_device is deprecated, the current accelerator will be used as "
-                          f"the device,ignore pin_memory_device='{loader.pin_memory_device}'.", stacklevel=3)
-        accelerator = torch.accelerator.is_available()
-        if loader.pin_memory and not accelerator:
-            warnings.warn("'pin_memory' argument is set as true but no accelerator is found, "
-                          "then device pinned memory won't be used.", stacklevel=3)
-        self._pin = bool(loader.pin_memory and accelerator)
+        self._pin_device = pin_device(loader)
+        self._pin = self._pin_device is not None
 
         rows = plan.rows
         self._order = None
-        self._seed = None
-        self._snapshot = None
         if resume is not None and resume["order"] != (plan.native_order or "sampler"):
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              f"this loader now uses {plan.native_order or 'sampler'!r}")
@@ -199,10 +198,10 @@ class NativeIterator:
                 draw_base_seed(loader)
             if plan.native_order == "shuffled":
                 if resume is None:
-                    self._seed = draw_base_seed(loader) % _INT64_SPAN
+                    self._progress.native_seed = draw_base_seed(loader) % _INT64_SPAN
                 else:
-                    self._seed = resume["native_seed"]
-                self._order = _core.IndexOrder.shuffled(rows, self._seed)
+                    self._progress.native_seed = resume["native_seed"]
+                self._order = _core.IndexOrder.shuffled(rows, self._progress.native_seed)
             elif plan.native_order == "sequential":
                 self._order = _core.IndexOrder.sequential(rows)
             else:
@@ -211,7 +210,7 @@ class NativeIterator:
             positions = len(self._order)
             self._end = positions // self._batch_size * self._batch_size if loader.drop_last else positions
             if resume is not None:
-                self._num_yielded = resume["batches_yielded"]
+                self._progress.batches_yielded = resume["batches_yielded"]
         self._pipeline = None
         self._closed = False
         self._start_pipeline()
@@ -220,13 +219,13 @@ class NativeIterator:
         self._pending: deque = deque()  # index lists in flight, oldest first (or _DeferredError)
         self._sampler_done = False
         if resume is None:
-            self._snapshot = RngSnapshot.capture(loader)
+            self._progress.snapshot = RngSnapshot.capture(loader)
             draw_base_seed(loader)
             self._index_batches = iter(loader.batch_sampler)
             return
-        self._snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
+        self._progress.snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
         skip = resume["batches_yielded"]
-        with self._snapshot.replaying(loader):
+        with self._progress.snapshot.replaying(loader):
             draw_base_seed(loader)
             batches = skip_batches(iter(loader.batch_sampler), skip)
             try:
@@ -234,19 +233,13 @@ class NativeIterator:
             except StopIteration:
                 first = []
         self._index_batches = itertools.chain(first, batches)
-        self._num_yielded = skip
+        self._progress.batches_yielded = skip
 
-    def state(self) -> dict:
-        """Where this epoch stands, for DataLoader.state_dict()."""
-        return {
-            "order": self._plan.native_order or "sampler",
-            # Until StopIteration the caller is still inside this epoch, even after its
-            # last batch: a resumed run must finish it (with nothing) before the next.
-            "in_epoch": not self._closed,
-            "batches_yielded": self._num_yielded,
-            "native_seed": self._seed,
-            "epoch_start_rng": None if self._snapshot is None else self._snapshot.to_dict(),
-        }
+    @property
+    def progress(self) -> EpochProgress:
+        """Where this epoch stands. Until StopIteration the caller is inside the epoch,
+        even after its last batch: a resumed run must finish it (with nothing) first."""
+        return self._progress
 
     def _start_pipeline(self) -> None:
         """(Re)builds the pipeline and requests every batch not yet delivered."""
@@ -257,7 +250,7 @@ class NativeIterator:
                                              self._plan.row_map)
         self._check_files()
         if self._order is not None:
-            first = min(self._num_yielded * self._batch_size, self._end)
+            first = min(self._progress.batches_yielded * self._batch_size, self._end)
             self._pipeline.schedule_positions(self._order, first, self._end, self._batch_size)
         else:
             for request in self._pending:
@@ -312,23 +305,24 @@ class NativeIterator:
             try:
                 arrays = self._pipeline.next(self._timeout)
             except StopIteration:
+                self._progress.finished = True
                 self.close()
                 raise
         else:
             arrays = self._next_from_sampler()
         if arrays is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        self._num_yielded += 1
         tensors = [torch.from_numpy(array) for array in arrays]
         if self._any_view:
             tensors = [t if view is None else t.view(view) for t, view in zip(tensors, self._views)]
         if self._plan.collate_fn is not None:
-            return self._collate(tensors)
-        if self._pin:
-            tensors = [t.pin_memory() for t in tensors]
-        if self._names is not None:
-            return dict(zip(self._names, tensors))
-        return tensors
+            batch = self._collate(tensors)
+        else:
+            if self._pin:
+                tensors = [t.pin_memory() for t in tensors]
+            batch = tensors if self._names is None else dict(zip(self._names, tensors))
+        self._progress.batches_yielded += 1  # only once the batch exists, as torch counts
+        return batch
 
     def _collate(self, tensors):
         # The sample list torch's fetcher would pass: one tuple (or dict) per row,
@@ -340,7 +334,7 @@ class NativeIterator:
             samples = [dict(zip(self._names, row)) for row in rows]
         batch = self._plan.collate_fn(samples)
         if self._pin:
-            batch = pin_memory(batch, torch.accelerator.current_accelerator().type)
+            batch = pin_memory(batch, self._pin_device)
         return batch
 
     def _next_from_sampler(self):
@@ -348,6 +342,7 @@ class NativeIterator:
         if not pending:
             self._fill()
             if not pending:
+                self._progress.finished = True
                 self.close()
                 raise StopIteration
         head = pending[0]

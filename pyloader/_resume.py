@@ -22,6 +22,7 @@ caller's, restored with ``torch.set_rng_state`` from the same checkpoint as usua
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -83,22 +84,34 @@ def skip_batches(batches, count: int):
 
 
 class ResumedIndexSampler:
-    """Stands in for a loader's index sampler during a resumed epoch on torch's path:
-    the same stream, replayed from the epoch-start RNG states, minus delivered batches."""
+    """Stands in for a loader's index sampler on torch's path after a resume: its first
+    iteration is the resumed epoch (the same stream, replayed from the epoch-start RNG
+    states, minus the delivered batches); later ones, as persistent workers make, are
+    plain epochs of the real sampler."""
 
-    def __init__(self, loader, index_sampler, snapshot: RngSnapshot, skip: int) -> None:
-        self._loader = loader
+    def __init__(self, loader, index_sampler, progress: EpochProgress) -> None:
+        # Weak: a persistent iterator keeps this sampler, and the loader keeps that
+        # iterator; a strong reference would leave torch's iterator to the cyclic GC,
+        # which may tear its workers down at any allocation, even mid-way through
+        # creating another loader's queues.
+        self._loader = weakref.ref(loader)
         self._index_sampler = index_sampler
-        self._snapshot = snapshot
-        self._skip = skip
+        self._progress = progress
+        self._replayed = False
 
     def __len__(self) -> int:
         return len(self._index_sampler)
 
     def __iter__(self):
-        with self._snapshot.replaying(self._loader):
-            draw_base_seed(self._loader)  # as torch's iterator did before the sampler ran
-            batches = skip_batches(iter(self._index_sampler), self._skip)
+        if self._replayed:
+            yield from self._index_sampler
+            return
+        self._replayed = True
+        loader = self._loader()
+        with self._progress.snapshot.replaying(loader):
+            if self._progress.drew_base_seed:
+                draw_base_seed(loader)  # as torch's iterator did before the sampler ran
+            batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
             try:
                 first = next(batches)  # the sampler's own lazy draws happen here
             except StopIteration:
@@ -112,32 +125,51 @@ def draw_base_seed(loader) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
 
 
-class TrackedIterator:
-    """torch's iterator plus the epoch bookkeeping resumption needs: whether the epoch
-    ended (StopIteration seen) and how many batches were delivered."""
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands. The loader holds it strongly, since a checkpoint
+    is often taken after `break` has dropped the iterator; iterators update it."""
 
-    def __init__(self, iterator, snapshot: RngSnapshot, skip: int) -> None:
+    order: str  # "sequential", "shuffled", "distributed", "sampler" (native) or "torch"
+    native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
+    snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay
+    drew_base_seed: bool = True  # whether the epoch began with the iterator's seed draw
+    batches_yielded: int = 0
+    finished: bool = False  # StopIteration seen: the next iteration is a new epoch
+
+    def to_state(self) -> dict:
+        return {
+            "order": self.order,
+            "in_epoch": not self.finished,
+            "batches_yielded": self.batches_yielded,
+            "native_seed": self.native_seed,
+            "epoch_start_rng": None if self.snapshot is None else self.snapshot.to_dict(),
+            "drew_base_seed": self.drew_base_seed,
+        }
+
+
+class TrackedIterator:
+    """torch's iterator, reporting each delivered batch and the epoch's end to an
+    EpochProgress."""
+
+    def __init__(self, iterator, progress: EpochProgress) -> None:
         self._iterator = iterator
-        self.snapshot = snapshot
-        self.skip = skip
-        self.finished = False
+        self.progress = progress
 
     def __iter__(self):
         return self
 
     def __next__(self):
         try:
-            return next(self._iterator)
+            batch = next(self._iterator)
         except StopIteration:
-            self.finished = True
+            self.progress.finished = True
             raise
+        self.progress.batches_yielded += 1
+        return batch
 
     def __len__(self) -> int:
         return len(self._iterator)
-
-    @property
-    def batches_yielded(self) -> int:
-        return self.skip + self._iterator._num_yielded
 
     def __getattr__(self, name):
         return getattr(self._iterator, name)

@@ -4,10 +4,13 @@ For datasets whose ``__getitem__`` releases the GIL (numpy slicing and arithmeti
 PIL/OpenCV decoding, file reads) threads give process-level parallelism without
 pickling the dataset, forking, or copying samples between processes. Batches are
 fetched as torch's fetcher does (``__getitems__`` when the dataset has it, else one
-``__getitem__`` per index, then ``collate_fn``), at most ``prefetch_factor`` per thread
-in flight, and delivered in sampler order (or as they finish with ``in_order=False``).
-``worker_init_fn(worker_id)`` runs once in each thread. ``get_worker_info()`` is a
-per-process facility and returns None in threads.
+``__getitem__`` per index, then ``collate_fn``; one sample at a time without
+batching), at most ``prefetch_factor`` per thread in flight, and delivered in sampler
+order (or as they finish with ``in_order=False``). ``worker_init_fn(worker_id)`` runs in
+each thread before its first fetch; if it raises, that fetch raises the same error and
+the thread tries again next time. ``get_worker_info()`` is a per-process facility and
+returns None in threads, and the threads share torch's global RNG, so random
+augmentations are not reproducible run to run as they are with process workers.
 """
 
 from __future__ import annotations
@@ -15,32 +18,45 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import weakref
 from collections import deque
 
-import torch
 from torch.utils.data._utils.pin_memory import pin_memory
 
+from ._pinning import pin_device
 from ._resume import draw_base_seed
 
 
-def fetch(dataset, indices, collate_fn):
-    getitems = getattr(dataset, "__getitems__", None)
-    samples = getitems(indices) if getitems is not None else [dataset[index] for index in indices]
-    return collate_fn(samples)
+class _WorkerThreads:
+    """An executor plus the per-thread worker_init_fn bookkeeping. Holds no reference to
+    the loader, so a loader that is dropped is collected and its threads end."""
+
+    def __init__(self, num_workers: int, worker_init_fn) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=num_workers,
+                                                              thread_name_prefix="pyloader-worker")
+        self._worker_init_fn = worker_init_fn
+        self._worker_ids = itertools.count()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def fetch(self, dataset, indices, collate_fn, auto_collation: bool):
+        if self._worker_init_fn is not None and not getattr(self._local, "initialised", False):
+            if not hasattr(self._local, "worker_id"):
+                with self._lock:
+                    self._local.worker_id = next(self._worker_ids)
+            self._worker_init_fn(self._local.worker_id)
+            self._local.initialised = True
+        if not auto_collation:
+            return collate_fn(dataset[indices])
+        getitems = getattr(dataset, "__getitems__", None)
+        samples = getitems(indices) if getitems is not None else [dataset[index] for index in indices]
+        return collate_fn(samples)
 
 
-def make_executor(loader) -> concurrent.futures.ThreadPoolExecutor:
-    worker_ids = itertools.count()
-    lock = threading.Lock()
-
-    def initialize() -> None:
-        with lock:
-            worker_id = next(worker_ids)
-        if loader.worker_init_fn is not None:
-            loader.worker_init_fn(worker_id)
-
-    return concurrent.futures.ThreadPoolExecutor(max_workers=loader.num_workers, initializer=initialize,
-                                                 thread_name_prefix="pyloader-worker")
+def start_worker_threads(loader) -> _WorkerThreads:
+    threads = _WorkerThreads(loader.num_workers, loader.worker_init_fn)
+    weakref.finalize(loader, threads.executor.shutdown, wait=False, cancel_futures=True)
+    return threads
 
 
 class ThreadWorkerIterator:
@@ -48,17 +64,16 @@ class ThreadWorkerIterator:
         self._loader = loader
         self._dataset = loader.dataset
         self._collate_fn = loader.collate_fn
-        self._executor = loader._thread_worker_executor()
+        self._auto_collation = loader._auto_collation
+        self._threads = loader._thread_workers_for_epoch()
         self._timeout = loader.timeout if loader.timeout > 0 else None
         self._in_order = loader.in_order
         self._depth = (loader.prefetch_factor or 2) * loader.num_workers
-        accelerator = loader.pin_memory and torch.accelerator.is_available()
-        self._pin_device = torch.accelerator.current_accelerator().type if accelerator else None
+        self._pin_device = pin_device(loader)
         draw_base_seed(loader)  # as torch's iterator does, for identical RNG consumption
         self._index_batches = iter(loader._index_sampler)
         self._futures: deque = deque()
         self._sampler_done = False
-        self._num_yielded = 0
 
     def __iter__(self):
         return self
@@ -73,7 +88,11 @@ class ThreadWorkerIterator:
             except StopIteration:
                 self._sampler_done = True
                 return
-            self._futures.append(self._executor.submit(fetch, self._dataset, indices, self._collate_fn))
+            self._futures.append(self._threads.executor.submit(
+                self._threads.fetch, self._dataset, indices, self._collate_fn, self._auto_collation))
+
+    def _timed_out(self):
+        return RuntimeError(f"DataLoader timed out after {self._loader.timeout} seconds")
 
     def __next__(self):
         self._fill()
@@ -84,14 +103,15 @@ class ThreadWorkerIterator:
         else:
             done, _ = concurrent.futures.wait(self._futures, timeout=self._timeout,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
-            future = next(iter(done)) if done else self._futures[0]
+            if not done:
+                raise self._timed_out()
+            future = next(iter(done))
             self._futures.remove(future)
         try:
             batch = future.result(timeout=self._timeout)
         except concurrent.futures.TimeoutError:
-            raise RuntimeError(f"DataLoader timed out after {self._loader.timeout} seconds") from None
+            raise self._timed_out() from None
         self._fill()
-        self._num_yielded += 1
         if self._pin_device is not None:
             batch = pin_memory(batch, self._pin_device)
         return batch
@@ -103,6 +123,5 @@ class ThreadWorkerIterator:
         self._sampler_done = True
 
     def __del__(self) -> None:
-        futures = getattr(self, "_futures", None)
-        if futures:
+        if getattr(self, "_futures", None):
             self.close()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import weakref
-
 import torch.utils.data
 from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
-from ._resume import STATE_FORMAT, ResumedIndexSampler, RngSnapshot, TrackedIterator, sampler_generators
-from ._threads import ThreadWorkerIterator, make_executor
+from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
+                      sampler_generators)
+from ._threads import ThreadWorkerIterator, start_worker_threads
 
+# What state_dict() reports about the current epoch (EpochProgress.to_state()).
+_EPOCH_KEYS = ("order", "in_epoch", "batches_yielded", "native_seed", "epoch_start_rng", "drew_base_seed")
 # Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
 _IN_FLIGHT_BYTES = 12 << 20
 
@@ -68,7 +69,7 @@ class DataLoader(torch.utils.data.DataLoader):
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
         self._thread_pool = None
         self._thread_pool_generation = -1
-        self._epoch = None  # weakref to the current epoch's iterator
+        self._progress = None  # the current epoch's EpochProgress
         self._resume_state = None  # set by load_state_dict, consumed by the next __iter__
         self._resumed_index_sampler = None
         if native:
@@ -101,9 +102,9 @@ class DataLoader(torch.utils.data.DataLoader):
         if self.worker_mode != "thread":
             super().check_worker_number_rationality()
 
-    def _thread_worker_executor(self):
+    def _thread_workers_for_epoch(self):
         if self._thread_workers is None or self._thread_workers_generation != _fork.generation():
-            self._thread_workers = make_executor(self)
+            self._thread_workers = start_worker_threads(self)
             self._thread_workers_generation = _fork.generation()
         return self._thread_workers
 
@@ -139,52 +140,62 @@ class DataLoader(torch.utils.data.DataLoader):
         plan = self._plan()
         if plan is not None:
             iterator = NativeIterator(self, plan, resume)
-            self._epoch = weakref.ref(iterator)
+            self._progress = iterator.progress
             return iterator
         if resume is not None and resume["order"] != "torch":
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              "this loader now uses torch's path")
         if self._dataset_kind != _DatasetKind.Map:
             return super().__iter__()
-        if resume is None:
-            snapshot, skip = RngSnapshot.capture(self), 0
-            iterator = self._torch_path_iterator()
-        else:
-            snapshot, skip = RngSnapshot.from_dict(resume["epoch_start_rng"]), resume["batches_yielded"]
-            self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, snapshot, skip)
+        persistent = self.persistent_workers and self.num_workers > 0 and self.worker_mode == "process"
+        if resume is not None:
+            if persistent and self._iterator is not None:
+                # Its workers keep the index sampler they started with; a resumed epoch
+                # needs a fresh iterator built around the replaying one.
+                self._iterator._shutdown_workers()
+                self._iterator = None
+            progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
+                                     drew_base_seed=resume["drew_base_seed"],
+                                     batches_yielded=resume["batches_yielded"])
+            self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, progress)
             try:
-                with snapshot.replaying(self):  # torch's iterator draws its base seed here
+                with progress.snapshot.replaying(self):  # the iterator's own draws, as at epoch start
                     iterator = self._torch_path_iterator()
             finally:
-                self._resumed_index_sampler = None
-        tracked = TrackedIterator(iterator, snapshot, skip)
-        self._epoch = weakref.ref(tracked)
-        return tracked
+                self._resumed_index_sampler = None  # the new iterator holds it; nobody else
+        else:
+            # A persistent iterator that already exists is only reset: no seed draw.
+            drew_base_seed = not (persistent and self._iterator is not None)
+            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
+                                     drew_base_seed=drew_base_seed)
+            iterator = self._torch_path_iterator()
+        self._progress = progress
+        return TrackedIterator(iterator, progress)
 
     def state_dict(self) -> dict:
         """Where this loader stands, to resume exactly with :meth:`load_state_dict`.
 
-        Taken after k batches of an epoch, a loader restored from it (in a new process,
-        with the same dataset and arguments) yields batch k+1 onwards of that epoch,
-        then the same later epochs as an uninterrupted run, provided torch's global RNG
-        is restored too (``torch.set_rng_state``) when the shuffle or sampler draws from
-        it. Native orders resume in O(1); other samplers replay their index stream
-        (see ``pyloader/_resume.py``). The state holds tensors; save it with torch.save.
+        Taken after k batches of an epoch (inside the loop, or after leaving it with
+        ``break``), a loader restored from it in a new process, with the same dataset
+        and arguments, yields batch k+1 onwards of that epoch, then the same later
+        epochs as an uninterrupted run, provided torch's global RNG is restored too
+        (``torch.set_rng_state``) when the shuffle or sampler draws from it. Native
+        orders resume in O(1); other samplers replay their index stream (see
+        ``pyloader/_resume.py``). The state holds tensors; save it with torch.save.
         """
         if self._dataset_kind != _DatasetKind.Map:
             raise ValueError("state_dict() supports map-style datasets only: an IterableDataset's "
                              "position lives in the dataset itself, which must save it")
-        iterator = self._epoch() if self._epoch else None
-        if isinstance(iterator, NativeIterator):
-            epoch = iterator.state()
-        elif iterator is not None:
-            epoch = {"order": "torch", "in_epoch": not iterator.finished,
-                     "batches_yielded": iterator.batches_yielded, "native_seed": None,
-                     "epoch_start_rng": iterator.snapshot.to_dict()}
-        else:
-            epoch = {"order": None, "in_epoch": False, "batches_yielded": 0, "native_seed": None,
-                     "epoch_start_rng": None}
+        if not self.in_order and self.num_workers > 0 and not self.uses_native_path:
+            raise ValueError("state_dict() needs in_order=True when num_workers > 0: with "
+                             "in_order=False the batches delivered are not a prefix of the sampler's")
         sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
+        if self._resume_state is not None:
+            epoch = {key: self._resume_state[key] for key in _EPOCH_KEYS}  # not started yet
+        elif self._progress is not None:
+            epoch = self._progress.to_state()
+        else:
+            epoch = EpochProgress(order="none", finished=True).to_state()
         return {
             "format": STATE_FORMAT,
             **epoch,

@@ -166,15 +166,20 @@ def test_getitem_and_collate_exceptions_keep_their_type(num_workers):
                 raise ZeroDivisionError("bad sample 5")
             return index
 
-    with pytest.raises(ZeroDivisionError, match="bad sample 5"):
-        list(pyloader.DataLoader(Flaky(), batch_size=2, num_workers=num_workers))
-
     def collate(batch):
         raise LookupError("collate failed")
 
-    with pytest.raises(LookupError, match="collate failed"):
-        list(pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=2, collate_fn=collate,
-                                 num_workers=num_workers))
+    for loader, error, message in (
+            (pyloader.DataLoader(Flaky(), batch_size=2, num_workers=num_workers), ZeroDivisionError, "bad sample 5"),
+            (pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=2, collate_fn=collate,
+                                 num_workers=num_workers, native=False), LookupError, "collate failed")):
+        iterator = iter(loader)
+        with pytest.raises(error, match=message):
+            for _ in iterator:
+                pass
+        # Shut worker processes down now: left to garbage collection after a worker
+        # error, torch's teardown waits out its 5-second join timeout per worker.
+        getattr(iterator, "_shutdown_workers", lambda: None)()
 
 
 def test_argument_errors_match_torch():

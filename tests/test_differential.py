@@ -288,3 +288,10 @@ def test_concat_of_mismatched_parts_falls_back_to_torch(rng):
     assert not loader.uses_native_path
     with pytest.raises(RuntimeError):
         list(loader)  # torch's collate cannot stack rows of different shapes either
+
+
+@pytest.mark.parametrize("indices", [[1.7, 2.0], [True, False], [[0, 1], [2, 3]]])
+def test_subsets_with_non_integer_indices_take_torchs_path(indices):
+    ds = tud.Subset(tud.TensorDataset(torch.arange(10)), indices)
+    loader = pyloader.DataLoader(ds, batch_size=2)
+    assert not loader.uses_native_path

@@ -65,13 +65,21 @@ def test_set_epoch_and_seed_change_the_order_consistently():
     assert list(pyloader.DistributedSampler(range(100), 2, 0, seed=2)) != first
 
 
-def test_argument_errors_match_torch():
-    for kwargs in ({"num_replicas": 2, "rank": 2}, {"num_replicas": 2, "rank": -1}):
-        with pytest.raises(ValueError) as theirs:
-            tud.DistributedSampler(range(10), **kwargs)
-        with pytest.raises(ValueError) as ours:
-            pyloader.DistributedSampler(range(10), **kwargs)
-        assert str(ours.value) == str(theirs.value)
+def test_rank_and_world_size_default_from_the_process_group():
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        sampler = pyloader.DistributedSampler(range(10))
+        assert (sampler.rank, sampler.num_replicas) == (0, 1)
+        assert sorted(sampler) == list(range(10))
+    finally:
+        dist.destroy_process_group()
 
 
 def test_loader_with_native_sampler_yields_the_sampler_order():

@@ -152,3 +152,69 @@ def test_resume_in_a_new_process_after_sigkill(tmp_path):
                                text=True, env=env, timeout=120)
     assert reference.returncode == 0, reference.stderr[-2000:]
     assert json.loads(saved.stdout) + json.loads(resumed.stdout) == json.loads(reference.stdout)
+
+
+@pytest.mark.parametrize("name", ["native_shuffle_global_rng", "sampler_random_generator", "torch_path_workers0",
+                                  "thread_workers2"])
+def test_checkpoint_after_break_resumes_the_same_epoch(name):
+    make = loader_factories()[name]
+    reference, _ = run(make)
+    loader = make()
+    torch.manual_seed(0)
+    before = [ids_of(b) for b in loader]  # epoch 0
+    for step, batch in enumerate(loader):  # epoch 1, pre-empted after 4 batches
+        before.append(ids_of(batch))
+        if step == 3:
+            break
+    import gc
+    gc.collect()  # the abandoned iterator is gone; the loader still knows where it was
+    checkpoint = {"loader": loader.state_dict(), "rng": torch.get_rng_state(), "epoch": 1}
+    assert checkpoint["loader"]["in_epoch"] and checkpoint["loader"]["batches_yielded"] == 4
+    after, _ = run(make, state=checkpoint)
+    assert before + after == reference
+
+
+def test_state_dict_of_a_restored_loader_is_the_restored_state():
+    make = loader_factories()["sampler_random_generator"]
+    reference, _ = run(make)
+    _, checkpoint = run(make, stop=(1, 4))
+    restored = make()
+    restored.load_state_dict(checkpoint["loader"])
+    again = restored.state_dict()  # pre-empted before the first step after restoring
+    assert again["in_epoch"] and again["batches_yielded"] == 4
+    after, _ = run(make, state=dict(checkpoint, loader=again))
+    assert reference[len(reference) - len(after):] == after and len(after) == len(reference) - (len(make()) + 4)
+
+
+@pytest.mark.parametrize("where", [(0, 3), (1, 3), (2, 1)])
+def test_persistent_workers_resume(where):
+    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
+                                       persistent_workers=True, collate_fn=torch.tensor)
+    reference, _ = run(make)
+    before, checkpoint = run(make, stop=where)
+    after, _ = run(make, state=checkpoint)
+    assert before + after == reference
+
+
+def test_persistent_workers_load_into_a_loader_that_already_ran():
+    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
+                                       persistent_workers=True, collate_fn=torch.tensor)
+    reference, _ = run(make)
+    before, checkpoint = run(make, stop=(1, 5))
+    loader = make()
+    list(loader)  # its persistent workers exist now
+    torch.set_rng_state(checkpoint["rng"])
+    loader.load_state_dict(checkpoint["loader"])
+    rest = [ids_of(b) for b in loader] + [ids_of(b) for b in loader]
+    assert before + rest == reference
+
+
+def test_out_of_order_delivery_cannot_be_checkpointed():
+    for mode in ("process", "thread"):
+        loader = pyloader.DataLoader(PlainDataset(), batch_size=16, num_workers=2, in_order=False,
+                                     worker_mode=mode, collate_fn=torch.tensor)
+        iterator = iter(loader)
+        next(iterator)
+        with pytest.raises(ValueError, match="in_order=True"):
+            loader.state_dict()
+        del iterator

@@ -47,11 +47,20 @@ def test_getitems_and_collate_are_used_as_torch_uses_them():
     assert ours == theirs
 
 
+class SlowFirst(Squares):
+    def __getitem__(self, index):
+        if index == 0:
+            time.sleep(0.3)
+        return super().__getitem__(index)
+
+
 def test_out_of_order_delivery_yields_every_batch_once():
-    loader = pyloader.DataLoader(Squares(delay=0.001), batch_size=5, num_workers=3, worker_mode="thread",
-                                 in_order=False)
-    ys = sorted(torch.cat([b["y"] for b in loader]).tolist())
-    assert ys == [i * i for i in range(97)]
+    loader = pyloader.DataLoader(SlowFirst(), batch_size=5, num_workers=3, worker_mode="thread", in_order=False)
+    batches = [b["y"].tolist() for b in loader]
+    assert batches[0] != [0, 1, 4, 9, 16]  # the slow first batch was overtaken
+    assert sorted(y for batch in batches for y in batch) == [i * i for i in range(97)]
+    ordered = pyloader.DataLoader(SlowFirst(), batch_size=5, num_workers=3, worker_mode="thread")
+    assert next(iter(ordered))["y"].tolist() == [0, 1, 4, 9, 16]
 
 
 def test_exception_keeps_type_and_traceback():
@@ -73,8 +82,8 @@ def test_worker_init_fn_runs_once_per_thread():
                                  worker_init_fn=init)
     list(loader)
     list(loader)  # threads persist across epochs: no second initialisation
-    assert sorted(worker_id for worker_id, _ in seen) == list(range(len(seen)))
-    assert 1 <= len(seen) <= 3 and len({name for _, name in seen}) == len(seen)
+    assert sorted(worker_id for worker_id, _ in seen) == [0, 1, 2]
+    assert len({name for _, name in seen}) == 3
 
 
 def test_timeout_raises_like_torch():
@@ -107,3 +116,52 @@ def test_array_datasets_still_take_the_native_path():
     loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2, num_workers=2,
                                  worker_mode="thread")
     assert loader.uses_native_path
+
+
+def test_failing_worker_init_fn_raises_its_error_and_is_retried():
+    calls = []
+
+    def init(worker_id):
+        calls.append(worker_id)
+        if len(calls) == 1:
+            raise ValueError("init failed")
+
+    loader = pyloader.DataLoader(Squares(), batch_size=8, num_workers=1, worker_mode="thread", worker_init_fn=init)
+    with pytest.raises(ValueError, match="init failed"):
+        list(loader)
+    assert len(list(loader)) == len(loader)  # the next epoch initialises the thread again
+
+
+def test_batch_size_none_matches_torch():
+    ours = pyloader.DataLoader(Squares(), batch_size=None, num_workers=2, worker_mode="thread")
+    assert_loaders_equal(ours, tud.DataLoader(Squares(), batch_size=None))
+
+
+def test_pin_memory_warning_matches_torch():
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator is present")
+    with pytest.warns(UserWarning, match="no accelerator is found"):
+        list(pyloader.DataLoader(Squares(n=8), batch_size=4, num_workers=2, worker_mode="thread", pin_memory=True))
+
+
+def test_dropped_loaders_release_their_threads():
+    import gc
+    import weakref
+
+    def worker_threads():
+        return sum(thread.name.startswith("pyloader-worker") for thread in threading.enumerate())
+
+    gc.collect()
+    before = worker_threads()
+    refs = []
+    for _ in range(20):
+        loader = pyloader.DataLoader(Squares(n=16), batch_size=4, num_workers=3, worker_mode="thread")
+        list(loader)
+        refs.append(weakref.ref(loader))
+        del loader
+    gc.collect()
+    deadline = time.time() + 5
+    while worker_threads() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert all(ref() is None for ref in refs)
+    assert worker_threads() <= before

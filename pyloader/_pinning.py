@@ -1,0 +1,21 @@
+"""pin_memory handling shared by pyloader's own iterators, with torch's warnings."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+def pin_device(loader) -> str | None:
+    """The accelerator type batches should be pinned for, or None; warns as torch does."""
+    if loader.pin_memory and loader.pin_memory_device:
+        warnings.warn("pin_memory_device is deprecated, the current accelerator will be used as "
+                      f"the device,ignore pin_memory_device='{loader.pin_memory_device}'.", stacklevel=4)
+    if not loader.pin_memory:
+        return None
+    if not torch.accelerator.is_available():
+        warnings.warn("'pin_memory' argument is set as true but no accelerator is found, "
+                      "then device pinned memory won't be used.", stacklevel=4)
+        return None
+    return torch.accelerator.current_accelerator().type
