@@ -69,12 +69,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, batch {BATCH}, best of {args.rounds} interleaved rounds of {args.seconds:g} s")
     for dataset in (PythonBound(), GilReleasing()):
         contenders = {
-            "torch w0": lambda: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True),
-            "pyloader w0": lambda: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True),
-            "torch w2": lambda: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2),
-            "pyloader w2 process": lambda: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
+            "torch w0": lambda dataset=dataset: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True),
+            "pyloader w0": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True),
+            "torch w2": lambda dataset=dataset: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2),
+            "pyloader w2 process": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
                                                                num_workers=2),
-            "pyloader w2 thread": lambda: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
+            "pyloader w2 thread": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
                                                               num_workers=2, worker_mode="thread"),
         }
         best = dict.fromkeys(contenders, 0.0)

@@ -43,7 +43,7 @@ def main() -> None:
         torch.manual_seed(12345)  # a fresh process starts from some unrelated RNG state
         torch.set_rng_state(checkpoint["rng"])
         loader.load_state_dict(checkpoint["loader"])
-        for epoch in range(checkpoint["epoch"], EPOCHS):
+        for _ in range(checkpoint["epoch"], EPOCHS):
             for ids, _ in loader:
                 consumed.append(ids.tolist())
         print(json.dumps(consumed), flush=True)

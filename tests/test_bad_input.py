@@ -220,12 +220,8 @@ def test_pin_memory_without_accelerator_warns_like_torch():
     assert [b[0].tolist() for b in batches] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
-def test_truncation_between_checks_is_caught_by_the_sigbus_guard(tmp_path, monkeypatch):
-    import pyloader._native as native
-
-    monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)  # only the first check runs
-    path = tmp_path / "x.npy"
-    np.save(path, np.ones((1 << 16, 64), dtype=np.float32))  # 16 MiB, far more than prefetched
+def _truncate_mid_epoch_expecting_sigbus_error(path):
+    """Starts an epoch over `path`, truncates the file, and expects the guard's error."""
     iterator = iter(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=64))
     next(iterator)
     with open(path, "r+b") as handle:
@@ -235,6 +231,20 @@ def test_truncation_between_checks_is_caught_by_the_sigbus_guard(tmp_path, monke
             pass
 
 
+@pytest.fixture
+def mapped_16mib_file(tmp_path, monkeypatch):
+    import pyloader._native as native
+
+    monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)  # only the first size check runs
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((1 << 16, 64), dtype=np.float32))  # far more than is prefetched
+    return path
+
+
+def test_truncation_between_checks_is_caught_by_the_sigbus_guard(mapped_16mib_file):
+    _truncate_mid_epoch_expecting_sigbus_error(mapped_16mib_file)
+
+
 @pytest.mark.parametrize("sampler", [[np.uint64(2**63 + 5)], np.array([2**63 + 5], dtype=np.uint64), [True], [1.5]])
 def test_unrepresentable_or_non_integer_indices_raise_index_error(sampler):
     loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=1, sampler=sampler)
@@ -242,25 +252,14 @@ def test_unrepresentable_or_non_integer_indices_raise_index_error(sampler):
         list(loader)
 
 
-def test_sigbus_guard_survives_faulthandler_being_reenabled(tmp_path, monkeypatch):
+def test_sigbus_guard_survives_faulthandler_being_reenabled(mapped_16mib_file):
     import faulthandler
 
-    import pyloader._native as native
-
-    monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)
-    path = tmp_path / "x.npy"
-    np.save(path, np.ones((1 << 16, 64), dtype=np.float32))
-    list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))  # handler installed
+    list(pyloader.DataLoader(pyloader.ArrayDataset(mapped_16mib_file), batch_size=4096))  # handler installed
     was_enabled = faulthandler.is_enabled()
     faulthandler.enable()  # replaces the SIGBUS handler
     try:
-        iterator = iter(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=64))
-        next(iterator)
-        with open(path, "r+b") as handle:
-            handle.truncate(4096)
-        with pytest.raises(RuntimeError, match="SIGBUS"):
-            for _ in iterator:
-                pass
+        _truncate_mid_epoch_expecting_sigbus_error(mapped_16mib_file)
     finally:
         if not was_enabled:
             faulthandler.disable()

@@ -100,7 +100,7 @@ def test_torch_distributed_sampler_gives_torchs_batches():
     x = np.random.default_rng(0).random((57, 3), dtype=np.float32)
     ds = pyloader.ArrayDataset(x)
     for rank in range(3):
-        make = lambda: tud.DistributedSampler(ds, 3, rank, seed=4)
+        make = lambda rank=rank: tud.DistributedSampler(ds, 3, rank, seed=4)
         assert_loaders_equal(pyloader.DataLoader(ds, batch_size=5, sampler=make()),
                              tud.DataLoader(ds, batch_size=5, sampler=make()))
 
