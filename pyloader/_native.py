@@ -1,9 +1,10 @@
 """The native path: deciding whether a loader can take it, and iterating it.
 
-A loader goes native when its dataset is array-shaped (ArrayDataset, or a plain
-TensorDataset of CPU tensors) and batches are built by torch's default collate. Rows
-are then gathered by the C++ pipeline and handed out as tensors that view the
-gathered buffers, so the batches equal what torch's collate would have stacked.
+A loader goes native when its dataset is array-shaped: an ArrayDataset, a plain
+TensorDataset of CPU tensors, a ConcatDataset of those, or a Subset of any of these.
+Rows are gathered by the C++ pipeline and handed out as tensors that view the gathered
+buffers, so batches equal what torch's default collate would have stacked; a custom
+collate_fn receives the per-sample list torch would build, made of views of the rows.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._columns import Column, check_files_intact, column_from
 from ._pinning import pin_device
+from ._resume import EpochProgress, RngSnapshot, draw_base_seed, skip_batches
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
-from ._resume import EpochProgress, RngSnapshot, draw_base_seed, skip_batches
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -168,7 +169,6 @@ class NativeIterator:
     def __init__(self, loader, plan: NativePlan, resume: dict | None = None) -> None:
         self._loader = loader
         self._plan = plan
-        self._columns = plan.columns
         self._names = plan.names
         self._views = [column.dtype if column.needs_view else None for column in plan.columns]
         self._any_view = any(view is not None for view in self._views)
