@@ -297,10 +297,10 @@ class NativeIterator:
     def __next__(self):
         if self._closed:
             raise StopIteration
-        if self._generation != _fork.generation():
+        if self._generation != _fork._generation:  # a plain read: this runs once per batch
             self._start_pipeline()  # the inherited one can never finish: start over here
         if self._order is not None:
-            if self._files_to_check:
+            if self._files_to_check and time.monotonic() >= self._next_file_check:
                 self._check_files()
             try:
                 arrays = self._pipeline.next(self._timeout)
@@ -312,7 +312,7 @@ class NativeIterator:
             arrays = self._next_from_sampler()
         if arrays is None:
             raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        tensors = [torch.from_numpy(array) for array in arrays]
+        tensors = list(map(torch.from_numpy, arrays))
         if self._any_view:
             tensors = [t if view is None else t.view(view) for t, view in zip(tensors, self._views)]
         if self._plan.collate_fn is not None:
