@@ -1,7 +1,7 @@
 """The native path: deciding whether a loader can take it, and iterating it.
 
 A loader goes native when its dataset is array-shaped: an ArrayDataset, a plain
-TensorDataset of CPU tensors, a ConcatDataset of those, or a Subset of any of these.
+TensorDataset of CPU tensors, and any Subsets and ConcatDatasets built from them.
 Rows are gathered by the C++ pipeline and handed out as tensors that view the gathered
 buffers, so batches equal what torch's default collate would have stacked; a custom
 collate_fn receives the per-sample list torch would build, made of views of the rows.
@@ -62,16 +62,23 @@ def _concatenated(datasets):
         if isinstance(part, str):
             return f"a ConcatDataset part cannot be gathered natively: {part}"
     first_pieces, names, _ = parts[0]
-    for pieces, part_names, row_map in parts:
-        if row_map is not None:
-            return "a ConcatDataset part is a Subset"
+    for pieces, part_names, _ in parts:
         if part_names != names or len(pieces) != len(first_pieces):
             return "ConcatDataset parts differ in their columns"
         for column, first in zip(pieces, first_pieces):
             if (column[0].dtype != first[0].dtype or column[0].array.shape[1:] != first[0].array.shape[1:]):
                 return "ConcatDataset parts differ in dtype or shape (torch's collate decides)"
     merged = tuple(tuple(piece for pieces, _, _ in parts for piece in pieces[c]) for c in range(len(first_pieces)))
-    return merged, names, None
+    if all(row_map is None for _, _, row_map in parts):
+        return merged, names, None
+    # Some parts are Subsets: one map over all parts' pieces, each part's rows offset by
+    # where its pieces start. Parts without a map contribute their rows in order.
+    maps, start = [], 0
+    for pieces, _, row_map in parts:
+        part_rows = sum(len(piece) for piece in pieces[0])
+        maps.append(start + (np.arange(part_rows, dtype=np.int64) if row_map is None else row_map))
+        start += part_rows
+    return merged, names, np.ascontiguousarray(np.concatenate(maps), dtype=np.int64)
 
 
 def _columns_of(dataset):

@@ -295,3 +295,16 @@ def test_subsets_with_non_integer_indices_take_torchs_path(indices):
     ds = tud.Subset(tud.TensorDataset(torch.arange(10)), indices)
     loader = pyloader.DataLoader(ds, batch_size=2)
     assert not loader.uses_native_path
+
+
+def test_concat_of_subsets_and_random_split_parts_gathers_natively(rng):
+    base = pyloader.ArrayDataset(rng.random((50, 3), dtype=np.float32), np.arange(50))
+    train, val = tud.random_split(base, [40, 10], generator=torch.Generator().manual_seed(0))
+    other = pyloader.ArrayDataset(rng.random((7, 3), dtype=np.float32), np.arange(100, 107))
+    for ds in (tud.ConcatDataset([train, val]), tud.ConcatDataset([val, other, tud.Subset(other, [6, 0])]),
+               tud.Subset(tud.ConcatDataset([other, train]), [0, 20, -1])):
+        for make in (lambda ds=ds: dict(batch_size=4),
+                     lambda ds=ds: dict(batch_size=3, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(2)))):
+            loader = pyloader.DataLoader(ds, **make())
+            assert loader.uses_native_path
+            assert_loaders_equal(loader, tud.DataLoader(ds, **make()))
