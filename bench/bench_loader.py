@@ -13,12 +13,17 @@ TensorDataset. Every contender reads the same mapping after one warm-up pass, so
 page cache and page tables are equally warm for all. Contenders run in interleaved
 rounds and each keeps its best round. Prints a table and ratio lines.
 
-    python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp]
+With --cold, the file's pages are evicted from the page cache (posix_fadvise
+DONTNEED) before every contender's round, so each starts from storage, as a dataset
+larger than RAM would; the warm-up pass is skipped.
+
+    python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold]
 """
 
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import tempfile
 import time
@@ -46,7 +51,18 @@ class PerSampleDataset(tud.Dataset):
         return torch.from_numpy(np.array(self.array[index]))
 
 
-def make_memmap(directory: str, row_bytes: int, gib: float) -> np.memmap:
+def evict(array: np.memmap) -> None:
+    """Drops the file's pages from the page cache (no root needed). Pages still mapped
+    into this process are not dropped, so the mapping lets go of them first."""
+    array._mmap.madvise(mmap.MADV_DONTNEED)
+    descriptor = os.open(array.filename, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def make_memmap(directory: str, row_bytes: int, gib: float, warm: bool = True) -> np.memmap:
     columns = row_bytes // 4
     rows = int(gib * (1 << 30)) // row_bytes
     path = os.path.join(directory, f"pyloader_bench_{row_bytes}B_{rows}.npy")
@@ -60,8 +76,9 @@ def make_memmap(directory: str, row_bytes: int, gib: float) -> np.memmap:
         del out
         os.replace(path + ".part", path)
     array = np.load(path, mmap_mode="r")
-    for first in range(0, rows, max(1, (256 << 20) // row_bytes)):  # warm-up pass
-        np.asarray(array[first:first + (256 << 20) // row_bytes]).sum()
+    if warm:
+        for first in range(0, rows, max(1, (256 << 20) // row_bytes)):  # warm-up pass
+            np.asarray(array[first:first + (256 << 20) // row_bytes]).sum()
     return array
 
 
@@ -98,17 +115,18 @@ def raw_gather_rate(array, generator, budget_s: float, threads: int) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def best_of(rounds: int, contenders: dict) -> dict:
+def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
     """Each contender's best rate over `rounds` rounds, run interleaved so that a noisy
     stretch of the shared machine hits all of them alike."""
     best = dict.fromkeys(contenders, 0.0)
     for _ in range(rounds):
         for name, measure in contenders.items():
+            before_each()
             best[name] = max(best[name], measure())
     return best
 
 
-def measure_rows(array, seconds: float, threads: int, rounds: int) -> dict:
+def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
     loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True,
@@ -123,7 +141,7 @@ def measure_rows(array, seconds: float, threads: int, rounds: int) -> dict:
         "torch w2": lambda: timed(torch_loader(2), seconds),
         "numpy loop": lambda: timed(numpy_loop(array, generator), seconds),
         "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads),
-    })
+    }, before_each=(lambda: evict(array)) if cold else (lambda: None))
 
 
 def measure_small_batches(seconds: float, threads: int, rounds: int) -> dict:
@@ -147,17 +165,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each contender's best counts")
     parser.add_argument("--threads", type=int, default=2, help="native gather threads")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
+    parser.add_argument("--cold", action="store_true", help="evict the page cache before every round")
     args = parser.parse_args()
 
     print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, shuffled, "
-          f"best of {args.rounds} interleaved rounds of {args.seconds:g} s")
+          f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
+          + (", page cache evicted before each round" if args.cold else ""))
     table = []
     for row_bytes in (256, 12 * 1024):
-        array = make_memmap(args.dir, row_bytes, args.gib)
-        rates = measure_rows(array, args.seconds, args.threads, args.rounds)
+        array = make_memmap(args.dir, row_bytes, args.gib, warm=not args.cold)
+        rates = measure_rows(array, args.seconds, args.threads, args.rounds, cold=args.cold)
         table.append((row_bytes, rates))
-        print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap): samples/s")
+        state = "cold" if args.cold else "warm"
+        print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s")
         for name, rate in rates.items():
             print(f"  {name:<12} {rate:>14,.0f}")
     small = measure_small_batches(args.seconds, args.threads, args.rounds)
