@@ -25,7 +25,7 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._columns import Column, check_files_intact, column_from
 from ._pinning import pin_device
-from ._resume import EpochProgress, RngSnapshot, draw_base_seed, skip_batches
+from ._resume import EpochProgress, RngSnapshot, draw_base_seed, sampler_generators, skip_batches
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
 
@@ -185,7 +185,7 @@ class NativeIterator:
         self._depth = loader._native_depth(sum(column.row_bytes for column in plan.columns))
         self._progress = EpochProgress(order=plan.native_order or "sampler")
 
-        self._pin_device = pin_device(loader)
+        self._pin_device = pin_device(loader, stacklevel=4)  # __init__ < _start_epoch < __iter__ < user
         self._pin = self._pin_device is not None
 
         rows = plan.rows
@@ -202,10 +202,10 @@ class NativeIterator:
                 # global RNG state after each epoch. (An explicit `generator` is consumed
                 # differently: torch's randperm draws from it per element, we draw one
                 # seed.) A resumed epoch made its draws before it was saved.
-                draw_base_seed(loader)
+                draw_base_seed(loader.generator)
             if plan.native_order == "shuffled":
                 if resume is None:
-                    self._progress.native_seed = draw_base_seed(loader) % _INT64_SPAN
+                    self._progress.native_seed = draw_base_seed(loader.generator) % _INT64_SPAN
                 else:
                     self._progress.native_seed = resume["native_seed"]
                 self._order = _core.IndexOrder.shuffled(rows, self._progress.native_seed)
@@ -227,13 +227,13 @@ class NativeIterator:
         self._sampler_done = False
         if resume is None:
             self._progress.snapshot = RngSnapshot.capture(loader)
-            draw_base_seed(loader)
+            draw_base_seed(loader.generator)
             self._index_batches = iter(loader.batch_sampler)
             return
         self._progress.snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
         skip = resume["batches_yielded"]
-        with self._progress.snapshot.replaying(loader):
-            draw_base_seed(loader)
+        with self._progress.snapshot.replaying(sampler_generators(loader)):
+            draw_base_seed(loader.generator)
             batches = skip_batches(iter(loader.batch_sampler), skip)
             try:
                 first = [next(batches)]  # the sampler's lazy draws happen in here
@@ -307,7 +307,7 @@ class NativeIterator:
         if self._generation != _fork._generation:  # a plain read: this runs once per batch
             self._start_pipeline()  # the inherited one can never finish: start over here
         if self._order is not None:
-            if self._files_to_check and time.monotonic() >= self._next_file_check:
+            if self._files_to_check:
                 self._check_files()
             try:
                 arrays = self._pipeline.next(self._timeout)

@@ -7,15 +7,16 @@ import warnings
 import torch
 
 
-def pin_device(loader) -> str | None:
-    """The accelerator type batches should be pinned for, or None; warns as torch does."""
+def pin_device(loader, stacklevel: int) -> str | None:
+    """The accelerator type batches should be pinned for, or None; warns as torch does,
+    `stacklevel` frames up from the caller (so the warning points at user code)."""
     if loader.pin_memory and loader.pin_memory_device:
         warnings.warn("pin_memory_device is deprecated, the current accelerator will be used as "
-                      f"the device,ignore pin_memory_device='{loader.pin_memory_device}'.", stacklevel=4)
+                      f"the device,ignore pin_memory_device='{loader.pin_memory_device}'.", stacklevel=stacklevel + 1)
     if not loader.pin_memory:
         return None
     if not torch.accelerator.is_available():
         warnings.warn("'pin_memory' argument is set as true but no accelerator is found, "
-                      "then device pinned memory won't be used.", stacklevel=4)
+                      "then device pinned memory won't be used.", stacklevel=stacklevel + 1)
         return None
     return torch.accelerator.current_accelerator().type

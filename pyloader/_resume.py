@@ -22,7 +22,6 @@ caller's, restored with ``torch.set_rng_state`` from the same checkpoint as usua
 from __future__ import annotations
 
 import contextlib
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +50,12 @@ class RngSnapshot:
     def capture(cls, loader) -> RngSnapshot:
         return cls(torch.get_rng_state(), [g.get_state() for g in sampler_generators(loader)])
 
+    def restore(self, generators: list[torch.Generator]) -> None:
+        """Puts torch's global RNG and `generators` (`sampler_generators()`) back."""
+        torch.set_rng_state(self.global_state)
+        for generator, state in zip(generators, self.generator_states):
+            generator.set_state(state)
+
     def to_dict(self) -> dict:
         return {"global": self.global_state, "generators": list(self.generator_states)}
 
@@ -59,10 +64,10 @@ class RngSnapshot:
         return cls(state["global"], list(state["generators"]))
 
     @contextlib.contextmanager
-    def replaying(self, loader):
+    def replaying(self, generators: list[torch.Generator]):
         """Runs the block with the epoch-start states; torch's global RNG is given back
-        afterwards, the loader's and sampler's generators keep what the block drew."""
-        generators = sampler_generators(loader)
+        afterwards, the loader's and sampler's generators (`sampler_generators()`) keep
+        what the block drew."""
         if len(generators) != len(self.generator_states):
             raise ValueError("cannot resume: the loader's generators differ from the ones saved "
                              f"({len(generators)} now, {len(self.generator_states)} in the state)")
@@ -89,14 +94,17 @@ class ResumedIndexSampler:
     states, minus the delivered batches); later ones, as persistent workers make, are
     plain epochs of the real sampler."""
 
-    def __init__(self, loader, index_sampler, progress: EpochProgress) -> None:
-        # Weak: a persistent iterator keeps this sampler, and the loader keeps that
-        # iterator; a strong reference would leave torch's iterator to the cyclic GC,
-        # which may tear its workers down at any allocation, even mid-way through
-        # creating another loader's queues.
-        self._loader = weakref.ref(loader)
+    def __init__(self, loader, index_sampler, progress: EpochProgress, keep_draws: bool = False) -> None:
+        # The loader's generators, not the loader: a persistent iterator keeps this
+        # sampler and the loader keeps that iterator, and a cycle would leave torch's
+        # iterator to the cyclic GC, which may tear its workers down at any allocation.
+        self._generators = sampler_generators(loader)
+        self._loader_generator = loader.generator
         self._index_sampler = index_sampler
         self._progress = progress
+        # keep_draws: the epoch-start states are restored in place and the epoch's draws
+        # stay made (a new epoch, not a replay of one the caller's RNG already saw).
+        self._keep_draws = keep_draws
         self._replayed = False
 
     def __len__(self) -> int:
@@ -107,10 +115,12 @@ class ResumedIndexSampler:
             yield from self._index_sampler
             return
         self._replayed = True
-        loader = self._loader()
-        with self._progress.snapshot.replaying(loader):
+        if self._keep_draws:
+            self._progress.snapshot.restore(self._generators)
+        replay = contextlib.nullcontext() if self._keep_draws else self._progress.snapshot.replaying(self._generators)
+        with replay:
             if self._progress.drew_base_seed:
-                draw_base_seed(loader)  # as torch's iterator did before the sampler ran
+                draw_base_seed(self._loader_generator)  # as torch's iterator did before the sampler ran
             batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
             try:
                 first = next(batches)  # the sampler's own lazy draws happen here
@@ -120,9 +130,10 @@ class ResumedIndexSampler:
         yield from batches
 
 
-def draw_base_seed(loader) -> int:
-    """The draw torch's DataLoader iterator makes when it is created."""
-    return int(torch.empty((), dtype=torch.int64).random_(generator=loader.generator).item())
+def draw_base_seed(generator: torch.Generator | None) -> int:
+    """The draw torch's DataLoader iterator makes from the loader's `generator` (or the
+    global RNG) when it is created."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
 @dataclass
@@ -130,7 +141,8 @@ class EpochProgress:
     """Where the current epoch stands. The loader holds it strongly, since a checkpoint
     is often taken after `break` has dropped the iterator; iterators update it."""
 
-    order: str  # "sequential", "shuffled", "distributed", "sampler" (native) or "torch"
+    order: str  # "sequential", "shuffled", "distributed", "sampler" (native), "torch", or
+    # "none" (no epoch yet)
     native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
     snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay
     drew_base_seed: bool = True  # whether the epoch began with the iterator's seed draw

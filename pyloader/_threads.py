@@ -69,8 +69,10 @@ class ThreadWorkerIterator:
         self._timeout = loader.timeout if loader.timeout > 0 else None
         self._in_order = loader.in_order
         self._depth = (loader.prefetch_factor or 2) * loader.num_workers
-        self._pin_device = pin_device(loader)
-        draw_base_seed(loader)  # as torch's iterator does, for identical RNG consumption
+        self._pin_device = pin_device(loader, stacklevel=5)  # < _torch_path_iterator < _start_epoch < __iter__ < user
+        if not loader._thread_workers_reused():
+            # As torch's iterator does when it starts workers (persistent ones start once).
+            draw_base_seed(loader.generator)
         self._index_batches = iter(loader._index_sampler)
         self._futures: deque = deque()
         self._sampler_done = False

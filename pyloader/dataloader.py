@@ -11,8 +11,8 @@ from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnaps
                       sampler_generators)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
-# What state_dict() reports about the current epoch (EpochProgress.to_state()).
-_EPOCH_KEYS = ("order", "in_epoch", "batches_yielded", "native_seed", "epoch_start_rng", "drew_base_seed")
+# What state_dict() reports about the current epoch.
+_EPOCH_KEYS = tuple(EpochProgress(order="none").to_state())
 # Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
 _IN_FLIGHT_BYTES = 12 << 20
 
@@ -21,9 +21,10 @@ class DataLoader(torch.utils.data.DataLoader):
     """A drop-in ``torch.utils.data.DataLoader``.
 
     Takes exactly torch's arguments, with the same defaults and the same argument
-    errors, and yields the same batches. When the dataset is an :class:`ArrayDataset`
-    or a ``TensorDataset`` of CPU tensors and ``collate_fn`` is the default, rows are
-    gathered by native threads instead of per-sample ``__getitem__`` calls;
+    errors, and yields the same batches. When the dataset is array-shaped (an
+    :class:`ArrayDataset`, a ``TensorDataset`` of CPU tensors, and Subsets and
+    ConcatDatasets of them), rows are gathered by native threads instead of per-sample
+    ``__getitem__`` calls, for the default collate and for custom ones alike;
     ``shuffle=True`` then uses a native O(1)-memory shuffle seeded from ``generator``
     (or torch's global RNG), new each epoch. Everything else runs on torch's own
     machinery.
@@ -64,6 +65,7 @@ class DataLoader(torch.utils.data.DataLoader):
         self.native = native
         self._thread_workers = None
         self._thread_workers_generation = -1
+        self._thread_epochs_started = False
         # shuffle=True with no sampler is the one case where torch leaves the order to
         # us; an explicitly passed sampler is always honoured as given.
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
@@ -108,6 +110,21 @@ class DataLoader(torch.utils.data.DataLoader):
             self._thread_workers_generation = _fork.generation()
         return self._thread_workers
 
+    def _thread_workers_reused(self) -> bool:
+        """Called as a thread-worker epoch starts: whether persistent threads carry on
+        from an earlier epoch (torch's persistent workers draw their seed only once)."""
+        reused = self.persistent_workers and self._thread_epochs_started
+        self._thread_epochs_started = True
+        return reused
+
+    def _epoch_starts_workers(self) -> bool:
+        """Whether the next epoch on torch's path starts its workers, drawing a seed."""
+        if not (self.persistent_workers and self.num_workers > 0):
+            return True
+        if self.worker_mode == "thread":
+            return not self._thread_epochs_started
+        return self._iterator is None
+
     def _torch_path_iterator(self):
         if self.worker_mode == "thread" and self.num_workers > 0:
             return ThreadWorkerIterator(self)
@@ -137,6 +154,13 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def __iter__(self):
         resume, self._resume_state = self._resume_state, None
+        try:
+            return self._start_epoch(resume)
+        except BaseException:
+            self._resume_state = resume  # a failed resume can be retried, not lost
+            raise
+
+    def _start_epoch(self, resume: dict | None):
         plan = self._plan()
         if plan is not None:
             iterator = NativeIterator(self, plan, resume)
@@ -147,28 +171,44 @@ class DataLoader(torch.utils.data.DataLoader):
                              "this loader now uses torch's path")
         if self._dataset_kind != _DatasetKind.Map:
             return super().__iter__()
-        persistent = self.persistent_workers and self.num_workers > 0 and self.worker_mode == "process"
-        if resume is not None:
-            if persistent and self._iterator is not None:
+        if resume is None:
+            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
+                                     drew_base_seed=self._epoch_starts_workers())
+            iterator = self._torch_path_iterator()
+        elif resume["epoch_start_rng"] is None:
+            # A new epoch whose saved run started no workers (persistent ones carried on):
+            # ours must start them without the seed draw that comes with it.
+            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self), drew_base_seed=False)
+            if self.worker_mode == "thread":
+                # The sampler draws lazily, after creation: undoing creation's draw is enough.
+                iterator = self._torch_path_iterator()
+                progress.snapshot.restore(sampler_generators(self))
+            else:
+                # Worker processes take their first indices while being created, so the
+                # sampler runs from the restored states inside creation.
+                self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, progress,
+                                                                  keep_draws=True)
+                try:
+                    iterator = self._torch_path_iterator()
+                finally:
+                    self._resumed_index_sampler = None
+        else:
+            if self.worker_mode == "process" and self.persistent_workers and self._iterator is not None:
                 # Its workers keep the index sampler they started with; a resumed epoch
                 # needs a fresh iterator built around the replaying one.
                 self._iterator._shutdown_workers()
                 self._iterator = None
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
-                                     drew_base_seed=resume["drew_base_seed"],
+                                     drew_base_seed=resume.get("drew_base_seed", True),
                                      batches_yielded=resume["batches_yielded"])
             self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, progress)
             try:
-                with progress.snapshot.replaying(self):  # the iterator's own draws, as at epoch start
+                # The new iterator's own draws happen from the epoch-start states too; the
+                # replaying sampler then redoes the epoch's draws exactly as they were.
+                with progress.snapshot.replaying(sampler_generators(self)):
                     iterator = self._torch_path_iterator()
             finally:
                 self._resumed_index_sampler = None  # the new iterator holds it; nobody else
-        else:
-            # A persistent iterator that already exists is only reset: no seed draw.
-            drew_base_seed = not (persistent and self._iterator is not None)
-            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
-                                     drew_base_seed=drew_base_seed)
-            iterator = self._torch_path_iterator()
         self._progress = progress
         return TrackedIterator(iterator, progress)
 
@@ -201,6 +241,9 @@ class DataLoader(torch.utils.data.DataLoader):
             **epoch,
             "generators": [g.get_state() for g in sampler_generators(self)],
             "sampler_epoch": getattr(sampler, "epoch", None),
+            # Between epochs with persistent workers running, the next epoch draws no
+            # seed; a restored loader, whose workers are new, must not draw one either.
+            "next_epoch_starts_workers": self._epoch_starts_workers(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -216,4 +259,9 @@ class DataLoader(torch.utils.data.DataLoader):
         sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
         if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state["sampler_epoch"])
+        self._progress = None  # whatever this loader did before is not the restored run
         self._resume_state = dict(state) if state["in_epoch"] else None
+        if (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
+                and self._epoch_starts_workers() and self._plan() is None):
+            # The saved run's next epoch starts no workers; see _start_epoch.
+            self._resume_state = {**EpochProgress(order="torch").to_state(), "drew_base_seed": False}

@@ -1,7 +1,6 @@
 """Every DataLoader option behaves as torch's, side by side, on torch's path and ours."""
 
 import collections
-import math
 
 import numpy as np
 import pytest
@@ -33,9 +32,6 @@ class Rich(tud.Dataset):
 
 
 class Batched(tud.Dataset):
-    def __init__(self):
-        self.calls = 0
-
     def __len__(self):
         return 20
 
@@ -97,7 +93,6 @@ def test_batch_size_none_and_default_convert(workers):
 @pytest.mark.parametrize("workers", [0, 1, 3])
 def test_iterable_dataset_sharded_by_worker_info(workers):
     ours, theirs = both(dataset=Shards(37), batch_size=4, num_workers=workers)
-    assert not ours.uses_native_path
     a = sorted(int(v) for batch in ours for v in batch)
     b = sorted(int(v) for batch in theirs for v in batch)
     assert a == b == list(range(37))
@@ -170,4 +165,3 @@ def test_random_split_subsets_gather_natively():
     assert loader.uses_native_path
     ids = torch.cat([b[0] for b in loader]).tolist()
     assert ids == [train[i][0].item() for i in range(len(train))]
-    assert math.isclose(len(train) / len(data), 0.8)

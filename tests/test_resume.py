@@ -218,3 +218,61 @@ def test_out_of_order_delivery_cannot_be_checkpointed():
         with pytest.raises(ValueError, match="in_order=True"):
             loader.state_dict()
         del iterator
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_persistent_workers_checkpoint_between_epochs(mode):
+    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
+                                       persistent_workers=True, worker_mode=mode, collate_fn=torch.tensor)
+    reference, _ = run(make)
+    loader = make()
+    torch.manual_seed(0)
+    before = [ids_of(b) for b in loader]  # epoch 0 ran to its end: the workers live on
+    checkpoint = {"loader": loader.state_dict(), "rng": torch.get_rng_state()}
+    assert not checkpoint["loader"]["in_epoch"] and not checkpoint["loader"]["next_epoch_starts_workers"]
+    restored = make()
+    torch.manual_seed(999)
+    torch.set_rng_state(checkpoint["rng"])
+    restored.load_state_dict(checkpoint["loader"])
+    after = [ids_of(b) for _ in range(EPOCHS - 1) for b in restored]
+    assert before + after == reference
+
+
+def test_resumed_iterator_outlives_its_loader():
+    make = loader_factories()["torch_path_workers0"]
+    reference, _ = run(make)
+    before, checkpoint = run(make, stop=(1, 4))
+
+    def resumed_iterator():
+        loader = make()
+        torch.set_rng_state(checkpoint["rng"])
+        loader.load_state_dict(checkpoint["loader"])
+        return iter(loader)  # the loader itself is dropped here
+
+    rest = [ids_of(b) for b in resumed_iterator()]
+    assert before + rest == reference[: len(before) + len(rest)] and len(before) + len(rest) == 2 * len(make())
+
+
+def test_loading_a_state_replaces_the_loaders_own_progress():
+    make = loader_factories()["native_shuffle_generator"]
+    fresh = make()
+    between_epochs = fresh.state_dict()
+    loader = make()
+    for step, _ in enumerate(loader):
+        if step == 2:
+            break
+    assert loader.state_dict()["in_epoch"]
+    loader.load_state_dict(between_epochs)
+    assert not loader.state_dict()["in_epoch"] and loader.state_dict()["batches_yielded"] == 0
+
+
+def test_a_failed_resume_can_be_retried():
+    shuffled = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2, shuffle=True)
+    iterator = iter(shuffled)
+    next(iterator)
+    state = shuffled.state_dict()
+    sequential = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2)
+    sequential.load_state_dict(state)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="shuffled"):
+            iter(sequential)

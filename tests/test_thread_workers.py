@@ -165,3 +165,24 @@ def test_dropped_loaders_release_their_threads():
         time.sleep(0.05)
     assert all(ref() is None for ref in refs)
     assert worker_threads() <= before
+
+
+def test_persistent_thread_workers_shuffle_like_torchs_persistent_workers():
+    def epochs(loader):
+        torch.manual_seed(0)
+        return [[b["y"].tolist() for b in loader] for _ in range(3)]
+
+    ours = pyloader.DataLoader(Squares(), batch_size=8, shuffle=True, num_workers=2, worker_mode="thread",
+                               persistent_workers=True)
+    theirs = tud.DataLoader(Squares(), batch_size=8, shuffle=True, num_workers=2, persistent_workers=True)
+    assert epochs(ours) == epochs(theirs)
+
+
+def test_pin_memory_warning_points_at_the_caller():
+    if torch.accelerator.is_available():
+        pytest.skip("an accelerator is present")
+    for loader in (pyloader.DataLoader(Squares(n=8), batch_size=4, num_workers=2, worker_mode="thread", pin_memory=True),
+                   pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=4, pin_memory=True)):
+        with pytest.warns(UserWarning, match="no accelerator") as record:
+            iter(loader)
+        assert record[0].filename == __file__
