@@ -6,6 +6,15 @@ is an :class:`ArrayDataset` (numpy arrays, memmaps, CPU tensors, ``.npy`` paths)
 ``TensorDataset``.
 """
 
+try:
+    from . import _core  # noqa: F401  (the compiled extension; imported first for a clear error)
+except ImportError as error:
+    raise ImportError(
+        "pyloader's compiled core (pyloader._core) cannot be imported. Install the package "
+        "(pip install .) and, in a source checkout, run `pytest` rather than `python -m pytest`: "
+        "the latter puts the uncompiled source tree ahead of the installed package."
+    ) from error
+
 from torch.utils.data import (
     BatchSampler,
     ChainDataset,
