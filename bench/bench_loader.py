@@ -13,9 +13,10 @@ TensorDataset. Every contender reads the same mapping after one warm-up pass, so
 page cache and page tables are equally warm for all. Contenders run in interleaved
 rounds and each keeps its best round. Prints a table and ratio lines.
 
-With --cold, the file's pages are evicted from the page cache (posix_fadvise
-DONTNEED) before every contender's round, so each starts from storage, as a dataset
-larger than RAM would; the warm-up pass is skipped.
+With --cold, the file's pages are evicted from the page cache (madvise + posix_fadvise
+DONTNEED) before every contender's round, and each round reads a fixed quarter of the
+file's rows (shuffled: spread over nearly every page), so the reads come from storage
+as for a dataset larger than RAM; the warm-up pass is skipped.
 
     python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold]
 """
@@ -82,15 +83,19 @@ def make_memmap(directory: str, row_bytes: int, gib: float, warm: bool = True) -
     return array
 
 
-def timed(batches, budget_s: float, rows_of=len) -> float:
-    """Samples/s over `batches`, after the first batch, for at most `budget_s` seconds."""
+def timed(batches, budget_s: float, rows_of=len, max_samples: int | None = None) -> float:
+    """Samples/s over `batches`: after the first batch, for at most `budget_s` seconds,
+    or (cold runs) from the start until `max_samples` samples."""
     iterator = iter(batches)
-    next(iterator)
     samples = 0
+    if max_samples is None:
+        next(iterator)
     start = time.perf_counter()
     for batch in iterator:
         samples += rows_of(batch)
-        if time.perf_counter() - start > budget_s:
+        if max_samples is None and time.perf_counter() - start > budget_s:
+            break
+        if max_samples is not None and samples >= max_samples:
             break
     return samples / (time.perf_counter() - start)
 
@@ -101,12 +106,12 @@ def numpy_loop(array, generator):
         yield torch.from_numpy(array[order[first:first + BATCH]])
 
 
-def raw_gather_rate(array, generator, budget_s: float, threads: int) -> float:
+def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None) -> float:
     pool = _core.ThreadPool(threads)
     order = generator.permutation(len(array)).astype(np.int64)
     chunk = BATCH * 64
     samples, start, first = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < budget_s:
+    while (time.perf_counter() - start < budget_s) if max_samples is None else samples < max_samples:
         if first + chunk > len(order):
             first = 0
         _core.reference_gather(pool, [array], order[first:first + chunk], BATCH)
@@ -129,6 +134,7 @@ def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
 def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
+    cap = len(array) // 4 if cold else None
     loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True,
                                  drop_last=True, num_threads=threads)
     assert loader.uses_native_path
@@ -136,11 +142,11 @@ def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = 
     torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=True,
                                                   drop_last=True, num_workers=workers)
     return best_of(rounds, {
-        "pyloader": lambda: timed(loader, seconds, first_of),
-        "torch w0": lambda: timed(torch_loader(0), seconds),
-        "torch w2": lambda: timed(torch_loader(2), seconds),
-        "numpy loop": lambda: timed(numpy_loop(array, generator), seconds),
-        "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads),
+        "pyloader": lambda: timed(loader, seconds, first_of, cap),
+        "torch w0": lambda: timed(torch_loader(0), seconds, max_samples=cap),
+        "torch w2": lambda: timed(torch_loader(2), seconds, max_samples=cap),
+        "numpy loop": lambda: timed(numpy_loop(array, generator), seconds, max_samples=cap),
+        "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads, cap),
     }, before_each=(lambda: evict(array)) if cold else (lambda: None))
 
 
