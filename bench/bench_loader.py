@@ -18,7 +18,9 @@ DONTNEED) before every contender's round, and each round reads a fixed quarter o
 file's rows (shuffled: spread over nearly every page), so the reads come from storage
 as for a dataset larger than RAM; the warm-up pass is skipped.
 
-    python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold]
+With --sequential every contender reads in file order instead of shuffled.
+
+    python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold] [--sequential]
 """
 
 from __future__ import annotations
@@ -100,15 +102,20 @@ def timed(batches, budget_s: float, rows_of=len, max_samples: int | None = None)
     return samples / (time.perf_counter() - start)
 
 
-def numpy_loop(array, generator):
-    order = generator.permutation(len(array))
+def epoch_order(rows: int, generator, sequential: bool) -> np.ndarray:
+    return np.arange(rows, dtype=np.int64) if sequential else generator.permutation(rows).astype(np.int64)
+
+
+def numpy_loop(array, generator, sequential: bool = False):
+    order = epoch_order(len(array), generator, sequential)
     for first in range(0, len(order) - BATCH + 1, BATCH):
         yield torch.from_numpy(array[order[first:first + BATCH]])
 
 
-def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None) -> float:
+def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None,
+                    sequential: bool = False) -> float:
     pool = _core.ThreadPool(threads)
-    order = generator.permutation(len(array)).astype(np.int64)
+    order = epoch_order(len(array), generator, sequential)
     chunk = BATCH * 64
     samples, start, first = 0, time.perf_counter(), 0
     while (time.perf_counter() - start < budget_s) if max_samples is None else samples < max_samples:
@@ -131,22 +138,23 @@ def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
     return best
 
 
-def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False) -> dict:
+def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False,
+                 sequential: bool = False) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
     cap = len(array) // 4 if cold else None
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True,
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential,
                                  drop_last=True, num_threads=threads)
     assert loader.uses_native_path
     per_sample = PerSampleDataset(array)
-    torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=True,
+    torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=not sequential,
                                                   drop_last=True, num_workers=workers)
     return best_of(rounds, {
         "pyloader": lambda: timed(loader, seconds, first_of, cap),
         "torch w0": lambda: timed(torch_loader(0), seconds, max_samples=cap),
         "torch w2": lambda: timed(torch_loader(2), seconds, max_samples=cap),
-        "numpy loop": lambda: timed(numpy_loop(array, generator), seconds, max_samples=cap),
-        "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads, cap),
+        "numpy loop": lambda: timed(numpy_loop(array, generator, sequential), seconds, max_samples=cap),
+        "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads, cap, sequential),
     }, before_each=(lambda: evict(array)) if cold else (lambda: None))
 
 
@@ -172,16 +180,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="native gather threads")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
     parser.add_argument("--cold", action="store_true", help="evict the page cache before every round")
+    parser.add_argument("--sequential", action="store_true", help="read in file order instead of shuffled")
     args = parser.parse_args()
 
     print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, shuffled, "
+          f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, "
+          f"{'in file order' if args.sequential else 'shuffled'}, "
           f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
           + (", page cache evicted before each round" if args.cold else ""))
     table = []
     for row_bytes in (256, 12 * 1024):
         array = make_memmap(args.dir, row_bytes, args.gib, warm=not args.cold)
-        rates = measure_rows(array, args.seconds, args.threads, args.rounds, cold=args.cold)
+        rates = measure_rows(array, args.seconds, args.threads, args.rounds, cold=args.cold,
+                             sequential=args.sequential)
         table.append((row_bytes, rates))
         state = "cold" if args.cold else "warm"
         print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s")
