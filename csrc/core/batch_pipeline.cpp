@@ -3,7 +3,6 @@
 #include <stdexcept>
 
 #include "bus_error_guard.hpp"
-#include "readahead.hpp"
 
 namespace pyloader {
 namespace {
@@ -12,9 +11,6 @@ constexpr std::size_t kColumnAlignment = 64;
 // Below this many bytes per batch a worker hand-off (queue, wake-up, completion
 // signal: several microseconds) costs more than copying on the calling thread.
 constexpr std::size_t kInlineLimitBytes = 16 * 1024;
-// Contiguous batches at least this large get a read-ahead hint when requested: below,
-// the system call costs more than it can save on a warm cache.
-constexpr std::size_t kReadaheadMinBytes = 256 * 1024;
 // Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
 // each batch before taking the next never makes the pool allocate.
 constexpr std::size_t kSpareBuffers = 2;
@@ -120,16 +116,6 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
                             std::to_string(first + count) + ") outside an order of " +
                             std::to_string(order.size()) + " positions over " +
                             std::to_string(order.rows()) + " of " + std::to_string(rows_) + " rows");
-  }
-  if (!row_map_ && order.is_contiguous(first, count)) {
-    std::size_t batch_bytes = 0;
-    for (const Column& column : columns_) batch_bytes += count * static_cast<std::size_t>(column.row_bytes());
-    if (batch_bytes >= kReadaheadMinBytes) {
-      const auto first_row = static_cast<std::int64_t>(order(first));
-      for (const Column& column : columns_) {
-        advise_will_need(column, first_row, first_row + static_cast<std::int64_t>(count) - 1);
-      }
-    }
   }
   auto slot = std::make_shared<Slot>();
   slot->rows = static_cast<std::size_t>(count);

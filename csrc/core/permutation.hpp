@@ -66,13 +66,6 @@ class IndexOrder {
 
   std::uint64_t size() const noexcept { return size_; }
   std::uint64_t rows() const noexcept { return permutation_.size(); }
-
-  // Whether positions [first, first + count) map to consecutive ascending rows (a
-  // sequential order, not wrapping): then a batch is one contiguous range of rows.
-  bool is_contiguous(std::uint64_t first, std::uint64_t count) const noexcept {
-    if (shuffled_ || count == 0 || stride_ % rows() != 1 % rows()) return false;
-    return (*this)(first) + (count - 1) == (*this)(first + count - 1);
-  }
   bool is_shuffled() const noexcept { return shuffled_; }
 
   // Precondition: position < size().
