@@ -30,7 +30,7 @@ class DataLoader(torch.utils.data.DataLoader):
     machinery.
 
     pyloader keyword-only extras:
-        num_threads: native gather threads (default: min(4, usable CPUs)).
+        num_threads: native gather threads (default: min(4, usable CPUs - 1), at least 1).
         native: ``None`` picks the native path when possible; ``False`` never uses it;
             ``True`` requires it and raises ValueError explaining why it is impossible.
         worker_mode: ``"process"`` (torch's worker processes) or ``"thread"``: off the
