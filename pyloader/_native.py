@@ -383,8 +383,8 @@ class NativeIterator:
 def default_num_threads() -> int:
     """One gather thread per usable CPU but one (at most 4): the consumer thread gathers
     too while it waits, and a thread per CPU on top of it oversubscribes the machine
-    (on 2 CPUs, 3 gather threads ran about 40% slower than 1 or 2: compare
-    `python bench/bench_loader.py --threads 3` with `--threads 2`)."""
+    (`python bench/bench_threads.py`: on 2 CPUs, 3 threads ran 35-55% slower than
+    1 or 2, which tied)."""
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:
