@@ -3,8 +3,8 @@
 A forked child has none of the parent's C++ threads, so a thread pool or pipeline
 inherited from the parent can never finish work. Their C++ destructors recognise the
 child and release nothing that a parent thread might hold (see process_owner.hpp);
-Python code that caches native objects compares its saved :func:`generation` with
-the current one and builds fresh objects when they differ.
+Python code that caches native objects keeps them in a :class:`PerProcess`, which
+builds a fresh one in a child.
 """
 
 from __future__ import annotations
@@ -22,6 +22,25 @@ def generation() -> int:
 def _count_fork() -> None:
     global _generation
     _generation += 1
+
+
+class PerProcess:
+    """An object built on first use by `factory(owner)`, and built again after a fork.
+
+    The factory receives the owner at each build rather than capturing it, so an owner
+    holding its PerProcess forms no reference cycle.
+    """
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._value = None
+        self._generation = -1
+
+    def get(self, owner):
+        if self._value is None or self._generation != _generation:
+            self._value = self._factory(owner)
+            self._generation = _generation
+        return self._value
 
 
 if hasattr(os, "register_at_fork"):

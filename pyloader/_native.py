@@ -51,9 +51,12 @@ class NativePlan:
 
     @property
     def rows(self) -> int:
-        if self.row_map is not None:
-            return len(self.row_map)
-        return sum(len(piece) for piece in self.pieces[0])
+        return len(self.row_map) if self.row_map is not None else _rows_of(self.pieces)
+
+
+def _rows_of(pieces) -> int:
+    """Rows of a dataset given its columns' pieces (every column has the same count)."""
+    return sum(len(piece) for piece in pieces[0])
 
 
 def _concatenated(datasets):
@@ -75,7 +78,7 @@ def _concatenated(datasets):
     # where its pieces start. Parts without a map contribute their rows in order.
     maps, start = [], 0
     for pieces, _, row_map in parts:
-        part_rows = sum(len(piece) for piece in pieces[0])
+        part_rows = _rows_of(pieces)
         maps.append(start + (np.arange(part_rows, dtype=np.int64) if row_map is None else row_map))
         start += part_rows
     return merged, names, np.ascontiguousarray(np.concatenate(maps), dtype=np.int64)
@@ -190,9 +193,9 @@ class NativeIterator:
 
         rows = plan.rows
         self._order = None
-        if resume is not None and resume["order"] != (plan.native_order or "sampler"):
+        if resume is not None and resume["order"] != self._progress.order:
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
-                             f"this loader now uses {plan.native_order or 'sampler'!r}")
+                             f"this loader now uses {self._progress.order!r}")
         if plan.native_order is None:
             self._start_sampler(loader, resume)
         else:

@@ -63,14 +63,12 @@ class DataLoader(torch.utils.data.DataLoader):
                              "shards itself per worker process (get_worker_info)")
         self.num_threads = num_threads
         self.native = native
-        self._thread_workers = None
-        self._thread_workers_generation = -1
+        self._thread_workers = _fork.PerProcess(start_worker_threads)
         self._thread_epochs_started = False
         # shuffle=True with no sampler is the one case where torch leaves the order to
         # us; an explicitly passed sampler is always honoured as given.
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
-        self._thread_pool = None
-        self._thread_pool_generation = -1
+        self._thread_pool = _fork.PerProcess(lambda loader: _core.ThreadPool(loader.num_threads))
         self._progress = None  # the current epoch's EpochProgress
         self._resume_state = None  # set by load_state_dict, consumed by the next __iter__
         self._resumed_index_sampler = None
@@ -93,10 +91,7 @@ class DataLoader(torch.utils.data.DataLoader):
         return self._plan() is not None
 
     def _native_thread_pool(self):
-        if self._thread_pool is None or self._thread_pool_generation != _fork.generation():
-            self._thread_pool = _core.ThreadPool(self.num_threads)
-            self._thread_pool_generation = _fork.generation()
-        return self._thread_pool
+        return self._thread_pool.get(self)
 
     def check_worker_number_rationality(self):
         # torch's warning counts worker processes; threads are not bounded by cores alike
@@ -105,10 +100,7 @@ class DataLoader(torch.utils.data.DataLoader):
             super().check_worker_number_rationality()
 
     def _thread_workers_for_epoch(self):
-        if self._thread_workers is None or self._thread_workers_generation != _fork.generation():
-            self._thread_workers = start_worker_threads(self)
-            self._thread_workers_generation = _fork.generation()
-        return self._thread_workers
+        return self._thread_workers.get(self)
 
     def _thread_workers_reused(self) -> bool:
         """Called as a thread-worker epoch starts: whether persistent threads carry on
@@ -129,6 +121,19 @@ class DataLoader(torch.utils.data.DataLoader):
         if self.worker_mode == "thread" and self.num_workers > 0:
             return ThreadWorkerIterator(self)
         return super().__iter__()
+
+    def _torch_path_iterator_around(self, index_sampler):
+        """A torch-path iterator built around `index_sampler` instead of the loader's own
+        (iterators read `_index_sampler` once, when created)."""
+        self._resumed_index_sampler = index_sampler
+        try:
+            return self._torch_path_iterator()
+        finally:
+            self._resumed_index_sampler = None  # the new iterator holds it; nobody else
+
+    def _epoch_sampler(self):
+        """The sampler whose `epoch` (set_epoch) a checkpoint records."""
+        return self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
 
     def _native_depth(self, row_bytes: int) -> int:
         """Batches gathered ahead: `prefetch_factor` per thread when given."""
@@ -186,12 +191,8 @@ class DataLoader(torch.utils.data.DataLoader):
             else:
                 # Worker processes take their first indices while being created, so the
                 # sampler runs from the restored states inside creation.
-                self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, progress,
-                                                                  keep_draws=True)
-                try:
-                    iterator = self._torch_path_iterator()
-                finally:
-                    self._resumed_index_sampler = None
+                iterator = self._torch_path_iterator_around(
+                    ResumedIndexSampler(self, super()._index_sampler, progress, keep_draws=True))
         else:
             if self.worker_mode == "process" and self.persistent_workers and self._iterator is not None:
                 # Its workers keep the index sampler they started with; a resumed epoch
@@ -201,14 +202,11 @@ class DataLoader(torch.utils.data.DataLoader):
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
                                      drew_base_seed=resume.get("drew_base_seed", True),
                                      batches_yielded=resume["batches_yielded"])
-            self._resumed_index_sampler = ResumedIndexSampler(self, super()._index_sampler, progress)
-            try:
-                # The new iterator's own draws happen from the epoch-start states too; the
-                # replaying sampler then redoes the epoch's draws exactly as they were.
-                with progress.snapshot.replaying(sampler_generators(self)):
-                    iterator = self._torch_path_iterator()
-            finally:
-                self._resumed_index_sampler = None  # the new iterator holds it; nobody else
+            # The new iterator's own draws happen from the epoch-start states too; the
+            # replaying sampler then redoes the epoch's draws exactly as they were.
+            with progress.snapshot.replaying(sampler_generators(self)):
+                iterator = self._torch_path_iterator_around(
+                    ResumedIndexSampler(self, super()._index_sampler, progress))
         self._progress = progress
         return TrackedIterator(iterator, progress)
 
@@ -229,7 +227,6 @@ class DataLoader(torch.utils.data.DataLoader):
         if not self.in_order and self.num_workers > 0 and not self.uses_native_path:
             raise ValueError("state_dict() needs in_order=True when num_workers > 0: with "
                              "in_order=False the batches delivered are not a prefix of the sampler's")
-        sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
         if self._resume_state is not None:
             epoch = {key: self._resume_state[key] for key in _EPOCH_KEYS}  # not started yet
         elif self._progress is not None:
@@ -240,7 +237,7 @@ class DataLoader(torch.utils.data.DataLoader):
             "format": STATE_FORMAT,
             **epoch,
             "generators": [g.get_state() for g in sampler_generators(self)],
-            "sampler_epoch": getattr(sampler, "epoch", None),
+            "sampler_epoch": getattr(self._epoch_sampler(), "epoch", None),
             # Between epochs with persistent workers running, the next epoch draws no
             # seed; a restored loader, whose workers are new, must not draw one either.
             "next_epoch_starts_workers": self._epoch_starts_workers(),
@@ -256,7 +253,7 @@ class DataLoader(torch.utils.data.DataLoader):
                              f"({len(generators)} now, {len(state['generators'])} in the state)")
         for generator, generator_state in zip(generators, state["generators"]):
             generator.set_state(generator_state)
-        sampler = self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
+        sampler = self._epoch_sampler()
         if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state["sampler_epoch"])
         self._progress = None  # whatever this loader did before is not the restored run

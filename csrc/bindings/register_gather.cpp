@@ -30,19 +30,16 @@ void register_gather(py::module_& module) {
 
   module.def(
       "reference_gather",
-      [](ThreadPool& pool, const std::vector<py::array>& arrays,
+      [](ThreadPool& pool, const std::vector<py::object>& sources,
          const py::array_t<std::int64_t, py::array::c_style>& indices, std::size_t batch_size) {
-        std::vector<ColumnView> columns;
-        for (const py::array& array : arrays) {
-          columns.push_back(column_from_array(array));
-          if (columns.back().rows != columns.front().rows) throw py::value_error("columns differ in length");
-        }
-        const std::int64_t rows = columns.empty() ? 0 : columns.front().rows;
+        std::vector<py::array> arrays;  // referenced here for the duration of the call
+        const std::vector<Column> columns = columns_from_sources(sources, arrays);
+        const std::int64_t rows = columns.empty() ? 0 : columns.front().rows();
         const std::int64_t* data = indices.data();
         for (py::ssize_t k = 0; k < indices.size(); ++k) {
           if (data[k] < 0 || data[k] >= rows) throw py::index_error("index out of range");
         }
-        py::gil_scoped_release release;  // raw pointers only; `arrays` stay referenced by the caller's frame
+        py::gil_scoped_release release;  // raw pointers only; `arrays` keeps the memory referenced
         gather_batches_reference(pool, columns, data, static_cast<std::size_t>(indices.size()),
                                  batch_size);
       },

@@ -97,7 +97,6 @@ class BatchPipeline {
   // Precondition: in_flight() > 0.
   GatheredBatch pop_front();
 
-  const std::vector<Column>& columns() const noexcept { return columns_; }
 
  private:
   struct Slot;

@@ -8,13 +8,13 @@
 
 namespace pyloader {
 
-void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& columns,
+void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& columns,
                               const std::int64_t* indices, std::size_t count,
                               std::size_t batch_size) {
   if (batch_size == 0 || count == 0 || columns.empty()) return;
   batch_size = std::min(batch_size, count);  // also bounds the per-thread buffer below
   std::size_t row_bytes = 0;
-  for (const ColumnView& column : columns) row_bytes += static_cast<std::size_t>(column.row_bytes);
+  for (const Column& column : columns) row_bytes += static_cast<std::size_t>(column.row_bytes());
   const std::size_t batches = (count + batch_size - 1) / batch_size;
 
   std::atomic<std::size_t> next_batch{0};
@@ -31,11 +31,11 @@ void gather_batches_reference(ThreadPool& pool, const std::vector<ColumnView>& c
         for (std::size_t batch = next_batch++; batch < batches; batch = next_batch++) {
           const std::size_t first = batch * batch_size;
           const std::size_t rows = std::min(batch_size, count - first);
-          plan_reads(indices + first, rows, columns.front().rows, plan);
+          plan_reads(indices + first, rows, columns.front().rows(), plan);
           std::byte* out = buffer.data();
-          for (const ColumnView& column : columns) {
-            gather_rows(column, plan, 0, rows, out);
-            out += rows * static_cast<std::size_t>(column.row_bytes);
+          for (const Column& column : columns) {
+            gather_column(column, plan, rows, out);
+            out += rows * static_cast<std::size_t>(column.row_bytes());
           }
         }
       } catch (...) {
