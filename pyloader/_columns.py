@@ -7,6 +7,7 @@ viewed as a same-width integer dtype for the copy and reinterpreted on the way o
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -114,14 +115,16 @@ def column_from(value: Any, what: str) -> Column:
 
 
 def check_files_intact(columns: list[Column]) -> None:
-    """Raises if a mapped file became shorter than its mapping (reading it would SIGBUS)."""
+    """Raises OSError if a mapped file is gone or shorter than its mapping (reading it
+    would SIGBUS)."""
     for column in columns:
         if column.file is None:
             continue
         try:
             size = os.stat(column.file).st_size
         except OSError as error:
-            raise RuntimeError(f"memory-mapped file {column.file!r} is no longer accessible: {error}") from None
+            raise OSError(error.errno, f"memory-mapped file {column.file!r} is no longer accessible: "
+                          f"{error.strerror}", column.file) from None
         if size < column.file_bytes:
-            raise RuntimeError(f"memory-mapped file {column.file!r} shrank to {size} bytes while "
-                               f"mapped ({column.file_bytes} needed); refusing to read past its end")
+            raise OSError(errno.EIO, f"memory-mapped file {column.file!r} shrank to {size} bytes while "
+                          f"mapped ({column.file_bytes} needed); refusing to read past its end", column.file)

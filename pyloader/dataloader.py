@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch.utils.data
 from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
+from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
                       sampler_generators)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
 _EPOCH_KEYS = tuple(EpochProgress(order="none").to_state())
-# Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
-_IN_FLIGHT_BYTES = 12 << 20
+
+_T_co = TypeVar("_T_co", covariant=True)
 
 
-class DataLoader(torch.utils.data.DataLoader):
+class DataLoader(torch.utils.data.DataLoader[_T_co]):
     """A drop-in ``torch.utils.data.DataLoader``.
 
     Takes exactly torch's arguments, with the same defaults and the same argument
@@ -69,6 +72,7 @@ class DataLoader(torch.utils.data.DataLoader):
         # us; an explicitly passed sampler is always honoured as given.
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
         self._thread_pool = _fork.PerProcess(lambda loader: _core.ThreadPool(loader.num_threads))
+        self._columns_cache = ColumnsCache()
         self._progress = None  # the current epoch's EpochProgress
         self._resume_state = None  # set by load_state_dict, consumed by the next __iter__
         self._resumed_index_sampler = None
@@ -78,7 +82,7 @@ class DataLoader(torch.utils.data.DataLoader):
     def _plan(self) -> NativePlan | None:
         if self.native is False:
             return None
-        plan = plan_native(self)
+        plan = plan_native(self, self._columns_cache)
         if isinstance(plan, str):
             if self.native:
                 raise ValueError(f"native=True, but this loader cannot take the native path: {plan}")
@@ -92,6 +96,11 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def _native_thread_pool(self):
         return self._thread_pool.get(self)
+
+    def _native_collate_executor(self):
+        """The threads that collate native batches when num_workers > 0: the loader's
+        thread workers (num_workers of them, ended with the loader)."""
+        return self._thread_workers.get(self).executor
 
     def check_worker_number_rationality(self):
         # torch's warning counts worker processes; threads are not bounded by cores alike
@@ -134,20 +143,6 @@ class DataLoader(torch.utils.data.DataLoader):
     def _epoch_sampler(self):
         """The sampler whose `epoch` (set_epoch) a checkpoint records."""
         return self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
-
-    def _native_depth(self, row_bytes: int) -> int:
-        """Batches gathered ahead: `prefetch_factor` per thread when given."""
-        if self.prefetch_factor is not None:
-            return max(2, self.prefetch_factor * self.num_threads)
-        # Small batches: a gather takes microseconds, so several per thread keep the
-        # threads busy through a slow consumer step. Large batches: few enough that
-        # the buffers in flight stay cache-resident (on the 2-core development box, 3-4
-        # batches of 3 MiB in flight gathered ~15% faster than 8, with a 32 MiB L3).
-        depth = 4 * self.num_threads
-        batch_size = getattr(self.batch_sampler, "batch_size", None)
-        if isinstance(batch_size, int) and batch_size > 0 and row_bytes > 0:
-            depth = min(depth, _IN_FLIGHT_BYTES // (batch_size * row_bytes))
-        return max(self.num_threads + 1, depth)
 
     @property
     def _index_sampler(self):

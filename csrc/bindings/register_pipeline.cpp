@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,12 +65,45 @@ std::vector<std::int64_t> indices_from_python(py::handle indices) {
   return result;
 }
 
+// A validated, immutable map from dataset rows to column rows (see RowMap): checked
+// once when built, so that every pipeline of every epoch can use it in O(1).
+class PythonRowMap {
+ public:
+  PythonRowMap(const py::array& rows, std::int64_t source_rows) : source_rows_(source_rows) {
+    rows_ = py::array_t<std::int64_t, py::array::c_style>::ensure(rows);
+    if (!rows_ || rows_.ndim() != 1) {
+      throw py::type_error("a row map must be a one-dimensional C-contiguous int64 array");
+    }
+    if (rows_.writeable() || !rows_.owndata()) {
+      // Pipelines read it from worker threads: keep a copy nobody else can change.
+      rows_ = py::array_t<std::int64_t, py::array::c_style>::ensure(rows_.attr("copy")());
+      rows_.attr("setflags")(py::arg("write") = false);
+    }
+    const std::int64_t* data = rows_.data();
+    for (py::ssize_t k = 0; k < rows_.size(); ++k) {
+      if (data[k] < 0 || data[k] >= source_rows) {
+        throw py::index_error("row map entry " + std::to_string(data[k]) + " is out of range for " +
+                              std::to_string(source_rows) + " rows");
+      }
+    }
+  }
+
+  RowMap view() const { return RowMap{rows_.data(), static_cast<std::int64_t>(rows_.size())}; }
+  std::int64_t source_rows() const { return source_rows_; }
+  py::ssize_t size() const { return rows_.size(); }
+
+ private:
+  py::array_t<std::int64_t> rows_;
+  std::int64_t source_rows_;
+};
+
 // Python face of a BatchPipeline: owns references to the source arrays for as long
 // as the pipeline may read them, and turns gathered buffers into numpy arrays.
 class PythonBatchPipeline {
  public:
   PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
-                      std::size_t max_in_flight, std::optional<py::array> row_map) {
+                      std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map)
+      : row_map_(std::move(row_map)) {
     std::vector<Column> columns = columns_from_sources(sources, arrays_);
     std::size_t first_piece = 0;
     for (const Column& column : columns) {
@@ -79,62 +113,72 @@ class PythonBatchPipeline {
       first_piece += column.pieces.size();
     }
     std::optional<RowMap> map;
-    if (row_map) {
-      row_map_ = py::array_t<std::int64_t, py::array::c_style>::ensure(*row_map);
-      if (!row_map_ || row_map_.ndim() != 1) {
-        throw py::type_error("row_map must be a one-dimensional C-contiguous int64 array");
-      }
+    if (row_map_) {
       const std::int64_t source_rows = columns.empty() ? 0 : columns.front().rows();
-      const std::int64_t* rows = row_map_.data();
-      for (py::ssize_t k = 0; k < row_map_.size(); ++k) {
-        if (rows[k] < 0 || rows[k] >= source_rows) {
-          throw py::index_error("row_map entry " + std::to_string(rows[k]) + " is out of range for " +
-                                std::to_string(source_rows) + " rows");
-        }
+      if (row_map_->source_rows() != source_rows) {
+        throw py::value_error("the row map was built for " + std::to_string(row_map_->source_rows()) +
+                              " column rows, the columns have " + std::to_string(source_rows));
       }
-      map = RowMap{rows, static_cast<std::int64_t>(row_map_.size())};
+      map = row_map_->view();
     }
     pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(pool), max_in_flight, map);
   }
 
   ~PythonBatchPipeline() { close(); }
 
-  // Stops the pipeline: waits for running gathers, drops queued ones and lets the
-  // source arrays go. Batches already handed out stay valid.
+  // Stops the pipeline: waits for running gathers and drops queued ones; a next() in
+  // progress on another thread finishes first. The source arrays stay referenced until
+  // this object is destroyed (a gather may still be reading them until the pipeline
+  // is gone). Batches already handed out stay valid.
   void close() {
     if (!pipeline_) return;
     std::shared_ptr<BatchPipeline> closing = std::move(pipeline_);
-    if (PyGILState_Check()) {
-      py::gil_scoped_release release;  // the destructor only waits for worker threads
-      closing.reset();
-    } else {
-      closing.reset();
-    }
+    release_without_gil(closing);
   }
 
-  void enqueue_indices(py::handle indices) { open().enqueue_indices(indices_from_python(indices)); }
+  void enqueue_indices(py::handle indices) {
+    std::vector<std::int64_t> rows = indices_from_python(indices);
+    Consumer consumer(*this);
+    consumer.pipeline().enqueue_indices(std::move(rows));
+  }
 
   void enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count) {
-    open().enqueue_positions(order, first, count);
+    Consumer consumer(*this);
+    consumer.pipeline().enqueue_positions(order, first, count);
   }
 
   void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
                           std::uint64_t batch_size) {
-    open().schedule_positions(order, first, end, batch_size);
+    Consumer consumer(*this);
+    consumer.pipeline().schedule_positions(order, first, end, batch_size);
   }
 
-  std::size_t in_flight() const { return pipeline_ ? pipeline_->in_flight() : 0; }
-  std::size_t max_in_flight() { return open().max_in_flight(); }
+  std::size_t in_flight() {
+    if (!pipeline_) return 0;
+    Consumer consumer(*this);
+    return consumer.pipeline().in_flight();
+  }
+  std::uint64_t popped() {
+    Consumer consumer(*this);
+    return consumer.pipeline().popped();
+  }
+  bool front_ready() {
+    if (!pipeline_) return false;
+    Consumer consumer(*this);
+    return consumer.pipeline().front_ready();
+  }
+  std::size_t max_in_flight() {
+    Consumer consumer(*this);
+    return consumer.pipeline().max_in_flight();
+  }
 
   // The oldest batch as a tuple of arrays, one per column, or None if `timeout_seconds`
   // (when > 0) passed first. StopIteration when nothing is in flight (a schedule is
-  // exhausted); KeyboardInterrupt on Ctrl-C while waiting.
+  // exhausted); KeyboardInterrupt on Ctrl-C while waiting. Calls from several threads
+  // are served one at a time, each batch to exactly one caller.
   py::object next(double timeout_seconds) {
-    // A reference of our own: while the GIL is released, or while signal handlers run,
-    // another thread or a handler may close() this pipeline; the last of us frees it.
-    const std::shared_ptr<BatchPipeline> keep_alive = pipeline_;
-    if (!keep_alive) throw py::value_error("the pipeline is closed");
-    BatchPipeline& pipeline = *keep_alive;
+    Consumer consumer(*this);
+    BatchPipeline& pipeline = consumer.pipeline();
     if (pipeline.in_flight() == 0) throw py::stop_iteration();
     if (!pipeline.front_ready()) {
       using clock = std::chrono::steady_clock;
@@ -155,7 +199,7 @@ class PythonBatchPipeline {
         if (bounded && clock::now() >= deadline) return py::none();
       }
     }
-    GatheredBatch batch = pipeline.pop_front();
+    GatheredBatch batch = pipeline.pop_front();  // the front is ready: this does not wait
     py::capsule owner(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
@@ -170,13 +214,56 @@ class PythonBatchPipeline {
   }
 
  private:
-  BatchPipeline& open() {
-    if (!pipeline_) throw py::value_error("the pipeline is closed");
-    return *pipeline_;
+  // Exclusive use of the pipeline by one caller, which holds the GIL. Waiting for
+  // another caller happens with the GIL released and Ctrl-C checked; the pipeline is
+  // referenced for the duration, so a close() meanwhile (from another thread or a
+  // signal handler) only takes effect when the last user lets go, without the GIL.
+  class Consumer {
+   public:
+    explicit Consumer(PythonBatchPipeline& owner) : owner_(owner), lock_(owner.consumer_mutex_, std::defer_lock) {
+      if (!lock_.try_lock()) {
+        for (;;) {
+          bool locked = false;
+          {
+            py::gil_scoped_release release;  // waits for another caller; no Python objects touched
+            locked = lock_.try_lock_for(kSignalPollInterval);
+          }
+          if (locked) break;
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+      }
+      pipeline_ = owner_.pipeline_;
+      if (!pipeline_) throw py::value_error("the pipeline is closed");
+    }
+    ~Consumer() {
+      if (pipeline_ && pipeline_ != owner_.pipeline_) release_without_gil(pipeline_);  // closed meanwhile
+    }
+    Consumer(const Consumer&) = delete;
+    Consumer& operator=(const Consumer&) = delete;
+
+    BatchPipeline& pipeline() const { return *pipeline_; }
+
+   private:
+    PythonBatchPipeline& owner_;
+    std::unique_lock<std::timed_mutex> lock_;
+    std::shared_ptr<BatchPipeline> pipeline_;
+  };
+
+  // Drops a reference to a pipeline; if it is the last, the pipeline's destructor
+  // waits for its worker threads, which must not happen while holding the GIL.
+  static void release_without_gil(std::shared_ptr<BatchPipeline>& pipeline) {
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;  // the destructor only waits for worker threads
+      pipeline.reset();
+    } else {
+      pipeline.reset();
+    }
   }
 
+  std::timed_mutex consumer_mutex_;
+
   std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
-  py::array_t<std::int64_t> row_map_;
+  std::shared_ptr<const PythonRowMap> row_map_;
   std::vector<py::dtype> dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_shapes_;
   std::shared_ptr<BatchPipeline> pipeline_;
@@ -185,13 +272,21 @@ class PythonBatchPipeline {
 }  // namespace
 
 void register_pipeline(py::module_& module) {
+  py::register_exception<SourceReadError>(module, "SourceReadError", PyExc_OSError);
+  py::class_<PythonRowMap, std::shared_ptr<PythonRowMap>>(
+      module, "RowMap",
+      "Dataset row k is column row rows[k]: validated against `source_rows` once, then "
+      "shared by pipelines. A writeable array is copied, so later changes cannot reach it.")
+      .def(py::init<const py::array&, std::int64_t>(), py::arg("rows"), py::arg("source_rows"))
+      .def_property_readonly("source_rows", &PythonRowMap::source_rows)
+      .def("__len__", &PythonRowMap::size);
   py::class_<PythonBatchPipeline>(
       module, "BatchPipeline",
       "Ordered, bounded prefetch of row batches gathered from numpy columns; a column is "
       "an array or a list of arrays (its pieces, concatenated).\n\n"
-      "Not thread-safe: use one pipeline from one Python thread at a time.")
+      "Safe to share between Python threads: calls are served one at a time.")
       .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
-                    std::optional<py::array>>(),
+                    std::shared_ptr<const PythonRowMap>>(),
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none())
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
@@ -204,6 +299,10 @@ void register_pipeline(py::module_& module) {
            "the pipeline full by itself from now on.")
       .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0)
       .def("close", &PythonBatchPipeline::close)
+      .def_property_readonly("front_ready", &PythonBatchPipeline::front_ready,
+                             "Whether next() would return the oldest batch without waiting.")
+      .def_property_readonly("popped", &PythonBatchPipeline::popped,
+                             "Batches next() has removed so far, failed ones included.")
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
       .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
 }

@@ -30,7 +30,7 @@ struct BatchPipeline::Slot {
   std::size_t rows = 0;
   // queued -> gathering (claimed by one thread, worker or consumer) -> done
   std::atomic<int> state{kQueued};
-  std::string error;
+  std::exception_ptr error;  // set by the gathering thread before the batch is marked done
 
   static constexpr int kQueued = 0;
   static constexpr int kGathering = 1;
@@ -90,8 +90,16 @@ void BatchPipeline::check_capacity() const {
   }
 }
 
+void BatchPipeline::check_batch_rows(std::uint64_t rows) const {
+  if (rows > kMaxBatchRows) {
+    throw std::length_error("a batch of " + std::to_string(rows) + " rows is larger than the " +
+                            std::to_string(kMaxBatchRows) + " rows one batch can hold");
+  }
+}
+
 void BatchPipeline::enqueue_indices(std::vector<std::int64_t> indices) {
   check_capacity();
+  check_batch_rows(indices.size());
   for (std::int64_t& index : indices) {
     const std::int64_t requested = index;
     if (index < 0) index += rows_;
@@ -117,6 +125,7 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
                             std::to_string(order.size()) + " positions over " +
                             std::to_string(order.rows()) + " of " + std::to_string(rows_) + " rows");
   }
+  check_batch_rows(count);
   auto slot = std::make_shared<Slot>();
   slot->rows = static_cast<std::size_t>(count);
   slot->order = order;
@@ -127,6 +136,7 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
 void BatchPipeline::schedule_positions(const IndexOrder& order, std::uint64_t first,
                                        std::uint64_t end, std::uint64_t batch_size) {
   if (batch_size == 0) throw std::invalid_argument("batch_size must be positive");
+  check_batch_rows(batch_size);
   if (first > end || end > order.size() || order.rows() > static_cast<std::uint64_t>(rows_)) {
     throw std::out_of_range("scheduled positions [" + std::to_string(first) + ", " +
                             std::to_string(end) + ") outside an order of " +
@@ -158,9 +168,7 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   slot->buffer = buffers_->acquire(batch_bytes);
   slots_.push_back(slot);
   if (batch_bytes <= inline_limit_bytes_) {
-    slot->claim();
-    fill(*slot);
-    slot->state.store(Slot::kDone, std::memory_order_release);
+    gather_if_unclaimed(*slot);
     return;
   }
   {
@@ -168,12 +176,10 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     ++sync_->tasks_outstanding;
   }
   auto task = [this, slot = std::move(slot)] {
-    const bool mine = slot->claim();  // the consumer may have gathered it already
-    if (mine && !sync_->cancelled.load(std::memory_order_relaxed)) fill(*slot);
-    // Notify while holding the lock: once it is released the destructor may run, and
-    // nothing of `this` may be touched after that.
+    gather_if_unclaimed(*slot);  // the consumer may have gathered it already
+    // Count down while holding the lock: once it is released the destructor may run,
+    // and nothing of `this` may be touched after that.
     std::lock_guard<std::mutex> lock(sync_->mutex);
-    if (mine) slot->state.store(Slot::kDone, std::memory_order_release);
     --sync_->tasks_outstanding;
     sync_->completed.notify_all();
   };
@@ -187,14 +193,18 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   }
 }
 
+bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
+  if (!slot.claim()) return false;
+  if (!sync_->cancelled.load(std::memory_order_relaxed)) fill(slot);
+  std::lock_guard<std::mutex> lock(sync_->mutex);
+  slot.state.store(Slot::kDone, std::memory_order_release);
+  sync_->completed.notify_all();
+  return true;
+}
+
 bool BatchPipeline::help_one() {
   for (const auto& slot : slots_) {
-    if (slot->claim()) {
-      fill(*slot);
-      std::lock_guard<std::mutex> lock(sync_->mutex);
-      slot->state.store(Slot::kDone, std::memory_order_release);
-      return true;
-    }
+    if (gather_if_unclaimed(*slot)) return true;
   }
   return false;
 }
@@ -212,16 +222,15 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     }
     // Per thread, so the sort workspace is allocated once per thread, not per batch.
     thread_local ReadPlan plan;
-    plan_reads(slot.indices.data(), slot.rows, source_rows_, plan);
+    plan_reads(slot.indices.data(), slot.rows, plan);
     CopyJob job{this, &slot, &plan};
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
-      slot.error = "reading the source failed with SIGBUS: a memory-mapped file was "
-                   "truncated or became unreadable while the loader was using it";
+      slot.error = std::make_exception_ptr(SourceReadError(
+          "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
+          "became unreadable while the loader was using it"));
     }
-  } catch (const std::exception& error) {
-    slot.error = error.what();
   } catch (...) {
-    slot.error = "unknown error while gathering a batch";
+    slot.error = std::current_exception();
   }
 }
 
@@ -256,8 +265,14 @@ GatheredBatch BatchPipeline::pop_front() {
   }
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();
-  top_up();
-  if (!slot->error.empty()) throw std::runtime_error(slot->error);
+  try {
+    top_up();
+  } catch (...) {
+    slots_.push_front(std::move(slot));  // nothing was delivered: the position stays
+    throw;
+  }
+  ++popped_;
+  if (slot->error) std::rethrow_exception(slot->error);
   return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), slot->rows};
 }
 

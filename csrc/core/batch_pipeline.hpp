@@ -17,7 +17,11 @@
 //   * Fork: destroyed in a forked child, the pipeline abandons the parent's gathers
 //     (their threads do not exist there) without waiting for them.
 //   * A SIGBUS while reading a column (its memory-mapped file was truncated) fails
-//     that batch with an error instead of killing the process.
+//     that batch with SourceReadError instead of killing the process. A batch whose
+//     gather failed is rethrown by pop_front() with its original exception type.
+//   * A failed pop_front() never moves the position: either the oldest batch is
+//     returned, or it stays first in line (its own gather error aside, which is that
+//     batch's outcome and consumes it).
 //   * Small batches are gathered inline on the calling thread: below a few KiB the
 //     hand-off to a worker costs more than the copy itself.
 #pragma once
@@ -28,9 +32,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -41,6 +47,13 @@
 #include "thread_pool.hpp"
 
 namespace pyloader {
+
+// Reading a column's memory failed (SIGBUS: the mapped file shrank or became
+// unreadable). An I/O failure, not a logic error: the bindings raise it as OSError.
+class SourceReadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct GatheredBatch {
   std::shared_ptr<std::byte> buffer;  // column c starts at buffer + column_offsets[c]
@@ -65,9 +78,13 @@ class BatchPipeline {
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;
 
+  // Largest batch, in rows: read plans number output rows with 32 bits.
+  static constexpr std::uint64_t kMaxBatchRows = 0xffffffffULL;
+
   // Requests the rows `indices` as the next batch. Negative indices count from the
   // end, as in numpy and torch. Throws std::out_of_range (nothing is enqueued) for
-  // an index outside [-rows, rows). Batches may differ in size.
+  // an index outside [-rows, rows), std::length_error for more than kMaxBatchRows
+  // indices. Batches may differ in size.
   void enqueue_indices(std::vector<std::int64_t> indices);
 
   // Requests rows order(first), ..., order(first + count - 1) as the next batch.
@@ -84,6 +101,9 @@ class BatchPipeline {
                           std::uint64_t batch_size);
 
   std::size_t in_flight() const noexcept { return slots_.size(); }
+  // Requests removed by pop_front() so far, failed ones included: a caller that sees
+  // pop_front() throw tells a failed batch (consumed) from a failed call by this count.
+  std::uint64_t popped() const noexcept { return popped_; }
   std::size_t max_in_flight() const noexcept { return max_in_flight_; }
   bool front_ready() const noexcept;
 
@@ -93,7 +113,8 @@ class BatchPipeline {
   bool wait_front(std::chrono::nanoseconds timeout);
 
   // Removes and returns the oldest request, waiting for it if needed, and tops the
-  // schedule up. Rethrows a failure of its gather as std::runtime_error.
+  // schedule up. Rethrows a failure of its gather as it was thrown (std::bad_alloc,
+  // SourceReadError, ...). If topping up throws, the oldest request stays in place.
   // Precondition: in_flight() > 0.
   GatheredBatch pop_front();
 
@@ -102,8 +123,12 @@ class BatchPipeline {
   struct Slot;
 
   void check_capacity() const;
+  void check_batch_rows(std::uint64_t rows) const;
   void top_up();
   void start(std::shared_ptr<Slot> slot);
+  // The one transition of a batch: claim it (unless another thread has), gather it,
+  // mark it done and wake every waiter. False when another thread had claimed it.
+  bool gather_if_unclaimed(Slot& slot) noexcept;
   void fill(Slot& slot) noexcept;
   // The part of fill() that reads the source: runs under a SIGBUS guard, so it owns
   // nothing with a destructor.
@@ -124,6 +149,7 @@ class BatchPipeline {
   std::shared_ptr<ThreadPool> pool_;
   std::shared_ptr<BufferPool> buffers_;
   std::deque<std::shared_ptr<Slot>> slots_;
+  std::uint64_t popped_ = 0;
 
   struct Schedule {
     IndexOrder order;

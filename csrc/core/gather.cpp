@@ -19,9 +19,12 @@ constexpr std::int64_t kCacheLine = 64;
 // Prefetch the head of each row only; the hardware streamer follows longer rows.
 constexpr std::int64_t kPrefetchBytes = 512;
 // Bucket counts per sort pass: about one bucket per key keeps buckets near-singletons
-// (so the insertion pass that follows does almost nothing) and the counters small.
+// (so the pass that sorts inside buckets does almost nothing) and the counters small.
 constexpr unsigned kMinBucketBits = 4;
 constexpr unsigned kMaxBucketBits = 16;
+// Buckets up to this size are insertion-sorted; larger ones (clustered or repeated
+// indices) get std::sort, so no input costs more than O(count log count).
+constexpr std::size_t kInsertionSortLimit = 16;
 
 unsigned bit_width(std::uint64_t value) noexcept {
   unsigned bits = 0;
@@ -29,10 +32,20 @@ unsigned bit_width(std::uint64_t value) noexcept {
   return bits;
 }
 
-// Sorts `keys` ascending. One counting pass on the top `bucket_bits` of the keys
-// leaves every key in its bucket; an insertion pass then fixes the few inversions
-// inside buckets. Comparison sorts of a few hundred random keys mispredict most
-// branches; this costs O(count) for keys spread as a shuffle spreads them.
+void insertion_sort(std::uint64_t* begin, std::uint64_t* end) noexcept {
+  for (std::uint64_t* k = begin + 1; k < end; ++k) {
+    const std::uint64_t key = *k;
+    std::uint64_t* j = k;
+    for (; j > begin && *(j - 1) > key; --j) *j = *(j - 1);
+    *j = key;
+  }
+}
+
+// Sorts `keys` (each below 2^key_bits) ascending. One counting pass on the top
+// `bucket_bits` of the keys leaves every key in its bucket; each bucket is then sorted
+// on its own. Comparison sorts of a few hundred random keys mispredict most branches;
+// this costs O(count) for keys spread as a shuffle spreads them, and a bucket that
+// collects many keys costs a comparison sort of that bucket, never more.
 void bucket_sort(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch,
                  unsigned key_bits) {
   const std::size_t count = keys.size();
@@ -44,13 +57,20 @@ void bucket_sort(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& s
   for (const std::uint64_t key : keys) ++counts[(key >> shift) + 1];
   for (std::size_t b = 1; b < counts.size(); ++b) counts[b] += counts[b - 1];
   scratch.resize(count);
+  // counts[b] is bucket b's start; the scatter advances it to bucket b's end, which is
+  // bucket b + 1's start: afterwards bucket b spans [counts[b - 1], counts[b]).
   for (const std::uint64_t key : keys) scratch[counts[key >> shift]++] = key;
   keys.swap(scratch);
-  for (std::size_t k = 1; k < count; ++k) {
-    const std::uint64_t key = keys[k];
-    std::size_t j = k;
-    for (; j > 0 && keys[j - 1] > key; --j) keys[j] = keys[j - 1];
-    keys[j] = key;
+  std::uint64_t* const data = keys.data();
+  std::size_t begin = 0;
+  for (std::size_t b = 0; b + 1 < counts.size(); ++b) {
+    const std::size_t end = counts[b];
+    if (end - begin > kInsertionSortLimit) {
+      std::sort(data + begin, data + end);
+    } else if (end - begin > 1) {
+      insertion_sort(data + begin, data + end);
+    }
+    begin = end;
   }
 }
 
@@ -92,24 +112,28 @@ void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t be
 
 }  // namespace
 
-void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t rows, ReadPlan& plan) {
+void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan) {
   plan.sources.assign(indices, indices + count);
   plan.positions.resize(count);
   std::iota(plan.positions.begin(), plan.positions.end(), 0U);
   if (std::is_sorted(indices, indices + count)) return;
 
+  // Keys span the batch's own range, not the dataset's: a batch drawn from a narrow
+  // window of a huge dataset still spreads over all buckets.
+  const auto [lowest, highest] = std::minmax_element(indices, indices + count);
+  const std::int64_t low = *lowest;
   const unsigned position_bits = bit_width(count);
-  const unsigned index_bits = bit_width(static_cast<std::uint64_t>(rows));
-  if (position_bits + index_bits <= 64) {
-    // Pack (index, position) into one word, so the sort moves plain integers.
+  const unsigned offset_bits = bit_width(static_cast<std::uint64_t>(*highest - low));
+  if (position_bits + offset_bits <= 64) {
+    // Pack (offset in range, position) into one word, so the sort moves plain integers.
     plan.keys.resize(count);
     for (std::size_t k = 0; k < count; ++k) {
-      plan.keys[k] = (static_cast<std::uint64_t>(indices[k]) << position_bits) | k;
+      plan.keys[k] = (static_cast<std::uint64_t>(indices[k] - low) << position_bits) | k;
     }
-    bucket_sort(plan.keys, plan.scratch, position_bits + index_bits);
+    bucket_sort(plan.keys, plan.scratch, position_bits + offset_bits);
     const std::uint64_t position_mask = (std::uint64_t{1} << position_bits) - 1;
     for (std::size_t k = 0; k < count; ++k) {
-      plan.sources[k] = static_cast<std::int64_t>(plan.keys[k] >> position_bits);
+      plan.sources[k] = static_cast<std::int64_t>(plan.keys[k] >> position_bits) + low;
       plan.positions[k] = static_cast<std::uint32_t>(plan.keys[k] & position_mask);
     }
     return;

@@ -49,8 +49,10 @@ struct ReadPlan {
   std::vector<std::uint64_t> keys, scratch;  // sort workspace
 };
 
-// Builds `plan` for the batch indices[0, count); `rows` bounds every index.
-void plan_reads(const std::int64_t* indices, std::size_t count, std::int64_t rows, ReadPlan& plan);
+// Builds `plan` for the batch indices[0, count). Preconditions: every index >= 0 and
+// count < 2^32 (positions are 32-bit). Costs O(count) for shuffled batches and at most
+// O(count log count) for any order of indices.
+void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan);
 
 // Copies all `count` plan rows of a (possibly pieced) column into `out`. The plan's
 // sources ascend, so each piece's rows are one contiguous range of the plan.

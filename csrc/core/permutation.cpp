@@ -47,7 +47,7 @@ std::uint64_t FeistelPermutation::encrypt(std::uint64_t value) const noexcept {
   std::uint64_t left = value >> half_bits_;
   std::uint64_t right = value & half_mask_;
   for (const std::uint64_t key : round_keys_) {
-    const std::uint64_t mixed = left ^ (avalanche(right ^ key) & half_mask_);
+    const std::uint64_t mixed = (left + avalanche(right ^ key)) & half_mask_;
     left = right;
     right = mixed;
   }

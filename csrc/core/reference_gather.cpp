@@ -31,7 +31,7 @@ void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& colum
         for (std::size_t batch = next_batch++; batch < batches; batch = next_batch++) {
           const std::size_t first = batch * batch_size;
           const std::size_t rows = std::min(batch_size, count - first);
-          plan_reads(indices + first, rows, columns.front().rows(), plan);
+          plan_reads(indices + first, rows, plan);
           std::byte* out = buffer.data();
           for (const Column& column : columns) {
             gather_column(column, plan, rows, out);

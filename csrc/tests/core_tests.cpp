@@ -81,7 +81,7 @@ void gather_reads_pieces_and_negative_strides() {
   column.pieces.push_back(ColumnView{forward.data(), 6, 4, 4, 4});
   const std::vector<std::int64_t> indices{9, 0, 5, 3, 4, 0, 8};
   pyloader::ReadPlan plan;
-  pyloader::plan_reads(indices.data(), indices.size(), column.rows(), plan);
+  pyloader::plan_reads(indices.data(), indices.size(), plan);
   CHECK(std::is_sorted(plan.sources.begin(), plan.sources.end()));
   std::vector<std::byte> out(indices.size() * 4);
   pyloader::gather_column(column, plan, indices.size(), out.data());
