@@ -276,7 +276,7 @@ class NativeIterator:
         self._timeout = float(loader.timeout)
         self._depth = prefetch_depth(loader, columns.row_bytes)
         self._progress = EpochProgress(order=plan.native_order or "sampler")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may close() mid-next()
         self._closed = False
         self._pipeline = None
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-STATE_FORMAT = "pyloader.DataLoader/1"
+# 2: the native shuffle changed (additive 6-round Feistel); a /1 seed would resume
+# with a different order, so such states are refused.
+STATE_FORMAT = "pyloader.DataLoader/2"
 
 
 def sampler_generators(loader) -> list[torch.Generator]:

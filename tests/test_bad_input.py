@@ -1,6 +1,10 @@
 """Bad input gets a clear Python exception, never a crash or silent corruption."""
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -263,3 +267,85 @@ def test_sigbus_guard_survives_faulthandler_being_reenabled(mapped_16mib_file):
     finally:
         if not was_enabled:
             faulthandler.disable()
+
+
+_SIGBUS_SCRIPT_PREAMBLE = """
+import faulthandler, sys
+import numpy as np
+import pyloader, pyloader._native as native
+native._FILE_CHECK_INTERVAL_S = 1e9  # only the first size check runs: reads reach the pages
+path = sys.argv[1]
+np.save(path, np.ones((1 << 16, 64), dtype=np.float32))
+def truncate():
+    with open(path, "r+b") as handle:
+        handle.truncate(4096)
+"""
+
+
+def _run_sigbus_script(tmp_path, body):
+    script = _SIGBUS_SCRIPT_PREAMBLE + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=120)
+
+
+_LOAD = "list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))"
+
+
+@pytest.mark.parametrize("installs", [
+    # the guard, faulthandler over it, the guard again (faulthandler now hands faults
+    # back to the guard, which hands them to faulthandler: a cycle to be broken)
+    ["faulthandler.disable()", _LOAD, "faulthandler.enable()", _LOAD],
+    # faulthandler first (as pytest runs), then loaders
+    ["faulthandler.enable()", _LOAD, _LOAD],
+    ["faulthandler.enable()", _LOAD, "faulthandler.disable()", "faulthandler.enable()", _LOAD],
+])
+def test_unguarded_fault_is_reported_once_and_ends_the_process(tmp_path, installs):
+    # A fault outside any guarded copy must reach faulthandler exactly once and end
+    # the process by SIGBUS, however the handlers were stacked.
+    result = _run_sigbus_script(tmp_path, "\n".join(installs) + textwrap.dedent("""
+        mapped = np.load(path, mmap_mode="r")
+        truncate()
+        print(float(mapped[-1].sum()))  # numpy reads a page past the end: not guarded
+    """))
+    assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr)
+    assert result.stderr.count("Fatal Python error: Bus error") == 1, result.stderr
+
+
+def test_unguarded_fault_without_faulthandler_ends_the_process_by_sigbus(tmp_path):
+    result = _run_sigbus_script(tmp_path, """
+        faulthandler.disable()
+        list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))
+        mapped = np.load(path, mmap_mode="r")
+        truncate()
+        print(float(mapped[-1].sum()))
+    """)
+    assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr)
+
+
+def test_guarded_faults_never_reach_faulthandler(tmp_path):
+    result = _run_sigbus_script(tmp_path, """
+        faulthandler.enable()
+        for attempt in range(3):
+            np.save(path, np.ones((1 << 16, 64), dtype=np.float32))
+            iterator = iter(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=64))
+            next(iterator)
+            truncate()
+            try:
+                for _ in iterator:
+                    pass
+            except OSError as error:
+                assert "SIGBUS" in str(error), error
+            else:
+                raise SystemExit("no error")
+        print("ok")
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert "Fatal Python error" not in result.stderr, result.stderr
+
+
+def test_batches_beyond_the_row_limit_are_refused():
+    from pyloader import _core
+
+    pipeline = _core.BatchPipeline([np.zeros(4, dtype=np.uint8)], _core.ThreadPool(1), 2)
+    with pytest.raises(ValueError, match="larger than"):
+        pipeline.schedule_positions(_core.IndexOrder.sequential(4), 0, 4, 1 << 32)

@@ -129,3 +129,26 @@ def test_small_shuffles_are_uniform(size):
     if size == 4:  # all 24 permutations, odd ones included
         seen = {tuple(_core.IndexOrder.shuffled(4, seed).take(0, 4)) for seed in range(2000)}
         assert len(seen) == 24
+
+
+def _parity(permutation) -> int:
+    """0 for an even permutation, 1 for an odd one: (n - number of cycles) mod 2."""
+    perm = permutation.tolist()
+    seen = bytearray(len(perm))
+    cycles = 0
+    for start in range(len(perm)):
+        if not seen[start]:
+            cycles += 1
+            k = start
+            while not seen[k]:
+                seen[k] = 1
+                k = perm[k]
+    return (len(perm) - cycles) % 2
+
+
+@pytest.mark.parametrize("size", [(1 << 16) + 1, 1 << 18, (1 << 18) - 3, 300_007])
+def test_shuffles_reach_both_parities(size):
+    # A keyed family that only reaches even (or only odd) permutations is visibly
+    # structured; fair seeds give each parity about half the time.
+    parities = [_parity(_core.IndexOrder.shuffled(size, seed).take(0, size)) for seed in range(16)]
+    assert 3 <= sum(parities) <= 13, parities

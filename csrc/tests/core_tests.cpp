@@ -90,6 +90,37 @@ void gather_reads_pieces_and_negative_strides() {
   }
 }
 
+// Orders that defeat a bucket pass over the whole index range (a descending run, a
+// narrow window of a huge dataset, repeats, two far clusters) must still give a
+// correct plan: sources ascending, each one the index of the position it fills.
+void read_plans_are_correct_for_any_order() {
+  const std::int64_t far = std::int64_t{1} << 40;
+  std::vector<std::vector<std::int64_t>> batches;
+  std::vector<std::int64_t> descending(16384), window(16384), repeats(5000, 12345), clusters;
+  for (std::size_t k = 0; k < descending.size(); ++k) descending[k] = 100000000 - static_cast<std::int64_t>(k);
+  std::uint64_t state = 1;
+  for (auto& index : window) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    index = far + static_cast<std::int64_t>(state >> 50);  // 16 Ki-wide window, far from 0
+  }
+  for (int k = 0; k < 3000; ++k) clusters.push_back(k % 2 == 0 ? 7 + k % 5 : far - k % 11);
+  batches = {descending, window, repeats, clusters, {3, 1, 2}, {5, 5}, {far, 0, far - 1, 1}};
+  pyloader::ReadPlan plan;
+  for (const auto& indices : batches) {
+    pyloader::plan_reads(indices.data(), indices.size(), plan);
+    CHECK(std::is_sorted(plan.sources.begin(), plan.sources.end()));
+    std::vector<bool> filled(indices.size(), false);
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      const std::uint32_t position = plan.positions[k];
+      CHECK(position < indices.size());
+      if (position >= indices.size()) continue;
+      CHECK(!filled[position]);
+      filled[position] = true;
+      CHECK(plan.sources[k] == indices[position]);
+    }
+  }
+}
+
 void pipeline_delivers_in_order_under_concurrency() {
   const std::int64_t rows = 50000;
   std::vector<std::int64_t> data(rows);
@@ -155,6 +186,7 @@ int main() {
   permutations_are_bijections();
   strided_orders_pad_and_shard_like_torch();
   gather_reads_pieces_and_negative_strides();
+  read_plans_are_correct_for_any_order();
   pipeline_delivers_in_order_under_concurrency();
   pipeline_destroyed_mid_flight_waits_for_its_gathers();
   out_of_range_indices_are_refused();
