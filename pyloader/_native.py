@@ -141,7 +141,14 @@ class PositionOrder:
     def take(self, pipeline, timeout: float):
         """The next batch's arrays, a FailedBatch when its gather failed, or None on
         timeout; StopIteration at the end. Other errors leave the batch where it is."""
-        return _take_from(pipeline, timeout)
+        try:
+            return pipeline.next(timeout)
+        except StopIteration:
+            raise
+        except Exception as error:
+            if pipeline.last_error_consumed_batch:
+                return FailedBatch(error)
+            raise
 
     def delivered(self) -> None:
         pass
@@ -249,13 +256,12 @@ def _take_from(pipeline, timeout: float):
     """The pipeline's oldest batch: its arrays, a FailedBatch when its gather failed
     (that batch is consumed), or None on timeout. An error that consumed nothing (an
     interrupt, a failed top-up) propagates."""
-    popped = pipeline.popped
     try:
         return pipeline.next(timeout)
     except StopIteration:
         raise
     except Exception as error:
-        if pipeline.popped != popped:
+        if pipeline.last_error_consumed_batch:
             return FailedBatch(error)
         raise
 
@@ -276,8 +282,9 @@ class NativeIterator:
         self._timeout = float(loader.timeout)
         self._depth = prefetch_depth(loader, columns.row_bytes)
         self._progress = EpochProgress(order=plan.native_order or "sampler")
-        self._lock = threading.RLock()  # re-entrant: a signal handler may close() mid-next()
-        self._closed = False
+        self._lock = threading.Lock()  # held by one next() at a time
+        self._closed = False  # close() asked for: no batch is handed out after it
+        self._torn_down = False
         self._pipeline = None
 
         pinned_for = pin_device(loader, stacklevel=4)  # __init__ < _start_epoch < __iter__ < user
@@ -335,32 +342,45 @@ class NativeIterator:
                 self._check_files()
             try:
                 if self._stage is None:
-                    batch = self._next_here()
+                    result = self._source.take(self._pipeline, self._timeout)
+                    if result is None:
+                        raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+                    self._source.delivered()
+                    if result.__class__ is FailedBatch:
+                        raise result.error
+                    batch = self._finish(result)
                 else:
                     batch = self._stage.next(self._source, self._pipeline, self._timeout)
             except StopIteration:
                 self._progress.finished = True
                 self._close()
                 raise
+            finally:
+                if self._closed and not self._torn_down:
+                    self._close()  # closed while this call ran
             self._progress.batches_yielded += 1  # only once the batch exists, as torch counts
             return batch
 
-    def _next_here(self):
-        result = self._source.take(self._pipeline, self._timeout)
-        if result is None:
-            raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-        self._source.delivered()
-        if isinstance(result, FailedBatch):
-            raise result.error
-        return self._finish(result)
-
     def close(self) -> None:
-        """Stops background gathering now; also happens on exhaustion and deletion."""
-        with self._lock:
-            self._close()
+        """Stops background gathering now; also happens on exhaustion and deletion.
+
+        Never waits for a next() in progress (which may be this thread's own, when a
+        signal handler closes the iterator): the pipeline stops at once, and the
+        next() in progress tears the rest down as it leaves."""
+        self._closed = True
+        self._pipeline.close()  # safe from any thread: a waiting next() keeps its own reference
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
 
     def _close(self) -> None:
+        """Tears down; called holding the lock."""
         self._closed = True
+        if self._torn_down:
+            return
+        self._torn_down = True
         if self._stage is not None:
             self._stage.close()
         self._source.close()

@@ -248,3 +248,39 @@ def test_a_failed_allocation_does_not_move_the_position():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_iterator_closed_by_a_signal_handler_inside_next():
+    import signal
+
+    big = np.zeros((64, 1 << 20), dtype=np.uint8)  # gathering a batch takes a while
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, num_threads=1)
+    for _ in range(5):
+        iterator = iter(loader)
+        previous = signal.signal(signal.SIGALRM, lambda *_: iterator.close())
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.002)
+            try:
+                for _ in iterator:  # must end (StopIteration or an error), never hang
+                    pass
+            except (ValueError, RuntimeError):
+                pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        with pytest.raises(StopIteration):
+            next(iterator)
+    assert len(list(loader)) == 4
+
+
+def test_close_from_another_thread_during_next_stops_the_epoch():
+    big = np.zeros((64, 1 << 20), dtype=np.uint8)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=8, num_threads=1)
+    iterator = iter(loader)
+    next(iterator)
+    closer = threading.Thread(target=iterator.close)
+    closer.start()
+    closer.join(JOIN_TIMEOUT_S)
+    assert not closer.is_alive()
+    with pytest.raises(StopIteration):
+        next(iterator)

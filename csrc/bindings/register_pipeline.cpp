@@ -162,6 +162,7 @@ class PythonBatchPipeline {
     Consumer consumer(*this);
     return consumer.pipeline().popped();
   }
+  bool last_error_consumed_batch() const { return last_error_consumed_batch_; }
   bool front_ready() {
     if (!pipeline_) return false;
     Consumer consumer(*this);
@@ -178,6 +179,7 @@ class PythonBatchPipeline {
   // are served one at a time, each batch to exactly one caller.
   py::object next(double timeout_seconds) {
     Consumer consumer(*this);
+    last_error_consumed_batch_ = false;
     BatchPipeline& pipeline = consumer.pipeline();
     if (pipeline.in_flight() == 0) throw py::stop_iteration();
     if (!pipeline.front_ready()) {
@@ -199,7 +201,14 @@ class PythonBatchPipeline {
         if (bounded && clock::now() >= deadline) return py::none();
       }
     }
-    GatheredBatch batch = pipeline.pop_front();  // the front is ready: this does not wait
+    const std::uint64_t popped_before = pipeline.popped();
+    GatheredBatch batch;
+    try {
+      batch = pipeline.pop_front();  // the front is ready: this does not wait
+    } catch (...) {
+      last_error_consumed_batch_ = pipeline.popped() != popped_before;
+      throw;
+    }
     py::capsule owner(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
@@ -261,6 +270,7 @@ class PythonBatchPipeline {
   }
 
   std::timed_mutex consumer_mutex_;
+  bool last_error_consumed_batch_ = false;  // written by next() under the consumer lock
 
   std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
   std::shared_ptr<const PythonRowMap> row_map_;
@@ -303,6 +313,9 @@ void register_pipeline(py::module_& module) {
                              "Whether next() would return the oldest batch without waiting.")
       .def_property_readonly("popped", &PythonBatchPipeline::popped,
                              "Batches next() has removed so far, failed ones included.")
+      .def_property_readonly("last_error_consumed_batch", &PythonBatchPipeline::last_error_consumed_batch,
+                             "Whether the error the last next() raised was that batch's own outcome "
+                             "(its gather failed; the batch is consumed) rather than a failed call.")
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
       .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
 }
