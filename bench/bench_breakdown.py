@@ -7,7 +7,12 @@
   hand-off           pyloader.DataLoader's time per batch minus the bare pipeline's
                      (pipeline.next() alone): the Python side of delivering a batch,
                      over a 4096-batch epoch of a 256 MiB array
-  epoch start-up     iter(loader) and its first batch, once per epoch
+  epoch start-up     iter(loader) and its first batch, once per epoch; also for a
+                     random_split part of 10M rows, first and second epoch
+  batch orders       1-thread reference gather of one 16384-row batch from 1e8
+                     (cache-resident, stride-0) rows in orders that defeat a bucket
+                     pass over the whole index range: the per-batch ordering must
+                     stay O(b log b) for any of them
 
 Copies are measured on an in-cache array (16 MiB) and on the benchmark's 1 GiB memmap
 if it exists (run bench_loader.py first). Best of 5 runs each; microseconds per batch.
@@ -76,6 +81,37 @@ def handoff_cost(array) -> float:
     return (full_best - bare_best) / batches
 
 
+def batch_order_costs() -> dict:
+    rows, batch = 10**8, 16384
+    # Every row aliases one cache-resident row: the copy is negligible, the ordering is not.
+    array = np.broadcast_to(np.zeros((1, 64), np.uint8), (rows, 64))
+    pool = _core.ThreadPool(1)
+    rng = np.random.default_rng(0)
+    orders = {
+        "spread over all rows": rng.choice(rows, batch, replace=False).astype(np.int64),
+        "shuffled narrow window": (rows // 2 + rng.permutation(batch)).astype(np.int64),
+        "descending run": np.arange(rows * 3 // 5, rows * 3 // 5 - batch, -1, dtype=np.int64),
+        "few distinct, shuffled": rng.integers(0, 8, batch).astype(np.int64) * 1000,
+    }
+    return {name: best_seconds(lambda idx=idx: _core.reference_gather(pool, [array], idx, batch), runs=20)
+            for name, idx in orders.items()}
+
+
+def split_epoch_starts() -> tuple[float, float]:
+    import torch
+    import torch.utils.data as tud
+
+    base = pyloader.ArrayDataset(np.zeros(10_000_000, dtype=np.uint8))
+    part, _ = tud.random_split(base, [0.9, 0.1], generator=torch.Generator().manual_seed(0))
+    loader = pyloader.DataLoader(part, batch_size=BATCH, shuffle=True)
+    starts = []
+    for _ in range(2):
+        start = time.perf_counter()
+        next(iter(loader))
+        starts.append(time.perf_counter() - start)
+    return starts[0], starts[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where bench_loader.py put its datasets")
@@ -98,6 +134,12 @@ def main() -> None:
     loader = pyloader.DataLoader(pyloader.ArrayDataset(in_cache), batch_size=BATCH, shuffle=True, num_threads=2)
     startup = best_seconds(lambda: next(iter(loader)), runs=50)
     print(f"epoch start-up: {startup * 1e6:.0f} microseconds")
+    first, second = split_epoch_starts()
+    print(f"epoch start-up, random_split part of 10M rows: first {first * 1e3:.1f} ms, "
+          f"second {second * 1e6:.0f} microseconds")
+    print("milliseconds to order and copy one batch of 16384 rows drawn from 1e8")
+    for name, seconds in batch_order_costs().items():
+        print(f"  {name:<26}{seconds * 1e3:6.2f}")
 
 
 if __name__ == "__main__":

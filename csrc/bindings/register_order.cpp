@@ -39,9 +39,7 @@ void register_order(py::module_& module) {
             std::int64_t* data = out.mutable_data();
             {
               py::gil_scoped_release release;  // pure arithmetic into a buffer we own
-              for (std::uint64_t k = 0; k < count; ++k) {
-                data[k] = static_cast<std::int64_t>(order(first + k));
-              }
+              order.fill(first, static_cast<std::size_t>(count), data);
             }
             return out;
           },

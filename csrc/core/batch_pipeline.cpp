@@ -213,9 +213,7 @@ void BatchPipeline::fill(Slot& slot) noexcept {
   try {
     if (slot.order) {
       slot.indices.resize(slot.rows);
-      for (std::size_t k = 0; k < slot.rows; ++k) {
-        slot.indices[k] = static_cast<std::int64_t>((*slot.order)(slot.first_position + k));
-      }
+      slot.order->fill(slot.first_position, slot.rows, slot.indices.data());
     }
     if (row_map_) {
       for (std::int64_t& index : slot.indices) index = row_map_->rows[index];

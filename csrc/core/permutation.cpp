@@ -1,5 +1,6 @@
 #include "permutation.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace pyloader {
@@ -16,6 +17,27 @@ std::uint64_t avalanche(std::uint64_t x) noexcept {
   return x;
 }
 
+// The network on `lanes` independent values at once (their dependency chains overlap).
+// value = high << low_bits | low. A round hashes the low part into the high one and
+// rotates: the result is low << high_bits | (high + F(low)), whose split is the other
+// way round, so the widths swap every round; rounds therefore come in pairs.
+template <std::size_t lanes, std::size_t rounds>
+inline void apply_rounds(std::uint64_t* values, unsigned high_bits, unsigned low_bits,
+                         const std::array<std::uint64_t, rounds>& keys) noexcept {
+  static_assert(rounds % 2 == 0, "the split must be back to (high, low) at the end");
+  const std::uint64_t high_mask = (std::uint64_t{1} << high_bits) - 1;
+  const std::uint64_t low_mask = (std::uint64_t{1} << low_bits) - 1;
+  for (std::size_t r = 0; r < rounds; r += 2) {
+    for (std::size_t lane = 0; lane < lanes; ++lane) {
+      std::uint64_t value = values[lane];
+      std::uint64_t low = value & low_mask;
+      value = (low << high_bits) | (((value >> low_bits) + avalanche(low ^ keys[r])) & high_mask);
+      low = value & high_mask;
+      values[lane] = (low << low_bits) | (((value >> high_bits) + avalanche(low ^ keys[r + 1])) & low_mask);
+    }
+  }
+}
+
 unsigned bits_needed(std::uint64_t size) noexcept {
   unsigned bits = 0;
   while (bits < 64 && (std::uint64_t{1} << bits) < size) ++bits;
@@ -30,12 +52,10 @@ std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t stream) noexcept {
 
 FeistelPermutation::FeistelPermutation(std::uint64_t size, std::uint64_t seed) noexcept
     : size_(size) {
-  // A balanced Feistel network needs an even bit count; at least 2 bits so the
-  // network is defined for size <= 2. The domain is then < 4 * size, which bounds the
-  // expected cycle-walking steps by 4.
-  const unsigned bits = bits_needed(size);
-  half_bits_ = bits < 2 ? 1 : (bits + 1) / 2;
-  half_mask_ = (std::uint64_t{1} << half_bits_) - 1;
+  // At least 2 bits, so that both parts have one and the network is defined for size <= 2.
+  const unsigned bits = std::max(2U, bits_needed(size));
+  high_bits_ = bits - bits / 2;
+  low_bits_ = bits / 2;
   std::uint64_t state = seed;
   for (auto& key : round_keys_) {
     state += 0x9e3779b97f4a7c15ULL;
@@ -44,14 +64,8 @@ FeistelPermutation::FeistelPermutation(std::uint64_t size, std::uint64_t seed) n
 }
 
 std::uint64_t FeistelPermutation::encrypt(std::uint64_t value) const noexcept {
-  std::uint64_t left = value >> half_bits_;
-  std::uint64_t right = value & half_mask_;
-  for (const std::uint64_t key : round_keys_) {
-    const std::uint64_t mixed = (left + avalanche(right ^ key)) & half_mask_;
-    left = right;
-    right = mixed;
-  }
-  return (left << half_bits_) | right;
+  apply_rounds<1>(&value, high_bits_, low_bits_, round_keys_);
+  return value;
 }
 
 std::uint64_t FeistelPermutation::operator()(std::uint64_t position) const noexcept {
@@ -60,6 +74,29 @@ std::uint64_t FeistelPermutation::operator()(std::uint64_t position) const noexc
   std::uint64_t value = encrypt(position);
   while (value >= size_) value = encrypt(value);
   return value;
+}
+
+void FeistelPermutation::apply(std::uint64_t* values, std::size_t count) const noexcept {
+  constexpr std::size_t kLanes = 8;
+  std::size_t k = 0;
+  for (; k + kLanes <= count; k += kLanes) {
+    apply_rounds<kLanes>(values + k, high_bits_, low_bits_, round_keys_);
+    for (std::size_t lane = 0; lane < kLanes; ++lane) {
+      while (values[k + lane] >= size_) values[k + lane] = encrypt(values[k + lane]);
+    }
+  }
+  for (; k < count; ++k) values[k] = (*this)(values[k]);
+}
+
+void IndexOrder::fill(std::uint64_t first, std::size_t count, std::int64_t* out) const noexcept {
+  auto* values = reinterpret_cast<std::uint64_t*>(out);  // same size; every value < 2^63
+  for (std::size_t k = 0; k < count; ++k) values[k] = base_position(first + k);
+  if (!shuffled_) return;
+  if (table_) {
+    for (std::size_t k = 0; k < count; ++k) values[k] = (*table_)[values[k]];
+    return;
+  }
+  permutation_.apply(values, count);
 }
 
 IndexOrder IndexOrder::sequential(std::uint64_t rows) noexcept { return {rows, 0, false}; }

@@ -51,6 +51,20 @@ void permutations_are_bijections() {
   }
 }
 
+void batched_evaluation_matches_single_positions() {
+  for (std::uint64_t rows : {5ULL, 65537ULL, 100003ULL, 1ULL << 20}) {
+    const IndexOrder base = IndexOrder::shuffled(rows, rows * 7);
+    for (const IndexOrder& order : {base, base.strided(3, 4, rows / 4 + 1), IndexOrder::sequential(rows)}) {
+      for (std::uint64_t first : {0ULL, 1ULL, order.size() / 3}) {
+        const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(1000, order.size() - first));
+        std::vector<std::int64_t> filled(count);
+        order.fill(first, count, filled.data());
+        for (std::size_t k = 0; k < count; ++k) CHECK(filled[k] == static_cast<std::int64_t>(order(first + k)));
+      }
+    }
+  }
+}
+
 void strided_orders_pad_and_shard_like_torch() {
   // 10 rows over 4 ranks: 3 samples each, positions wrap past the end.
   const IndexOrder base = IndexOrder::sequential(10);
@@ -184,6 +198,7 @@ void out_of_range_indices_are_refused() {
 
 int main() {
   permutations_are_bijections();
+  batched_evaluation_matches_single_positions();
   strided_orders_pad_and_shard_like_torch();
   gather_reads_pieces_and_negative_strides();
   read_plans_are_correct_for_any_order();
