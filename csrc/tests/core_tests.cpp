@@ -55,7 +55,7 @@ void batched_evaluation_matches_single_positions() {
   for (std::uint64_t rows : {5ULL, 65537ULL, 100003ULL, 1ULL << 20}) {
     const IndexOrder base = IndexOrder::shuffled(rows, rows * 7);
     for (const IndexOrder& order : {base, base.strided(3, 4, rows / 4 + 1), IndexOrder::sequential(rows)}) {
-      for (std::uint64_t first : {0ULL, 1ULL, order.size() / 3}) {
+      for (std::uint64_t first : {std::uint64_t{0}, std::uint64_t{1}, order.size() / 3}) {
         const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(1000, order.size() - first));
         std::vector<std::int64_t> filled(count);
         order.fill(first, count, filled.data());
