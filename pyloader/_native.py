@@ -100,6 +100,20 @@ def prefetch_depth(loader, row_bytes: int) -> int:
     return max(loader.num_threads + 1, depth)
 
 
+def _take_from(pipeline, timeout: float):
+    """The pipeline's oldest batch: its arrays, a FailedBatch when its gather failed
+    (that batch is consumed), or None on timeout. An error that consumed nothing (an
+    interrupt, a failed top-up) propagates."""
+    try:
+        return pipeline.next(timeout)
+    except StopIteration:
+        raise
+    except Exception as error:
+        if pipeline.last_error_consumed_batch:
+            return FailedBatch(error)
+        raise
+
+
 class PositionOrder:
     """Batches of consecutive positions of a native IndexOrder; the C++ pipeline
     schedules them itself, so a batch costs one call."""
@@ -138,17 +152,8 @@ class PositionOrder:
     def ready(self, pipeline) -> bool:
         return pipeline.front_ready
 
-    def take(self, pipeline, timeout: float):
-        """The next batch's arrays, a FailedBatch when its gather failed, or None on
-        timeout; StopIteration at the end. Other errors leave the batch where it is."""
-        try:
-            return pipeline.next(timeout)
-        except StopIteration:
-            raise
-        except Exception as error:
-            if pipeline.last_error_consumed_batch:
-                return FailedBatch(error)
-            raise
+    # The next batch's arrays, a FailedBatch, or None on timeout; StopIteration at the end.
+    take = staticmethod(_take_from)
 
     def delivered(self) -> None:
         pass
@@ -250,20 +255,6 @@ class SamplerOrder:
         self._requests.clear()
         self._taken = 0
         self._sampler_done = True
-
-
-def _take_from(pipeline, timeout: float):
-    """The pipeline's oldest batch: its arrays, a FailedBatch when its gather failed
-    (that batch is consumed), or None on timeout. An error that consumed nothing (an
-    interrupt, a failed top-up) propagates."""
-    try:
-        return pipeline.next(timeout)
-    except StopIteration:
-        raise
-    except Exception as error:
-        if pipeline.last_error_consumed_batch:
-            return FailedBatch(error)
-        raise
 
 
 class NativeIterator:
