@@ -284,8 +284,9 @@ def truncate():
 
 def _run_sigbus_script(tmp_path, body):
     script = _SIGBUS_SCRIPT_PREAMBLE + textwrap.dedent(body)
+    # cwd away from the source tree, which `-c` would put first on sys.path
     return subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 
 _LOAD = "list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))"

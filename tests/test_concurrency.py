@@ -217,7 +217,7 @@ def test_fork_with_collates_in_flight():
     assert torch.cat([first, *rest]).tolist() == list(range(400))
 
 
-def test_a_failed_allocation_does_not_move_the_position():
+def test_a_failed_allocation_does_not_move_the_position(tmp_path):
     # Batches are held so the pipeline must allocate new buffers; once address space
     # runs out, next() raises MemoryError, and after memory is freed the epoch goes on
     # with the batch that was due: nothing is lost or repeated.
@@ -246,7 +246,9 @@ def test_a_failed_allocation_does_not_move_the_position():
         assert first_rows + rest == list(range(0, 256, 16)), (first_rows, rest)
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # cwd away from the source tree, which `-c` would put first on sys.path
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
