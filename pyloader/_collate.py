@@ -32,7 +32,7 @@ class FailedBatch:
 def finish_batch(columns, collate_fn, pin_device: str | None):
     """The function from one batch's gathered arrays to the batch the loader yields."""
     names = columns.names
-    views = [dtype for dtype in columns.view_dtypes]
+    views = columns.view_dtypes
     any_view = any(view is not None for view in views)
 
     def tensors_of(arrays):

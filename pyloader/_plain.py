@@ -166,7 +166,7 @@ def columns_of(dataset) -> DatasetColumns | str:
     pieces, names, row_map = found
     if not pieces:
         return "the dataset has no columns"
-    source_rows = sum(len(piece) for piece in pieces[0])
+    source_rows = _rows_of(pieces)
     if row_map is None:
         return DatasetColumns(pieces=pieces, names=names, row_map=None, rows=source_rows)
     row_map.setflags(write=False)  # ours alone: the RowMap keeps it without a copy
