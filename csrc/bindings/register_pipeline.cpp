@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "../core/batch_pipeline.hpp"
 #include "column_arrays.hpp"
+#include "ragged_source.hpp"
 #include "registry.hpp"
 
 namespace py = pybind11;
@@ -97,31 +99,130 @@ class PythonRowMap {
   std::int64_t source_rows_;
 };
 
+// The conversion from `source` elements to `target` (None: none). Only integers are
+// converted, to int32 or int64.
+ElementCast cast_between(const py::dtype& source, const py::object& target) {
+  if (target.is_none()) return ElementCast{};
+  const py::dtype to = py::dtype::from_args(target);
+  const char from_kind = source.kind();
+  if ((from_kind != 'i' && from_kind != 'u') || to.kind() != 'i' || (to.itemsize() != 4 && to.itemsize() != 8)) {
+    throw py::type_error("only integer elements can be converted, to int32 or int64 (asked: " +
+                         py::str(source).cast<std::string>() + " to " + py::str(to).cast<std::string>() + ")");
+  }
+  ElementCast cast;
+  cast.source_bytes = static_cast<std::uint8_t>(source.itemsize());
+  cast.source_signed = from_kind == 'i';
+  cast.target_bytes = static_cast<std::uint8_t>(to.itemsize());
+  return cast;
+}
+
+Padding padding_from(const py::handle& spec) {
+  Padding padding;
+  if (spec.is_none()) return padding;
+  const auto options = py::reinterpret_borrow<py::dict>(spec);
+  padding.enabled = true;
+  padding.max_length = options["max_length"].cast<std::int64_t>();
+  padding.multiple = options["multiple"].cast<std::int64_t>();
+  padding.left = options["left"].cast<bool>();
+  padding.mask = options["mask"].cast<bool>();
+  const std::string value = options["value"].cast<std::string>();
+  if (padding.max_length < 0 || padding.multiple < 1 || value.size() > padding.value.size()) {
+    throw py::value_error("invalid padding options");
+  }
+  std::memcpy(padding.value.data(), value.data(), value.size());
+  return padding;
+}
+
+bool is_ragged_source(const py::handle& source) {
+  if (py::isinstance<RaggedSource>(source)) return true;
+  if (py::isinstance<py::list>(source) || py::isinstance<py::tuple>(source)) {
+    for (py::handle piece : source) return py::isinstance<RaggedSource>(piece);
+  }
+  return false;
+}
+
 // Python face of a BatchPipeline: owns references to the source arrays for as long
 // as the pipeline may read them, and turns gathered buffers into numpy arrays.
 class PythonBatchPipeline {
  public:
+  // `casts[c]` (a dtype or None) converts column c's integers; `paddings[c]` (None:
+  // packed) says how ragged column c's batches are padded. Both default to None.
   PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
-                      std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map)
+                      std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
+                      const py::object& casts, const py::object& paddings)
       : row_map_(std::move(row_map)) {
-    std::vector<Column> columns = columns_from_sources(sources, arrays_);
+    auto option = [&](const py::object& options, std::size_t c) -> py::object {
+      if (options.is_none()) return py::none();
+      const auto list = py::reinterpret_borrow<py::sequence>(options);
+      if (list.size() != sources.size()) throw py::value_error("one option per column is needed");
+      return list[c];
+    };
+    std::vector<py::object> fixed_sources;
+    std::vector<RaggedColumn> ragged;
+    for (std::size_t c = 0; c < sources.size(); ++c) {
+      if (!is_ragged_source(sources[c])) {
+        output_.push_back(Output{false, fixed_sources.size()});
+        fixed_sources.push_back(sources[c]);
+        continue;
+      }
+      RaggedColumn column;
+      std::vector<std::shared_ptr<RaggedSource>> pieces;
+      if (py::isinstance<RaggedSource>(sources[c])) {
+        pieces.push_back(sources[c].cast<std::shared_ptr<RaggedSource>>());
+      } else {
+        for (py::handle piece : sources[c]) pieces.push_back(piece.cast<std::shared_ptr<RaggedSource>>());
+      }
+      const py::array& first = pieces.front()->values();
+      for (const auto& piece : pieces) {
+        const py::array& values = piece->values();
+        if (!values.dtype().equal(first.dtype()) || values.ndim() != first.ndim() ||
+            !std::equal(values.shape() + 1, values.shape() + values.ndim(), first.shape() + 1)) {
+          throw py::value_error("the pieces of a ragged column must share dtype and trailing shape");
+        }
+        RaggedPiece view = piece->piece();
+        view.first_record = column.records();
+        column.pieces.push_back(view);
+        ragged_sources_.push_back(piece);
+      }
+      column.cast = cast_between(first.dtype(), option(casts, c));
+      const py::dtype out = column.cast.active() ? py::dtype::from_args(option(casts, c)) : first.dtype();
+      column.element_bytes = out.itemsize();
+      column.padding = padding_from(option(paddings, c));
+      padded_.push_back(column.padding.enabled);
+      masked_.push_back(column.padding.mask);
+      if (static_cast<std::size_t>(column.element_bytes) > column.padding.value.size()) {
+        throw py::value_error("elements wider than 8 bytes cannot be padded");
+      }
+      ragged_shapes_.emplace_back(first.shape() + 1, first.shape() + first.ndim());
+      ragged_dtypes_.push_back(out);
+      output_.push_back(Output{true, ragged.size()});
+      ragged.push_back(std::move(column));
+    }
+    std::vector<Column> columns = columns_from_sources(fixed_sources, arrays_);
     std::size_t first_piece = 0;
-    for (const Column& column : columns) {
+    for (std::size_t c = 0; c < columns.size(); ++c) {
       const py::array& array = arrays_[first_piece];
-      dtypes_.push_back(array.dtype());
+      py::object target = py::none();
+      for (std::size_t k = 0; k < output_.size(); ++k) {
+        if (!output_[k].ragged && output_[k].index == c) target = option(casts, k);
+      }
+      columns[c].cast = cast_between(array.dtype(), target);
+      dtypes_.push_back(columns[c].cast.active() ? py::dtype::from_args(target) : array.dtype());
       trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
-      first_piece += column.pieces.size();
+      first_piece += columns[c].pieces.size();
     }
     std::optional<RowMap> map;
     if (row_map_) {
-      const std::int64_t source_rows = columns.empty() ? 0 : columns.front().rows();
+      const std::int64_t source_rows =
+          !columns.empty() ? columns.front().rows() : (ragged.empty() ? 0 : ragged.front().records());
       if (row_map_->source_rows() != source_rows) {
         throw py::value_error("the row map was built for " + std::to_string(row_map_->source_rows()) +
                               " column rows, the columns have " + std::to_string(source_rows));
       }
       map = row_map_->view();
     }
-    pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(pool), max_in_flight, map);
+    pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(ragged), std::move(pool),
+                                                max_in_flight, map);
   }
 
   ~PythonBatchPipeline() { close(); }
@@ -213,11 +314,29 @@ class PythonBatchPipeline {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
     const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(owner.get_pointer())->get();
-    py::tuple columns(dtypes_.size());
-    for (std::size_t c = 0; c < dtypes_.size(); ++c) {
-      std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(batch.rows)};
-      shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
-      columns[c] = py::array(dtypes_[c], shape, base + batch.column_offsets[c], owner);
+    const auto rows = static_cast<py::ssize_t>(batch.rows);
+    py::tuple columns(output_.size());
+    for (std::size_t k = 0; k < output_.size(); ++k) {
+      const std::size_t c = output_[k].index;
+      if (!output_[k].ragged) {
+        std::vector<py::ssize_t> shape{rows};
+        shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
+        columns[k] = py::array(dtypes_[c], shape, base + batch.column_offsets[c], owner);
+        continue;
+      }
+      const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
+      const auto width = static_cast<py::ssize_t>(batch.ragged_widths[c]);
+      const bool padded = padded_[c];
+      std::vector<py::ssize_t> shape = padded ? std::vector<py::ssize_t>{rows, width}
+                                              : std::vector<py::ssize_t>{width};
+      shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
+      py::array values(ragged_dtypes_[c], shape, base + offsets[0], owner);
+      py::array lengths(py::dtype::of<std::int64_t>(), std::vector<py::ssize_t>{rows}, base + offsets[1], owner);
+      py::object mask = py::none();
+      if (padded && masked_[c]) {
+        mask = py::array(py::dtype::of<bool>(), std::vector<py::ssize_t>{rows, width}, base + offsets[2], owner);
+      }
+      columns[k] = py::make_tuple(values, lengths, mask);
     }
     return std::move(columns);
   }
@@ -272,7 +391,16 @@ class PythonBatchPipeline {
   std::timed_mutex consumer_mutex_;
   bool last_error_consumed_batch_ = false;  // written by next() under the consumer lock
 
+  struct Output {
+    bool ragged;
+    std::size_t index;  // among the fixed-size or among the ragged columns
+  };
+  std::vector<Output> output_;  // the columns in the caller's order
   std::vector<py::array> arrays_;  // declared before pipeline_: released after it stops
+  std::vector<std::shared_ptr<RaggedSource>> ragged_sources_;
+  std::vector<std::vector<py::ssize_t>> ragged_shapes_;
+  std::vector<py::dtype> ragged_dtypes_;
+  std::vector<bool> padded_, masked_;
   std::shared_ptr<const PythonRowMap> row_map_;
   std::vector<py::dtype> dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_shapes_;
@@ -296,8 +424,9 @@ void register_pipeline(py::module_& module) {
       "an array or a list of arrays (its pieces, concatenated).\n\n"
       "Safe to share between Python threads: calls are served one at a time.")
       .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
-                    std::shared_ptr<const PythonRowMap>>(),
-           py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none())
+                    std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&>(),
+           py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none(),
+           py::arg("casts") = py::none(), py::arg("paddings") = py::none())
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
@@ -307,7 +436,10 @@ void register_pipeline(py::module_& module) {
            py::arg("first"), py::arg("end"), py::arg("batch_size"),
            "Gather positions [first, end) of `order` in batches of `batch_size`, keeping "
            "the pipeline full by itself from now on.")
-      .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0)
+      .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0,
+           "The oldest batch: per column an array, or for a ragged column a tuple "
+           "(values, lengths, mask): values padded to (rows, width, ...) with a bool mask "
+           "(None unless asked for), or packed to (total rows, ...) with mask None.")
       .def("close", &PythonBatchPipeline::close)
       .def_property_readonly("front_ready", &PythonBatchPipeline::front_ready,
                              "Whether next() would return the oldest batch without waiting.")

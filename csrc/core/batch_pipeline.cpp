@@ -28,6 +28,11 @@ struct BatchPipeline::Slot {
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
+  // Ragged columns: each record's span, where packed records start, the batch layout.
+  std::vector<std::vector<RecordSpan>> spans;
+  std::vector<std::vector<std::int64_t>> starts;
+  std::vector<RaggedLayout> layouts;
+  std::vector<std::int64_t> ragged_widths;
   // queued -> gathering (claimed by one thread, worker or consumer) -> done
   std::atomic<int> state{kQueued};
   std::exception_ptr error;  // set by the gathering thread before the batch is marked done
@@ -45,15 +50,38 @@ struct BatchPipeline::Slot {
 
 BatchPipeline::BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
                              std::size_t max_in_flight, std::optional<RowMap> row_map)
+    : BatchPipeline(std::move(columns), {}, std::move(pool), max_in_flight, row_map) {}
+
+BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns,
+                             std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
+                             std::optional<RowMap> row_map)
     : columns_(std::move(columns)),
-      rows_(row_map ? row_map->size : (columns_.empty() ? 0 : columns_.front().rows())),
-      source_rows_(columns_.empty() ? 0 : columns_.front().rows()),
+      ragged_(std::move(ragged_columns)),
+      rows_(0),
+      source_rows_(!columns_.empty() ? columns_.front().rows()
+                                     : (ragged_.empty() ? 0 : ragged_.front().records())),
       row_map_(row_map),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       inline_limit_bytes_(kInlineLimitBytes),
       pool_(std::move(pool)),
       sync_(std::make_unique<Sync>()) {
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
+  rows_ = row_map ? row_map->size : source_rows_;
+  for (const RaggedColumn& column : ragged_) {
+    if (column.pieces.empty()) throw std::invalid_argument("a ragged column needs at least one piece");
+    if (column.records() != source_rows_) {
+      throw std::invalid_argument("all columns must have the same number of rows");
+    }
+    std::int64_t next_record = 0;
+    for (const RaggedPiece& piece : column.pieces) {
+      if (piece.first_record != next_record || piece.records < 0 ||
+          piece.value_row_bytes != column.value_row_bytes() ||
+          (piece.offsets == nullptr && (piece.pointers == nullptr || piece.lengths == nullptr))) {
+        throw std::invalid_argument("ragged pieces must follow each other and share a row size");
+      }
+      next_record += piece.records;
+    }
+  }
   install_bus_error_handler();
   for (const Column& column : columns_) {
     if (column.pieces.empty()) throw std::invalid_argument("a column needs at least one piece");
@@ -158,12 +186,22 @@ void BatchPipeline::top_up() {
 }
 
 void BatchPipeline::start(std::shared_ptr<Slot> slot) {
+  if (!ragged_.empty()) {
+    // The batch's size depends on its records' lengths: fill() sizes it on a worker.
+    slots_.push_back(slot);
+    {
+      std::lock_guard<std::mutex> lock(sync_->mutex);
+      ++sync_->tasks_outstanding;
+    }
+    submit_gather(std::move(slot));
+    return;
+  }
   std::size_t batch_bytes = 0;
   slot->column_offsets.reserve(columns_.size());
   for (const Column& column : columns_) {
     batch_bytes = align_up(batch_bytes, kColumnAlignment);
     slot->column_offsets.push_back(batch_bytes);
-    batch_bytes += slot->rows * static_cast<std::size_t>(column.row_bytes());
+    batch_bytes += slot->rows * static_cast<std::size_t>(column.output_row_bytes());
   }
   slot->buffer = buffers_->acquire(batch_bytes);
   slots_.push_back(slot);
@@ -175,6 +213,10 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     std::lock_guard<std::mutex> lock(sync_->mutex);
     ++sync_->tasks_outstanding;
   }
+  submit_gather(std::move(slot));
+}
+
+void BatchPipeline::submit_gather(std::shared_ptr<Slot> slot) {
   auto task = [this, slot = std::move(slot)] {
     gather_if_unclaimed(*slot);  // the consumer may have gathered it already
     // Count down while holding the lock: once it is released the destructor may run,
@@ -222,6 +264,16 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     thread_local ReadPlan plan;
     plan_reads(slot.indices.data(), slot.rows, plan);
     CopyJob job{this, &slot, &plan};
+    if (!ragged_.empty()) {
+      slot.spans.resize(ragged_.size());
+      for (auto& spans : slot.spans) spans.resize(slot.rows);
+      if (!run_with_bus_error_guard(&BatchPipeline::locate_ragged, &job)) {
+        throw SourceReadError(
+            "reading the record offsets failed with SIGBUS: a memory-mapped file was "
+            "truncated or became unreadable while the loader was using it");
+      }
+      allocate_ragged(slot);
+    }
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
       slot.error = std::make_exception_ptr(SourceReadError(
           "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
@@ -235,10 +287,56 @@ void BatchPipeline::fill(Slot& slot) noexcept {
 void BatchPipeline::copy_columns(void* job_pointer) {
   const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
   const Slot& slot = *job.slot;
-  for (std::size_t c = 0; c < job.pipeline->columns_.size(); ++c) {
+  const std::size_t fixed = job.pipeline->columns_.size();
+  for (std::size_t c = 0; c < fixed; ++c) {
     gather_column(job.pipeline->columns_[c], *job.plan, slot.rows,
                   slot.buffer.get() + slot.column_offsets[c]);
   }
+  for (std::size_t r = 0; r < job.pipeline->ragged_.size(); ++r) {
+    const std::size_t* offsets = &slot.column_offsets[fixed + 3 * r];
+    std::byte* base = slot.buffer.get();
+    write_records(job.pipeline->ragged_[r], *job.plan, slot.spans[r].data(), slot.rows,
+                  slot.layouts[r], slot.starts[r], base + offsets[0],
+                  reinterpret_cast<std::int64_t*>(base + offsets[1]),
+                  slot.layouts[r].mask_bytes ? reinterpret_cast<bool*>(base + offsets[2]) : nullptr);
+  }
+}
+
+void BatchPipeline::locate_ragged(void* job_pointer) {
+  const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
+  Slot& slot = *job.slot;  // this batch's claimant is its only writer
+  for (std::size_t r = 0; r < job.pipeline->ragged_.size(); ++r) {
+    locate_records(job.pipeline->ragged_[r], *job.plan, slot.rows, slot.spans[r].data());
+  }
+}
+
+void BatchPipeline::allocate_ragged(Slot& slot) {
+  std::size_t batch_bytes = 0;
+  auto place = [&](std::size_t bytes) {
+    batch_bytes = align_up(batch_bytes, kColumnAlignment);
+    slot.column_offsets.push_back(batch_bytes);
+    batch_bytes += bytes;
+  };
+  slot.column_offsets.clear();
+  for (const Column& column : columns_) {
+    place(slot.rows * static_cast<std::size_t>(column.output_row_bytes()));
+  }
+  slot.starts.resize(ragged_.size());
+  slot.layouts.clear();
+  slot.ragged_widths.clear();
+  for (std::size_t r = 0; r < ragged_.size(); ++r) {
+    const RaggedLayout layout = ragged_layout(ragged_[r], slot.spans[r].data(), slot.rows, slot.starts[r]);
+    place(layout.values_bytes);
+    place(layout.lengths_bytes);
+    if (layout.mask_bytes) {
+      place(layout.mask_bytes);
+    } else {
+      slot.column_offsets.push_back(0);
+    }
+    slot.layouts.push_back(layout);
+    slot.ragged_widths.push_back(layout.width);
+  }
+  slot.buffer = buffers_->acquire(batch_bytes);
 }
 
 bool BatchPipeline::front_ready() const noexcept {
@@ -271,7 +369,8 @@ GatheredBatch BatchPipeline::pop_front() {
   }
   ++popped_;
   if (slot->error) std::rethrow_exception(slot->error);
-  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), slot->rows};
+  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets),
+                       std::move(slot->ragged_widths), slot->rows};
 }
 
 }  // namespace pyloader

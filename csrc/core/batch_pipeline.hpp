@@ -44,6 +44,7 @@
 #include "gather.hpp"
 #include "permutation.hpp"
 #include "process_owner.hpp"
+#include "ragged.hpp"
 #include "thread_pool.hpp"
 
 namespace pyloader {
@@ -55,9 +56,14 @@ class SourceReadError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// One delivered batch. Fixed-size column c starts at buffer + column_offsets[c]; then,
+// per ragged column r, three offsets follow: its values, its int64 lengths and its
+// bool mask (0 when no mask was asked for), and ragged_widths[r] is its padded width
+// (or, packed, its total value rows).
 struct GatheredBatch {
-  std::shared_ptr<std::byte> buffer;  // column c starts at buffer + column_offsets[c]
+  std::shared_ptr<std::byte> buffer;
   std::vector<std::size_t> column_offsets;
+  std::vector<std::int64_t> ragged_widths;
   std::size_t rows = 0;
 };
 
@@ -73,6 +79,11 @@ class BatchPipeline {
  public:
   BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
                 std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
+  // With variable-length columns too (delivered after the fixed-size ones). Every
+  // column, fixed or ragged, must have the same number of rows (records).
+  BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns,
+                std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
+                std::optional<RowMap> row_map = std::nullopt);
   ~BatchPipeline();
 
   BatchPipeline(const BatchPipeline&) = delete;
@@ -126,6 +137,7 @@ class BatchPipeline {
   void check_batch_rows(std::uint64_t rows) const;
   void top_up();
   void start(std::shared_ptr<Slot> slot);
+  void submit_gather(std::shared_ptr<Slot> slot);
   // The one transition of a batch: claim it (unless another thread has), gather it,
   // mark it done and wake every waiter. False when another thread had claimed it.
   bool gather_if_unclaimed(Slot& slot) noexcept;
@@ -134,13 +146,17 @@ class BatchPipeline {
   // nothing with a destructor.
   struct CopyJob {
     const BatchPipeline* pipeline;
-    const Slot* slot;
+    Slot* slot;
     const ReadPlan* plan;
   };
   static void copy_columns(void* job);
+  static void locate_ragged(void* job);
+  // Sizes the batch from its records' lengths and takes its buffer (ragged pipelines).
+  void allocate_ragged(Slot& slot);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
   std::vector<Column> columns_;
+  std::vector<RaggedColumn> ragged_;
   std::int64_t rows_;         // dataset rows: what indices and orders range over
   std::int64_t source_rows_;  // column rows
   std::optional<RowMap> row_map_;

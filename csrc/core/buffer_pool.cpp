@@ -41,7 +41,7 @@ std::shared_ptr<std::byte> BufferPool::acquire(std::size_t bytes) {
     }
   }
   if (block.data == nullptr) {
-    block.bytes = round_up_to_page(bytes);
+    block.bytes = round_up_to_page(bytes == 0 ? 1 : bytes);  // aligned_alloc(…, 0) may fail
     block.data = static_cast<std::byte*>(std::aligned_alloc(kPageBytes, block.bytes));
     if (block.data == nullptr) throw std::bad_alloc();
   }

@@ -110,7 +110,52 @@ void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t be
   }
 }
 
+template <typename Source, typename Target>
+void cast_typed(const std::byte* source, std::int64_t elements, std::byte* target) noexcept {
+  for (std::int64_t k = 0; k < elements; ++k) {
+    Source value;
+    std::memcpy(&value, source + k * static_cast<std::int64_t>(sizeof(Source)), sizeof(Source));
+    const auto converted = static_cast<Target>(value);
+    std::memcpy(target + k * static_cast<std::int64_t>(sizeof(Target)), &converted, sizeof(Target));
+  }
+}
+
+template <typename Target>
+void cast_to(const ElementCast& cast, const std::byte* source, std::int64_t elements,
+             std::byte* target) noexcept {
+  switch (cast.source_bytes * 2 + (cast.source_signed ? 1 : 0)) {
+    case 2: return cast_typed<std::uint8_t, Target>(source, elements, target);
+    case 3: return cast_typed<std::int8_t, Target>(source, elements, target);
+    case 4: return cast_typed<std::uint16_t, Target>(source, elements, target);
+    case 5: return cast_typed<std::int16_t, Target>(source, elements, target);
+    case 8: return cast_typed<std::uint32_t, Target>(source, elements, target);
+    case 9: return cast_typed<std::int32_t, Target>(source, elements, target);
+    case 16: return cast_typed<std::uint64_t, Target>(source, elements, target);
+    case 17: return cast_typed<std::int64_t, Target>(source, elements, target);
+    default: return;
+  }
+}
+
+void copy_cast(const ColumnView& column, const ElementCast& cast, const ReadPlan& plan,
+               std::size_t begin, std::size_t end, std::byte* out) noexcept {
+  const std::int64_t elements = column.row_bytes / cast.source_bytes;
+  const std::int64_t out_row_bytes = elements * cast.target_bytes;
+  for (std::size_t k = begin; k < end; ++k) {
+    if (k + kPrefetchDistance < end) {
+      prefetch_row(column.row(plan.sources[k + kPrefetchDistance]), column.row_bytes);
+    }
+    cast_elements(cast, column.row(plan.sources[k]), elements,
+                  out + static_cast<std::int64_t>(plan.positions[k]) * out_row_bytes);
+  }
+}
+
 }  // namespace
+
+void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements,
+                   std::byte* target) noexcept {
+  if (cast.target_bytes == 8) return cast_to<std::int64_t>(cast, source, elements, target);
+  return cast_to<std::int32_t>(cast, source, elements, target);
+}
 
 void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan) {
   plan.sources.assign(indices, indices + count);
@@ -145,14 +190,21 @@ void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan) 
 
 void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
                    std::byte* out) noexcept {
-  if (column.pieces.size() == 1) return gather_rows(column.pieces.front(), plan, 0, count, out);
+  auto gather_piece = [&](const ColumnView& piece, std::size_t begin, std::size_t end) {
+    if (column.cast.active()) {
+      copy_cast(piece, column.cast, plan, begin, end, out);
+    } else {
+      gather_rows(piece, plan, begin, end, out);
+    }
+  };
+  if (column.pieces.size() == 1) return gather_piece(column.pieces.front(), 0, count);
   const auto sources_begin = plan.sources.begin();
   const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
   auto range_begin = sources_begin;
   for (const ColumnView& piece : column.pieces) {
     const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
-    gather_rows(piece, plan, static_cast<std::size_t>(range_begin - sources_begin),
-                static_cast<std::size_t>(range_end - sources_begin), out);
+    gather_piece(piece, static_cast<std::size_t>(range_begin - sources_begin),
+                 static_cast<std::size_t>(range_end - sources_begin));
     range_begin = range_end;
   }
 }

@@ -27,17 +27,41 @@ struct ColumnView {
   }
 };
 
-// A column stored in consecutive pieces (one per dataset of a ConcatDataset): piece p
-// holds rows [first_row, first_row + rows) of the column, pieces in ascending order
-// without gaps, all with the same row_bytes. A plain array is a single piece.
+// Integer elements converted on the way out, e.g. token ids stored as uint16 and
+// delivered as int64 (what embedding layers take) without a second pass over the batch.
+// Inactive (source_bytes == 0): rows are copied byte for byte.
+struct ElementCast {
+  std::uint8_t source_bytes = 0;  // 1, 2, 4 or 8
+  bool source_signed = false;
+  std::uint8_t target_bytes = 0;  // 4 or 8, signed
+
+  bool active() const noexcept { return source_bytes != 0; }
+  // Bytes a source row of `row_bytes` takes in the output.
+  std::int64_t output_bytes(std::int64_t row_bytes) const noexcept {
+    return active() ? row_bytes / source_bytes * target_bytes : row_bytes;
+  }
+};
+
+// A column stored in consecutive pieces (one per dataset of a ConcatDataset, or per
+// shard file): piece p holds rows [first_row, first_row + rows) of the column, pieces
+// in ascending order without gaps, all with the same row_bytes. A plain array is a
+// single piece. Precondition for an active cast: row_bytes is a multiple of
+// cast.source_bytes.
 struct Column {
   std::vector<ColumnView> pieces;
+  ElementCast cast;
 
   std::int64_t rows() const noexcept {
     return pieces.empty() ? 0 : pieces.back().first_row + pieces.back().rows;
   }
   std::int64_t row_bytes() const noexcept { return pieces.empty() ? 0 : pieces.front().row_bytes; }
+  std::int64_t output_row_bytes() const noexcept { return cast.output_bytes(row_bytes()); }
 };
+
+// Copies `elements` integers from `source` to `target` converting them as `cast` says
+// (which must be active). Narrowing keeps the low bytes, as a C cast does.
+void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements,
+                   std::byte* target) noexcept;
 
 // The rows of one batch in the order they are read: sources[k] is copied to output
 // row positions[k], and sources ascend, so the source is touched in address order
@@ -54,8 +78,10 @@ struct ReadPlan {
 // O(count log count) for any order of indices.
 void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan);
 
-// Copies all `count` plan rows of a (possibly pieced) column into `out`. The plan's
-// sources ascend, so each piece's rows are one contiguous range of the plan.
+// Copies all `count` plan rows of a (possibly pieced) column into `out`, converting
+// elements when the column has an active cast (rows are then output_row_bytes() apart
+// in `out`). The plan's sources ascend, so each piece's rows are one contiguous range
+// of the plan.
 void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
                    std::byte* out) noexcept;
 
