@@ -2,8 +2,10 @@
 
 Replace ``from torch.utils.data import ...`` with ``from pyloader import ...``: every
 name below behaves as torch's. :class:`DataLoader` gathers natively when the dataset
-is an :class:`ArrayDataset` (numpy arrays, memmaps, CPU tensors, ``.npy`` paths) or a
-``TensorDataset``.
+is an :class:`ArrayDataset` (numpy arrays, memmaps, CPU tensors, ``.npy`` paths and
+shards of them), a :class:`TokenWindows` of a token stream, a :class:`RaggedDataset`
+of variable-length records (padded natively by :class:`PadCollate`), a
+:class:`MegatronDataset`, or a ``TensorDataset``.
 """
 
 try:
@@ -38,6 +40,8 @@ from torch.utils.data import (
 from .dataloader import DataLoader
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
+from .records import PadCollate, PaddedBatch, RaggedDataset, Records
+from .tokens import TokenWindows
 
 __version__ = "0.1.0"
 
@@ -62,4 +66,9 @@ __all__ = [
     "default_convert",
     "get_worker_info",
     "random_split",
+    "PadCollate",
+    "PaddedBatch",
+    "RaggedDataset",
+    "Records",
+    "TokenWindows",
 ]

@@ -29,11 +29,20 @@ class FailedBatch:
         self.error = error
 
 
-def finish_batch(columns, collate_fn, pin_device: str | None):
-    """The function from one batch's gathered arrays to the batch the loader yields."""
+def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = False):
+    """The function from one batch's gathered arrays to the batch the loader yields.
+
+    `padded`: the pipeline pads the ragged columns itself (a native PadCollate); its
+    (values, lengths, mask) arrays become PaddedBatch tuples. Otherwise ragged columns
+    arrive packed and are cut into the per-sample tensors a collate_fn receives.
+    """
     names = columns.names
     views = columns.view_dtypes
     any_view = any(view is not None for view in views)
+    bare = columns.bare
+    ragged = columns.ragged
+    if any(ragged):
+        return _finish_ragged(names, bare, ragged, collate_fn, pin_device, padded)
 
     def tensors_of(arrays):
         tensors = list(map(torch.from_numpy, arrays))
@@ -42,13 +51,15 @@ def finish_batch(columns, collate_fn, pin_device: str | None):
         return tensors
 
     if collate_fn is None:
-        if pin_device is None and not any_view and names is None:
+        if pin_device is None and not any_view and names is None and not bare:
             return lambda arrays: list(map(torch.from_numpy, arrays))
 
         def stacked(arrays):
             tensors = tensors_of(arrays)
             if pin_device is not None:
                 tensors = [t.pin_memory() for t in tensors]
+            if bare:
+                return tensors[0]
             return tensors if names is None else dict(zip(names, tensors))
 
         return stacked
@@ -57,11 +68,40 @@ def finish_batch(columns, collate_fn, pin_device: str | None):
         # The sample list torch's fetcher would pass: one tuple (or dict) per row, whose
         # tensors view the gathered batch instead of the dataset.
         rows = zip(*(t.unbind(0) for t in tensors_of(arrays)))
-        samples = list(rows) if names is None else [dict(zip(names, row)) for row in rows]
-        batch = collate_fn(samples)
+        batch = collate_fn(_samples(rows, names, bare))
         if pin_device is not None:
             batch = pin_memory(batch, pin_device)
         return batch
+
+    return collated
+
+
+def _samples(rows, names, bare) -> list:
+    if bare:
+        return [row[0] for row in rows]
+    return list(rows) if names is None else [dict(zip(names, row)) for row in rows]
+
+
+def _finish_ragged(names, bare, ragged, collate_fn, pin_device, padded):
+    from .records import PaddedBatch
+
+    if padded:
+        def padded_batch(arrays):
+            fields = [PaddedBatch(torch.from_numpy(column[0]), torch.from_numpy(column[1]),
+                                  None if column[2] is None else torch.from_numpy(column[2]))
+                      if is_ragged else torch.from_numpy(column)
+                      for column, is_ragged in zip(arrays, ragged)]
+            batch = fields[0] if bare else (fields if names is None else dict(zip(names, fields)))
+            return batch if pin_device is None else pin_memory(batch, pin_device)
+
+        return padded_batch
+
+    def collated(arrays):
+        per_column = [torch.from_numpy(column[0]).split(column[1].tolist()) if is_ragged
+                      else torch.from_numpy(column).unbind(0)
+                      for column, is_ragged in zip(arrays, ragged)]
+        batch = collate_fn(_samples(zip(*per_column), names, bare))
+        return batch if pin_device is None else pin_memory(batch, pin_device)
 
     return collated
 

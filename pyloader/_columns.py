@@ -1,15 +1,19 @@
 """Turning user arrays (numpy, memmap, CPU tensors, .npy paths) into native columns.
 
-A column is kept as a numpy array that views the user's memory (never a copy) plus
-the torch dtype its batches must carry. dtypes numpy lacks (bfloat16, float8) are
-viewed as a same-width integer dtype for the copy and reinterpreted on the way out.
+A column piece is kept as a numpy array that views the user's memory (never a copy)
+plus the torch dtype its batches must carry. dtypes numpy lacks (bfloat16, float8) are
+viewed as a same-width integer dtype for the copy and reinterpreted on the way out;
+integer columns may instead be converted (``cast``) to int32/int64 by the gather. A
+column is one or more pieces (shard files) read as one array: `PiecedColumn`.
+Variable-length records are `RecordsColumn` pieces.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,13 +33,103 @@ class Column:
     needs_view: bool  # the carrier array's dtype differs from `dtype`
     file: str | None  # backing file of a memory map, for size checks
     file_bytes: int  # bytes of `file` the mapping needs
+    cast: np.dtype | None = None  # integers converted to this dtype by the gather
+
+    ragged = False
 
     def __len__(self) -> int:
         return self.array.shape[0]
 
     @property
     def row_bytes(self) -> int:
-        return self.array.itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64))
+        """Bytes of one output row."""
+        itemsize = self.array.itemsize if self.cast is None else self.cast.itemsize
+        return itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64))
+
+    @property
+    def mapped(self) -> list[tuple[str, int]]:
+        return [] if self.file is None else [(self.file, self.file_bytes)]
+
+    @property
+    def pipeline_source(self):
+        return self.array
+
+    def sample(self, index: int) -> torch.Tensor:
+        # A copy, so a sample neither pins the memory map nor aliases a read-only page.
+        row = np.array(self.array[index], dtype=self.cast)
+        row = torch.from_numpy(row)
+        return row.view(self.dtype) if self.needs_view else row
+
+
+@dataclass(frozen=True)
+class RecordsColumn:
+    """One piece of variable-length records: `source` is what the core reads."""
+
+    source: Any  # _core.RaggedSource, spans validated
+    array: np.ndarray  # the values; a record is a run of its rows
+    dtype: torch.dtype  # of the delivered values
+    cast: np.dtype | None
+    starts: np.ndarray  # CSR offsets (records + 1, in value rows), or byte pointers with `lengths`
+    lengths: np.ndarray | None  # value rows per record (pointer layout); None for CSR
+    mapped: list = field(default_factory=list)  # (file, bytes needed) of every memory map involved
+
+    ragged = True
+    needs_view = False
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def row_bytes(self) -> int:
+        """Mean bytes of one output record (sizes the prefetch)."""
+        itemsize = self.array.itemsize if self.cast is None else self.cast.itemsize
+        rows = max(1, len(self))
+        return itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64)) * max(1, self.array.shape[0] // rows)
+
+    @property
+    def pipeline_source(self):
+        return self.source
+
+    def sample(self, index: int) -> torch.Tensor:
+        if self.lengths is None:
+            first = int(self.starts[index])
+            length = int(self.starts[index + 1]) - first
+        else:
+            row_bytes = self.array.itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64))
+            first, length = int(self.starts[index]) // row_bytes, int(self.lengths[index])
+        return torch.from_numpy(np.array(self.array[first:first + length], dtype=self.cast))
+
+
+class PiecedColumn:
+    """A column made of consecutive pieces (shards), indexed as one array."""
+
+    def __init__(self, pieces) -> None:
+        self.pieces = tuple(pieces)
+        self._ends = list(np.cumsum([len(piece) for piece in self.pieces]))
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self._ends else 0
+
+    @property
+    def array(self) -> np.ndarray:
+        """The array of a single-piece column."""
+        if len(self.pieces) != 1:
+            raise AttributeError("a column of several pieces has no single array")
+        return self.pieces[0].array
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pieces[0].dtype
+
+    def sample(self, index: int) -> torch.Tensor:
+        rows = len(self)
+        if index < 0:
+            index += rows
+        if not 0 <= index < rows:
+            raise IndexError(f"index {index} is out of range for {rows} rows")
+        piece = bisect.bisect_right(self._ends, index)
+        start = int(self._ends[piece - 1]) if piece else 0
+        return self.pieces[piece].sample(index - start)
 
 
 def open_npy(path: str | os.PathLike) -> np.memmap:
@@ -114,17 +208,68 @@ def column_from(value: Any, what: str) -> Column:
     return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes)
 
 
-def check_files_intact(columns: list[Column]) -> None:
-    """Raises OSError if a mapped file is gone or shorter than its mapping (reading it
-    would SIGBUS)."""
-    for column in columns:
-        if column.file is None:
-            continue
+def check_files_intact(mapped: list[tuple[str, int]]) -> None:
+    """Raises OSError if a mapped file is gone or shorter than its mapping needs
+    (reading it would SIGBUS); `mapped` holds (file, bytes needed) pairs."""
+    for file, needed in mapped:
         try:
-            size = os.stat(column.file).st_size
+            size = os.stat(file).st_size
         except OSError as error:
-            raise OSError(error.errno, f"memory-mapped file {column.file!r} is no longer accessible: "
-                          f"{error.strerror}", column.file) from None
-        if size < column.file_bytes:
-            raise OSError(errno.EIO, f"memory-mapped file {column.file!r} shrank to {size} bytes while "
-                          f"mapped ({column.file_bytes} needed); refusing to read past its end", column.file)
+            raise OSError(error.errno, f"memory-mapped file {file!r} is no longer accessible: "
+                          f"{error.strerror}", file) from None
+        if size < needed:
+            raise OSError(errno.EIO, f"memory-mapped file {file!r} shrank to {size} bytes while "
+                          f"mapped ({needed} needed); refusing to read past its end", file)
+
+
+def file_backing(array: np.ndarray) -> tuple[str | None, int]:
+    """(backing file, bytes of it the array needs) of a memory-mapped array, or (None, 0)."""
+    return _file_backing(array)
+
+
+def _is_pattern(value: str) -> bool:
+    return any(char in value for char in "*?[") and not os.path.exists(value)
+
+
+def _same_layout(pieces, what: str, describe) -> None:
+    first = pieces[0]
+    for k, piece in enumerate(pieces[1:], start=1):
+        if piece.dtype != first.dtype or piece.array.shape[1:] != first.array.shape[1:] or piece.cast != first.cast:
+            raise ValueError(
+                f"{what}: shard {describe(k)} holds {piece.array.dtype} rows of shape {tuple(piece.array.shape[1:])}, "
+                f"but shard {describe(0)} holds {first.array.dtype} rows of shape {tuple(first.array.shape[1:])}; "
+                "the shards of one column must share dtype and trailing shape")
+
+
+def shard_paths(pattern: str) -> list[str]:
+    """The files a glob pattern names, sorted; FileNotFoundError when there are none."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not paths:
+        raise FileNotFoundError(errno.ENOENT, f"no file matches {pattern!r}", pattern)
+    return paths
+
+
+def pieced_column_from(value: Any, what: str) -> PiecedColumn:
+    """One ArrayDataset column: an array, a path, a glob pattern or a list of shards
+    (arrays or paths read as one array), or a Records spec."""
+    if isinstance(value, PiecedColumn):
+        return value
+    records = getattr(value, "_records_column", None)
+    if callable(records):
+        return records(what)
+    if isinstance(value, (str, os.PathLike)) and _is_pattern(os.fspath(value)):
+        value = shard_paths(os.fspath(value))
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{what} is an empty list of shards")
+        pieces = [column_from(piece, f"{what}, shard #{k}") for k, piece in enumerate(value)]
+
+        def describe(k: int) -> str:
+            shard = value[k]
+            return repr(os.fspath(shard)) if isinstance(shard, (str, os.PathLike)) else f"#{k}"
+
+        _same_layout(pieces, what, describe)
+        return PiecedColumn(pieces)
+    return PiecedColumn([column_from(value, what)])

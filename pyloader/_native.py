@@ -34,6 +34,7 @@ from ._collate import CollateStage, FailedBatch, finish_batch
 from ._columns import check_files_intact
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
+from .records import PadCollate
 from ._resume import EpochProgress, RngSnapshot, draw_base_seed, sampler_generators, skip_batches
 from .distributed import DistributedSampler
 
@@ -51,6 +52,7 @@ class NativePlan:
     collate_fn: object | None  # None: default collate (stacked batches as they come)
     native_order: str | None  # "sequential" / "shuffled" / "distributed": positions computed in C++;
     # None: index lists come from the loader's batch_sampler
+    paddings: list | None = None  # per column the core's padding options (a native PadCollate)
 
 
 def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
@@ -77,7 +79,31 @@ def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
         elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
             native_order = "distributed"
     collate_fn = None if loader.collate_fn is default_collate else loader.collate_fn
-    return NativePlan(columns=columns, collate_fn=collate_fn, native_order=native_order)
+    paddings = None
+    if any(columns.ragged):
+        paddings = _native_paddings(columns, collate_fn)
+        if paddings is None and collate_fn is None:
+            collate_fn = default_collate  # torch stacks equal-length records, refuses others
+    return NativePlan(columns=columns, collate_fn=collate_fn, native_order=native_order, paddings=paddings)
+
+
+def _native_paddings(columns: DatasetColumns, collate_fn) -> list | None:
+    """Padding options per column when the core can do the PadCollate itself: its
+    ragged columns padded, its other columns scalars (which PadCollate stacks)."""
+    if type(collate_fn) is not PadCollate:
+        return None
+    paddings = []
+    for column in columns.columns:
+        if not column.ragged:
+            if column.array.ndim != 1:
+                return None  # PadCollate pads multi-dimensional fields too: its own code decides
+            paddings.append(None)
+            continue
+        padding = collate_fn.native_padding(column.cast if column.cast is not None else column.array.dtype)
+        if padding is None:
+            return None
+        paddings.append(padding)
+    return paddings
 
 
 def collate_depth(loader) -> int:
@@ -279,7 +305,8 @@ class NativeIterator:
         self._pipeline = None
 
         pinned_for = pin_device(loader, stacklevel=4)  # __init__ < _start_epoch < __iter__ < user
-        self._finish = finish_batch(columns, plan.collate_fn, pinned_for)
+        self._finish = finish_batch(columns, None if plan.paddings else plan.collate_fn, pinned_for,
+                                    padded=plan.paddings is not None)
         if resume is not None and resume["order"] != self._progress.order:
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              f"this loader now uses {self._progress.order!r}")
@@ -290,7 +317,8 @@ class NativeIterator:
         # With workers, batches that need Python work (a custom collate_fn, pinning) are
         # finished on worker threads; plain stacked batches come straight from the pipeline.
         self._stage = None
-        if loader.num_workers > 0 and (plan.collate_fn is not None or pinned_for is not None):
+        python_collate = plan.collate_fn is not None and plan.paddings is None
+        if loader.num_workers > 0 and (python_collate or pinned_for is not None):
             self._stage = CollateStage(loader._native_collate_executor(), self._finish,
                                        collate_depth(loader))
         self._start_pipeline()
@@ -306,7 +334,7 @@ class NativeIterator:
         self._generation = _fork.generation()
         columns = self._plan.columns
         self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
-                                             columns.row_map)
+                                             columns.row_map, columns.casts, self._plan.paddings)
         self._check_files()
         if self._stage is not None:
             self._stage.restart(self._loader._native_collate_executor())

@@ -34,7 +34,7 @@ from .dataset import ArrayDataset
 _FETCH_METHODS = ("__getitem__", "__getitems__", "__len__", "__getattr__", "__getattribute__")
 # The data attributes each base class reads to produce a sample.
 _BASE_ATTRIBUTES = {
-    ArrayDataset: ("columns", "names", "_row"),
+    ArrayDataset: ("columns", "names", "bare", "_row"),
     TensorDataset: ("tensors",),
     Subset: ("dataset", "indices"),
     ConcatDataset: ("datasets", "cumulative_sizes"),
@@ -45,10 +45,11 @@ _BASE_ATTRIBUTES = {
 class DatasetColumns:
     """The columns of a plain dataset, as the native pipeline reads them."""
 
-    pieces: tuple[tuple[Column, ...], ...]  # per column, its arrays in order (ConcatDataset)
+    pieces: tuple[tuple[Column, ...], ...]  # per column, its pieces in order (shards, ConcatDataset)
     names: tuple[str, ...] | None  # dict samples/batches when set, tuples/lists otherwise
     row_map: _core.RowMap | None  # dataset row k is column row row_map[k] (Subsets)
     rows: int
+    bare: bool = False  # a sample is its single column itself, not a 1-tuple
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -57,9 +58,21 @@ class DatasetColumns:
 
     @property
     def arrays(self) -> list:
-        """What the pipeline reads: per column its array, or the list of its pieces."""
-        return [pieces[0].array if len(pieces) == 1 else [piece.array for piece in pieces]
+        """What the pipeline reads: per column its array (or RaggedSource), or the list
+        of its pieces."""
+        return [pieces[0].pipeline_source if len(pieces) == 1 else [piece.pipeline_source for piece in pieces]
                 for pieces in self.pieces]
+
+    @property
+    def casts(self) -> list | None:
+        """Per column the dtype the gather converts its integers to, or None."""
+        casts = [column.cast for column in self.columns]
+        return None if all(cast is None for cast in casts) else casts
+
+    @property
+    def ragged(self) -> list[bool]:
+        """Per column, whether it holds variable-length records."""
+        return [column.ragged for column in self.columns]
 
     @property
     def row_bytes(self) -> int:
@@ -71,8 +84,9 @@ class DatasetColumns:
         return [column.dtype if column.needs_view else None for column in self.columns]
 
     @property
-    def mapped_files(self) -> list[Column]:
-        return [piece for pieces in self.pieces for piece in pieces if piece.file is not None]
+    def mapped_files(self) -> list[tuple[str, int]]:
+        """(file, bytes needed) of every memory map the columns read."""
+        return [mapped for pieces in self.pieces for piece in pieces for mapped in piece.mapped]
 
     def __len__(self) -> int:
         return self.rows
@@ -123,7 +137,7 @@ def _structure(dataset, refs: list, values: list) -> None:
                            tensor.requires_grad))
     elif base is ArrayDataset:
         refs.append(dataset.columns)
-        values.append(dataset.names)
+        values.append((dataset.names, dataset.bare))
 
 
 def _length(sequence) -> int | None:
@@ -166,12 +180,23 @@ def columns_of(dataset) -> DatasetColumns | str:
     pieces, names, row_map = found
     if not pieces:
         return "the dataset has no columns"
+    bare = _bare(dataset)
     source_rows = _rows_of(pieces)
     if row_map is None:
-        return DatasetColumns(pieces=pieces, names=names, row_map=None, rows=source_rows)
+        return DatasetColumns(pieces=pieces, names=names, row_map=None, rows=source_rows, bare=bare)
     row_map.setflags(write=False)  # ours alone: the RowMap keeps it without a copy
     return DatasetColumns(pieces=pieces, names=names, row_map=_core.RowMap(row_map, source_rows),
-                          rows=len(row_map))
+                          rows=len(row_map), bare=bare)
+
+
+def _bare(dataset) -> bool:
+    """Whether samples are a lone column itself (a Subset/ConcatDataset inherits it)."""
+    base = _base_of(dataset)
+    if base is Subset:
+        return _bare(dataset.dataset)
+    if base is ConcatDataset:
+        return _bare(dataset.datasets[0])
+    return base is ArrayDataset and bool(dataset.bare)
 
 
 def _rows_of(pieces) -> int:
@@ -190,11 +215,14 @@ def _concatenated(dataset):
         if isinstance(part, str):
             return f"a ConcatDataset part cannot be gathered natively: {part}"
     first_pieces, names, _ = parts[0]
+    if len({_bare(part) for part in datasets}) > 1:
+        return "ConcatDataset parts differ in their sample structure"
     for pieces, part_names, _ in parts:
         if part_names != names or len(pieces) != len(first_pieces):
             return "ConcatDataset parts differ in their columns"
         for column, first in zip(pieces, first_pieces):
-            if (column[0].dtype != first[0].dtype or column[0].array.shape[1:] != first[0].array.shape[1:]):
+            if (column[0].dtype != first[0].dtype or column[0].array.shape[1:] != first[0].array.shape[1:]
+                    or column[0].ragged != first[0].ragged or column[0].cast != first[0].cast):
                 return "ConcatDataset parts differ in dtype or shape (torch's collate decides)"
     merged = tuple(tuple(piece for pieces, _, _ in parts for piece in pieces[c]) for c in range(len(first_pieces)))
     if all(row_map is None for _, _, row_map in parts):
@@ -260,4 +288,4 @@ def _columns_of(dataset):
         return _subset(dataset)
     if base is TensorDataset:
         return _tensors(dataset)
-    return tuple((column,) for column in dataset.columns), dataset.names, None
+    return tuple(column.pieces for column in dataset.columns), dataset.names, None

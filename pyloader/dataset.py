@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._columns import Column, column_from
+from ._columns import PiecedColumn, pieced_column_from
 
 ArrayLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
 
@@ -23,6 +23,11 @@ class ArrayDataset(Dataset):
     ``{"x": x[i], "y": y[i]}`` as ``StackDataset`` would. Arrays may be numpy arrays,
     ``np.memmap``s, CPU tensors, or paths to ``.npy`` files (opened memory-mapped, so
     datasets larger than RAM work). Nothing is copied at construction.
+
+    A column may also be several shards read as one array: a list of arrays or
+    ``.npy`` paths, or a glob pattern such as ``"features/part-*.npy"`` (sorted by
+    name). Shards must share dtype and trailing shape. A :class:`pyloader.Records`
+    column holds variable-length records.
 
     In a :class:`pyloader.DataLoader` with the default ``collate_fn`` the rows of a batch
     are gathered by native threads; anywhere else (including torch's own DataLoader)
@@ -38,8 +43,9 @@ class ArrayDataset(Dataset):
         sources = list(named_arrays.values()) if named_arrays else list(arrays)
         labels = [f"array {name!r}" for name in named_arrays] or [
             f"array #{position}" for position in range(len(arrays))]
-        self.columns: tuple[Column, ...] = tuple(
-            column_from(source, label) for source, label in zip(sources, labels))
+        self.columns: tuple[PiecedColumn, ...] = tuple(
+            pieced_column_from(source, label) for source, label in zip(sources, labels))
+        self.bare = False
         lengths = {label: len(column) for label, column in zip(labels, self.columns)}
         if len(set(lengths.values())) > 1:
             described = ", ".join(f"{label}: {length}" for label, length in lengths.items())
@@ -48,10 +54,8 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.columns[0])
 
-    def _row(self, column: Column, index: Any) -> torch.Tensor:
-        # A copy, so a sample neither pins the memory map nor aliases a read-only page.
-        row = torch.from_numpy(np.array(column.array[index]))
-        return row.view(column.dtype) if column.needs_view else row
+    def _row(self, column: PiecedColumn, index: int) -> torch.Tensor:
+        return column.sample(index)
 
     def __getitem__(self, index: Any):
         try:
@@ -60,6 +64,8 @@ class ArrayDataset(Dataset):
             # IndexError, as numpy and torch raise for a float or other non-integer index.
             raise IndexError(f"ArrayDataset indices must be integers, not {type(index).__name__}") from None
         rows = [self._row(column, index) for column in self.columns]
+        if self.bare:
+            return rows[0]
         if self.names is None:
             return tuple(rows)
         return dict(zip(self.names, rows))
@@ -67,5 +73,5 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         names = self.names or [f"#{k}" for k in range(len(self.columns))]
         described = ", ".join(
-            f"{name}: {tuple(column.array.shape)} {column.dtype}" for name, column in zip(names, self.columns))
-        return f"ArrayDataset({described})"
+            f"{name}: {len(column)} rows of {column.dtype}" for name, column in zip(names, self.columns))
+        return f"{type(self).__name__}({described})"
