@@ -374,6 +374,9 @@ class NativeIterator:
                 self._progress.finished = True
                 self._close()
                 raise
+            except _core.SourceReadError as error:
+                check_files_intact(self._files_to_check)  # names the file that changed, when one did
+                raise error
             finally:
                 if self._closed and not self._torn_down:
                     self._close()  # closed while this call ran
