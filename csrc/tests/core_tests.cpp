@@ -194,9 +194,73 @@ void out_of_range_indices_are_refused() {
   CHECK(batch.rows == 2);
 }
 
+void casts_widen_signed_and_unsigned_integers() {
+  const std::vector<std::uint16_t> unsigned_rows{1, 65535, 7, 8};
+  const std::vector<std::int8_t> signed_rows{-1, 5, -128, 127};
+  Column wide;
+  wide.pieces.push_back(ColumnView{reinterpret_cast<const std::byte*>(unsigned_rows.data()), 2, 4, 4, 0});
+  wide.cast = pyloader::ElementCast{2, false, 8};
+  Column narrow;
+  narrow.pieces.push_back(ColumnView{reinterpret_cast<const std::byte*>(signed_rows.data()), 2, 2, 2, 0});
+  narrow.cast = pyloader::ElementCast{1, true, 4};
+  BatchPipeline pipeline({wide, narrow}, std::make_shared<ThreadPool>(1), 2);
+  pipeline.enqueue_indices({1, 0});
+  GatheredBatch batch = pipeline.pop_front();
+  const auto* widened = reinterpret_cast<const std::int64_t*>(batch.buffer.get() + batch.column_offsets[0]);
+  CHECK(widened[0] == 7 && widened[1] == 8 && widened[2] == 1 && widened[3] == 65535);
+  const auto* signed_out = reinterpret_cast<const std::int32_t*>(batch.buffer.get() + batch.column_offsets[1]);
+  CHECK(signed_out[0] == -128 && signed_out[1] == 127 && signed_out[2] == -1 && signed_out[3] == 5);
+}
+
+void ragged_batches_pack_and_pad_across_pieces() {
+  // Piece 0: records {10,11,12}, {}, {13}; piece 1 (pointer layout): {20,21}, {22}.
+  const std::vector<std::int32_t> values0{10, 11, 12, 13};
+  const std::vector<std::int64_t> offsets0{0, 3, 3, 4};
+  const std::vector<std::int32_t> values1{20, 21, 22};
+  const std::vector<std::int64_t> pointers1{0, 8};
+  const std::vector<std::int32_t> lengths1{2, 1};
+  pyloader::RaggedColumn column;
+  column.element_bytes = 4;
+  column.pieces.push_back(pyloader::RaggedPiece{reinterpret_cast<const std::byte*>(values0.data()), 4, 4,
+                                                offsets0.data(), nullptr, nullptr, 3, 0});
+  column.pieces.push_back(pyloader::RaggedPiece{reinterpret_cast<const std::byte*>(values1.data()), 3, 4,
+                                                nullptr, pointers1.data(), lengths1.data(), 2, 3});
+  auto pool = std::make_shared<ThreadPool>(2);
+  {
+    BatchPipeline packed({}, {column}, pool, 2);
+    packed.enqueue_indices({3, 0, 1, 4});
+    GatheredBatch batch = packed.pop_front();
+    CHECK(batch.ragged_widths.size() == 1 && batch.ragged_widths[0] == 6);
+    const auto* out = reinterpret_cast<const std::int32_t*>(batch.buffer.get() + batch.column_offsets[0]);
+    const std::vector<std::int32_t> expected{20, 21, 10, 11, 12, 22};
+    CHECK(std::equal(expected.begin(), expected.end(), out));
+    const auto* lengths = reinterpret_cast<const std::int64_t*>(batch.buffer.get() + batch.column_offsets[1]);
+    CHECK(lengths[0] == 2 && lengths[1] == 3 && lengths[2] == 0 && lengths[3] == 1);
+  }
+  column.padding.enabled = true;
+  column.padding.left = true;
+  column.padding.mask = true;
+  column.padding.max_length = 2;
+  column.padding.multiple = 3;
+  const std::int32_t pad = -9;
+  std::memcpy(column.padding.value.data(), &pad, sizeof(pad));
+  BatchPipeline padded({}, {column}, pool, 2);
+  padded.enqueue_indices({0, 1, 4});
+  GatheredBatch batch = padded.pop_front();
+  CHECK(batch.ragged_widths[0] == 3);  // max_length 2, rounded up to a multiple of 3
+  const auto* out = reinterpret_cast<const std::int32_t*>(batch.buffer.get() + batch.column_offsets[0]);
+  const std::vector<std::int32_t> expected{-9, 10, 11, -9, -9, -9, -9, -9, 22};
+  CHECK(std::equal(expected.begin(), expected.end(), out));
+  const auto* mask = reinterpret_cast<const bool*>(batch.buffer.get() + batch.column_offsets[2]);
+  const std::vector<bool> expected_mask{false, true, true, false, false, false, false, false, true};
+  for (std::size_t k = 0; k < expected_mask.size(); ++k) CHECK(mask[k] == expected_mask[k]);
+}
+
 }  // namespace
 
 int main() {
+  casts_widen_signed_and_unsigned_integers();
+  ragged_batches_pack_and_pad_across_pieces();
   permutations_are_bijections();
   batched_evaluation_matches_single_positions();
   strided_orders_pad_and_shard_like_torch();
