@@ -40,6 +40,7 @@ from torch.utils.data import (
 from .dataloader import DataLoader
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
+from .megatron import MegatronDataset
 from .records import PadCollate, PaddedBatch, RaggedDataset, Records
 from .tokens import TokenWindows
 
@@ -66,6 +67,7 @@ __all__ = [
     "default_convert",
     "get_worker_info",
     "random_split",
+    "MegatronDataset",
     "PadCollate",
     "PaddedBatch",
     "RaggedDataset",

@@ -129,6 +129,22 @@ def _records_piece(values, offsets, dtype, what: str) -> RecordsColumn:
                          lengths=None, mapped=mapped)
 
 
+def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarray, dtype, what: str,
+                    mapped: list) -> RecordsColumn:
+    """Records given by byte pointers into `values` and lengths in rows (the Megatron
+    layout), checked once by the core."""
+    column = column_from(values, f"{what} values")
+    cast = _integer_target(dtype, what)
+    if cast is not None and column.array.dtype.kind not in "iu":
+        raise TypeError(f"{what}: dtype= converts integer values; these are {column.array.dtype}")
+    try:
+        source = _core.RaggedSource(column.array, pointers=pointers, lengths=lengths)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{what}: {error}") from None
+    return RecordsColumn(source=source, array=column.array, dtype=column.dtype if cast is None else dtype,
+                         cast=cast, starts=pointers, lengths=lengths, mapped=mapped + list(column.mapped))
+
+
 class RaggedDataset(ArrayDataset):
     """Variable-length records as samples: ``ds[i]`` is the tensor
     ``values[offsets[i]:offsets[i + 1]]`` (converted to ``dtype`` when given).
