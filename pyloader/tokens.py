@@ -4,10 +4,12 @@
 tokens and the same window shifted by one (the next-token targets), as nanoGPT-style
 loops build them. Window ``i`` starts at token ``i * stride`` (``stride`` defaults to
 ``block_size``: non-overlapping windows, each exactly once per epoch under
-``shuffle=True``; ``stride=1`` makes every offset a window, and
-``RandomSampler(ds, num_samples=n)`` then draws ``n`` distinct random offsets per
-epoch). Both stay on the native path: a window is a row of a strided view of the
-token file, so no index of windows is ever built.
+``shuffle=True``). ``stride=1`` makes every offset a window: with ``shuffle=True`` an
+epoch visits the offsets in a native O(1)-memory random order, each at most once, so
+training on random offsets is iterating it for as many steps as wanted (and resuming
+is exact). ``RandomSampler(ds, num_samples=n)`` reproduces torch's draws instead, at
+the cost of torch's ``randperm`` over every offset each epoch. Either way a window is a
+row of a strided view of the token file: no index of windows is ever built.
 
 The stream may be one file or several shards. Windows never cross a shard boundary:
 each shard contributes its own windows and the few tokens left at its end (fewer than
@@ -104,6 +106,7 @@ class TokenWindows(ArrayDataset):
         self.block_size = block_size
         self.stride = stride
         self.tokens = tuple(streams)
+        self._arguments = (sources, block_size, {"stride": stride, "dtype": dtype, "token_dtype": token_dtype})
         cast = None if dtype is None or _OUTPUT_DTYPES[dtype] == streams[0].dtype else _OUTPUT_DTYPES[dtype]
         out_dtype = _torch_dtype_of(streams[0].dtype, "tokens") if dtype is None else dtype
         inputs, targets = [], []
@@ -129,8 +132,18 @@ class TokenWindows(ArrayDataset):
         index = read_megatron_index(path_prefix)
         return cls(index.tokens, block_size, **options)
 
+    def __reduce__(self):
+        # Rebuilt from its sources: pickling the strided window views would write out
+        # every window (block_size times the tokens when stride=1).
+        return _rebuild, (type(self), self._arguments)
+
     def __repr__(self) -> str:
         tokens = sum(len(stream) for stream in self.tokens)
         return (f"TokenWindows({len(self)} windows of {self.block_size} tokens, stride {self.stride}, "
                 f"{tokens} {self.tokens[0].dtype} tokens in {len(self.tokens)} shard(s))")
 
+
+
+def _rebuild(cls, arguments):
+    sources, block_size, options = arguments
+    return cls(sources, block_size, **options)

@@ -222,3 +222,15 @@ def test_truncated_values_file_raises_oserror_naming_it(rng, tmp_path):
     with pytest.raises(OSError, match="values.npy"):
         for _ in iterator:
             pass
+
+
+def test_pickles_for_spawned_workers(rng):
+    import pickle
+
+    values, offsets = records(rng, 30)
+    ds = pyloader.RaggedDataset(values, offsets, dtype=torch.int64)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert all(torch.equal(clone[k], ds[k]) for k in range(30))
+    loader = tud.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn",
+                            collate_fn=pyloader.PadCollate())
+    assert_loaders_equal(loader, tud.DataLoader(ds, batch_size=4, collate_fn=pyloader.PadCollate()))

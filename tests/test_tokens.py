@@ -189,3 +189,35 @@ def test_truncated_token_file_raises_oserror(rng, tmp_path):
     with pytest.raises(OSError, match="tokens.npy"):
         for _ in iterator:
             pass
+
+
+def test_random_offsets_by_native_shuffle_of_every_offset(rng):
+    stream = tokens(rng, 2000)
+    ds = pyloader.TokenWindows(stream, 32, stride=1)
+    assert len(ds) == 2000 - 32
+    loader = pyloader.DataLoader(ds, batch_size=16, shuffle=True)
+    assert loader.uses_native_path and loader._plan().native_order == "shuffled"
+    iterator = iter(loader)
+    starts = []
+    for _ in range(20):
+        x, y = next(iterator)
+        assert torch.equal(x[:, 1:], y[:, :-1])
+        starts += [int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(stream, 32) == row.numpy(),
+                                             axis=1))[0]) for row in x]
+    assert len(set(starts)) == len(starts) == 320  # distinct offsets within the epoch
+    assert max(starts) - min(starts) > 1000  # spread over the stream, not a run
+
+
+def test_pickles_by_its_sources_for_spawned_workers(rng, tmp_path):
+    import pickle
+
+    path = tmp_path / "tokens.npy"
+    np.save(path, tokens(rng, 50_000))
+    ds = pyloader.TokenWindows(str(path), 64, stride=1)
+    payload = pickle.dumps(ds)
+    assert len(payload) < 10_000  # the path, not 64 copies of the tokens
+    clone = pickle.loads(payload)
+    assert len(clone) == len(ds) and all(torch.equal(a, b) for a, b in zip(clone[123], ds[123]))
+    loader = tud.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
+    x, y = next(iter(loader))
+    assert torch.equal(x[1], ds[1][0])

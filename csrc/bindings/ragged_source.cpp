@@ -17,7 +17,7 @@ py::array_t<T> exact_array(const py::object& value, const char* what, const char
     throw py::type_error(std::string(what) + " must be a numpy array of " + dtype);
   }
   const auto array = py::reinterpret_borrow<py::array>(value);
-  if (!array.dtype().is(py::dtype::of<T>()) || array.ndim() != 1 ||
+  if (!array.dtype().equal(py::dtype::of<T>()) || array.ndim() != 1 ||
       !(array.flags() & py::array::c_style)) {
     throw py::type_error(std::string(what) + " must be a one-dimensional C-contiguous " + dtype +
                          " array, got " + py::str(array.dtype()).cast<std::string>() + " with " +
@@ -119,6 +119,12 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
   }
 }
 
+py::tuple RaggedSource::arguments() const {
+  // Unused members hold empty arrays, not null handles: which layout is in use decides.
+  if (piece_.offsets != nullptr) return py::make_tuple(values_, offsets_, py::none(), py::none());
+  return py::make_tuple(values_, py::none(), pointers_, lengths_);
+}
+
 void register_ragged(py::module_& module) {
   py::class_<RaggedSource, std::shared_ptr<RaggedSource>>(
       module, "RaggedSource",
@@ -127,6 +133,12 @@ void register_ragged(py::module_& module) {
       .def(py::init<const py::array&, const py::object&, const py::object&, const py::object&>(),
            py::arg("values"), py::arg("offsets") = py::none(), py::arg("pointers") = py::none(),
            py::arg("lengths") = py::none())
+      .def(py::pickle([](const RaggedSource& source) { return source.arguments(); },
+                      [](const py::tuple& state) {
+                        if (state.size() != 4) throw py::value_error("invalid RaggedSource state");
+                        return std::make_shared<RaggedSource>(state[0].cast<py::array>(), state[1], state[2],
+                                                              state[3]);
+                      }))
       .def_property_readonly("records", &RaggedSource::records)
       .def("__len__", &RaggedSource::records);
 }

@@ -23,6 +23,9 @@ class RaggedSource {
   RaggedPiece piece() const { return piece_; }
   const pybind11::array& values() const { return values_; }
   std::int64_t records() const { return piece_.records; }
+  // The constructor's arguments, so that a dataset holding this can be pickled (spawned
+  // worker processes); unpickling checks the spans again.
+  pybind11::tuple arguments() const;
 
  private:
   pybind11::array values_;
