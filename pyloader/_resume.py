@@ -21,6 +21,7 @@ caller's, restored with ``torch.set_rng_state`` from the same checkpoint as usua
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from dataclasses import dataclass
 
@@ -29,6 +30,20 @@ import torch
 # 2: the native shuffle changed (additive 6-round Feistel); a /1 seed would resume
 # with a different order, so such states are refused.
 STATE_FORMAT = "pyloader.DataLoader/2"
+
+
+def encode_rng_state(state: torch.Tensor) -> str:
+    """An RNG state (a uint8 tensor) as text, so that loader states are plain JSON data."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def decode_rng_state(encoded) -> torch.Tensor:
+    """The RNG state `encode_rng_state` wrote (a tensor, as older states hold, is kept)."""
+    if isinstance(encoded, torch.Tensor):
+        return encoded
+    if not isinstance(encoded, str):
+        raise ValueError(f"not an encoded RNG state: {type(encoded).__name__}")
+    return torch.frombuffer(bytearray(base64.b64decode(encoded)), dtype=torch.uint8)
 
 
 def sampler_generators(loader) -> list[torch.Generator]:
@@ -59,11 +74,12 @@ class RngSnapshot:
             generator.set_state(state)
 
     def to_dict(self) -> dict:
-        return {"global": self.global_state, "generators": list(self.generator_states)}
+        return {"global": encode_rng_state(self.global_state),
+                "generators": [encode_rng_state(state) for state in self.generator_states]}
 
     @classmethod
     def from_dict(cls, state: dict) -> RngSnapshot:
-        return cls(state["global"], list(state["generators"]))
+        return cls(decode_rng_state(state["global"]), [decode_rng_state(g) for g in state["generators"]])
 
     @contextlib.contextmanager
     def replaying(self, generators: list[torch.Generator]):

@@ -11,7 +11,7 @@ from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
-                      sampler_generators)
+                      decode_rng_state, encode_rng_state, sampler_generators)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
@@ -214,7 +214,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         epochs as an uninterrupted run, provided torch's global RNG is restored too
         (``torch.set_rng_state``) when the shuffle or sampler draws from it. Native
         orders resume in O(1); other samplers replay their index stream (see
-        ``pyloader/_resume.py``). The state holds tensors; save it with torch.save.
+        ``pyloader/_resume.py``). The state is plain data (RNG states as base64
+        text): ``json.dumps`` and ``torch.save`` both take it.
         """
         if self._dataset_kind != _DatasetKind.Map:
             raise ValueError("state_dict() supports map-style datasets only: an IterableDataset's "
@@ -231,7 +232,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         return {
             "format": STATE_FORMAT,
             **epoch,
-            "generators": [g.get_state() for g in sampler_generators(self)],
+            "generators": [encode_rng_state(g.get_state()) for g in sampler_generators(self)],
             "sampler_epoch": getattr(self._epoch_sampler(), "epoch", None),
             # Between epochs with persistent workers running, the next epoch draws no
             # seed; a restored loader, whose workers are new, must not draw one either.
@@ -247,7 +248,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             raise ValueError("cannot resume: the loader's generators differ from the ones saved "
                              f"({len(generators)} now, {len(state['generators'])} in the state)")
         for generator, generator_state in zip(generators, state["generators"]):
-            generator.set_state(generator_state)
+            generator.set_state(decode_rng_state(generator_state))
         sampler = self._epoch_sampler()
         if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state["sampler_epoch"])

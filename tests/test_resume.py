@@ -276,3 +276,29 @@ def test_a_failed_resume_can_be_retried():
     for _ in range(2):
         with pytest.raises(ValueError, match="shuffled"):
             iter(sequential)
+
+
+@pytest.mark.parametrize("kind", ["native_shuffle", "sampler", "torch_path"])
+def test_state_is_json_and_a_json_round_trip_resumes(kind):
+    data = torch.arange(40).reshape(20, 2)
+    ds = pyloader.TensorDataset(data)
+    options = {"native_shuffle": dict(shuffle=True),
+               "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(1))),
+               "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(2))}[kind]
+    torch.manual_seed(5)
+    loader = pyloader.DataLoader(ds, batch_size=3, **options)
+    iterator = iter(loader)
+    next(iterator)
+    next(iterator)
+    text = json.dumps(loader.state_dict())
+    rng = torch.get_rng_state()
+    rest = [batch[0].tolist() for batch in iterator]
+    following = [batch[0].tolist() for batch in loader]
+    options = {"native_shuffle": dict(shuffle=True),
+               "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(99))),
+               "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(98))}[kind]
+    resumed = pyloader.DataLoader(ds, batch_size=3, **options)
+    resumed.load_state_dict(json.loads(text))
+    torch.set_rng_state(rng)
+    assert [batch[0].tolist() for batch in resumed] == rest
+    assert [batch[0].tolist() for batch in resumed] == following
