@@ -113,7 +113,7 @@ def collate_depth(loader) -> int:
 
 def prefetch_depth(loader, row_bytes: int) -> int:
     """Batches gathered ahead: `prefetch_factor` per thread when given."""
-    if loader.prefetch_factor is not None:
+    if loader.prefetch_factor is not None and getattr(loader, "_prefetch_factor_given", True):
         return max(2, loader.prefetch_factor * loader.num_threads)
     # Small batches: a gather takes microseconds, so several per thread keep the
     # threads busy through a slow consumer step. Large batches: few enough that the

@@ -66,6 +66,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                              "shards itself per worker process (get_worker_info)")
         self.num_threads = num_threads
         self.native = native
+        # torch sets prefetch_factor to 2 whenever there are workers; the native gather
+        # depth follows it only when the caller chose it.
+        self._prefetch_factor_given = prefetch_factor is not None
         self._thread_workers = _fork.PerProcess(start_worker_threads)
         self._thread_epochs_started = False
         # shuffle=True with no sampler is the one case where torch leaves the order to

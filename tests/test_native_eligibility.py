@@ -172,3 +172,14 @@ def test_loader_is_generic_like_torchs():
     assert alias.__origin__ is pyloader.DataLoader
     loader: pyloader.DataLoader[tuple[torch.Tensor, ...]] = pyloader.DataLoader(pyloader.ArrayDataset(X), batch_size=4)
     assert len(loader) == 5
+
+
+def test_gather_depth_follows_prefetch_factor_only_when_given():
+    from pyloader._native import prefetch_depth
+
+    ds = pyloader.ArrayDataset(np.zeros((100, 4), np.float32))
+    plain = pyloader.DataLoader(ds, batch_size=4, num_threads=2)
+    workers = pyloader.DataLoader(ds, batch_size=4, num_threads=2, num_workers=2)  # torch sets prefetch_factor=2
+    chosen = pyloader.DataLoader(ds, batch_size=4, num_threads=2, num_workers=2, prefetch_factor=5)
+    assert prefetch_depth(workers, 16) == prefetch_depth(plain, 16)
+    assert prefetch_depth(chosen, 16) == 10
