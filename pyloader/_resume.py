@@ -159,13 +159,14 @@ class EpochProgress:
     """Where the current epoch stands. The loader holds it strongly, since a checkpoint
     is often taken after `break` has dropped the iterator; iterators update it."""
 
-    order: str  # "sequential", "shuffled", "distributed", "sampler" (native), "torch", or
-    # "none" (no epoch yet)
+    order: str  # "sequential", "shuffled", "distributed", "sampler" (native), "torch",
+    # "iterable" (an IterableDataset), or "none" (no epoch yet)
     native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
     snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay
     drew_base_seed: bool = True  # whether the epoch began with the iterator's seed draw
     batches_yielded: int = 0
     finished: bool = False  # StopIteration seen: the next iteration is a new epoch
+    source: object = None  # weak reference to torch's iterator of an IterableDataset epoch
 
     def to_state(self) -> dict:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TypeVar
 
 import torch.utils.data
@@ -12,6 +13,7 @@ from ._native import NativeIterator, NativePlan, default_num_threads, plan_nativ
 from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
                       decode_rng_state, encode_rng_state, sampler_generators)
+from ._iterable_resume import iterable_state, resume_iterable
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
@@ -169,11 +171,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             iterator = NativeIterator(self, plan, resume)
             self._progress = iterator.progress
             return iterator
+        if self._dataset_kind != _DatasetKind.Map:
+            return self._start_iterable_epoch(resume)
         if resume is not None and resume["order"] != "torch":
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              "this loader now uses torch's path")
-        if self._dataset_kind != _DatasetKind.Map:
-            return super().__iter__()
         if resume is None:
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
                                      drew_base_seed=self._epoch_starts_workers())
@@ -208,6 +210,24 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self._progress = progress
         return TrackedIterator(iterator, progress)
 
+    def _start_iterable_epoch(self, resume: dict | None):
+        """An epoch of an IterableDataset, resumable as described in `iterable_state`."""
+        if resume is not None and resume["order"] != "iterable":
+            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
+                             "this loader now iterates an IterableDataset")
+        if resume is None:
+            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.capture(self))
+            iterator = self._torch_path_iterator()
+        else:
+            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]))
+            if self.persistent_workers and self._iterator is not None:
+                self._iterator._shutdown_workers()  # its workers' datasets are past the saved point
+                self._iterator = None
+            iterator = resume_iterable(self, resume, progress)
+        self._progress = progress
+        progress.source = weakref.ref(iterator)
+        return TrackedIterator(iterator, progress)
+
     def state_dict(self) -> dict:
         """Where this loader stands, to resume exactly with :meth:`load_state_dict`.
 
@@ -220,9 +240,6 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         ``pyloader/_resume.py``). The state is plain data (RNG states as base64
         text): ``json.dumps`` and ``torch.save`` both take it.
         """
-        if self._dataset_kind != _DatasetKind.Map:
-            raise ValueError("state_dict() supports map-style datasets only: an IterableDataset's "
-                             "position lives in the dataset itself, which must save it")
         if not self.in_order and self.num_workers > 0 and not self.uses_native_path:
             raise ValueError("state_dict() needs in_order=True when num_workers > 0: with "
                              "in_order=False the batches delivered are not a prefix of the sampler's")
@@ -232,6 +249,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             epoch = self._progress.to_state()
         else:
             epoch = EpochProgress(order="none", finished=True).to_state()
+        if self._dataset_kind != _DatasetKind.Map:
+            epoch = {**epoch, **iterable_state(self)}
         return {
             "format": STATE_FORMAT,
             **epoch,

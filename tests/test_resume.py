@@ -118,7 +118,7 @@ def test_native_state_is_small_and_thread_count_independent():
         assert [ids_of(b) for b in other] == expected
 
 
-def test_bad_states_and_iterable_datasets_raise_clearly():
+def test_bad_states_raise_clearly():
     loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2)
     with pytest.raises(ValueError, match="not a pyloader DataLoader state"):
         loader.load_state_dict({"format": "something else"})
@@ -134,8 +134,10 @@ def test_bad_states_and_iterable_datasets_raise_clearly():
         def __iter__(self):
             return iter(range(5))
 
+    stream = pyloader.DataLoader(Stream())
+    stream.load_state_dict(shuffled.state_dict())
     with pytest.raises(ValueError, match="IterableDataset"):
-        pyloader.DataLoader(Stream()).state_dict()
+        iter(stream)
 
 
 def test_resume_in_a_new_process_after_sigkill(tmp_path):
