@@ -37,7 +37,7 @@ from torch.utils.data import (
     random_split,
 )
 
-from .dataloader import DataLoader
+from .dataloader import DataLoader, StatefulDataLoader
 from .dataset import ArrayDataset
 from .distributed import DistributedSampler
 from .megatron import MegatronDataset
@@ -58,6 +58,7 @@ __all__ = [
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
+    "StatefulDataLoader",
     "StackDataset",
     "Subset",
     "SubsetRandomSampler",

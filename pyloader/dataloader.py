@@ -38,6 +38,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         num_threads: native gather threads (default: min(4, usable CPUs - 1), at least 1).
         native: ``None`` picks the native path when possible; ``False`` never uses it;
             ``True`` requires it and raises ValueError explaining why it is impossible.
+        snapshot_every_n_steps: accepted as torchdata's ``StatefulDataLoader`` takes it;
+            states are exact at every step whatever its value (see :meth:`state_dict`).
         worker_mode: ``"process"`` (torch's worker processes) or ``"thread"``: off the
             native path, ``num_workers`` threads fetch and collate map-style batches,
             for datasets whose ``__getitem__`` releases the GIL (see ``_threads.py``).
@@ -47,8 +49,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                  num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor=None, persistent_workers=False, pin_memory_device="",
-                 in_order=True, num_threads: int | None = None, native: bool | None = None,
-                 worker_mode: str = "process"):
+                 in_order=True, snapshot_every_n_steps: int | None = 1, num_threads: int | None = None,
+                 native: bool | None = None, worker_mode: str = "process"):
         self.worker_mode = worker_mode  # read by check_worker_number_rationality during init
         super().__init__(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers,
                          collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
@@ -66,6 +68,15 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if worker_mode == "thread" and self._dataset_kind != _DatasetKind.Map and num_workers > 0:
             raise ValueError("worker_mode='thread' needs a map-style dataset; an IterableDataset "
                              "shards itself per worker process (get_worker_info)")
+        if snapshot_every_n_steps is not None and (isinstance(snapshot_every_n_steps, bool)
+                                                   or not isinstance(snapshot_every_n_steps, int)
+                                                   or snapshot_every_n_steps < 1):
+            raise ValueError(f"snapshot_every_n_steps must be a positive integer or None, "
+                             f"got {snapshot_every_n_steps!r}")
+        # Accepted as torchdata's StatefulDataLoader accepts it. pyloader computes a
+        # state from the position reached instead of snapshotting worker states, so
+        # every step's state is exact whatever the interval.
+        self.snapshot_every_n_steps = snapshot_every_n_steps
         self.num_threads = num_threads
         self.native = native
         # torch sets prefetch_factor to 2 whenever there are workers; the native gather
@@ -253,6 +264,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             epoch = {**epoch, **iterable_state(self)}
         return {
             "format": STATE_FORMAT,
+            "num_workers": self.num_workers,
             **epoch,
             "generators": [encode_rng_state(g.get_state()) for g in sampler_generators(self)],
             "sampler_epoch": getattr(self._epoch_sampler(), "epoch", None),
@@ -265,6 +277,14 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         """Restores a :meth:`state_dict`: the next iteration resumes where it was taken."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a pyloader DataLoader state (expected format {STATE_FORMAT!r})")
+        saved_workers = state.get("num_workers", self.num_workers)
+        if (self._dataset_kind != _DatasetKind.Map and saved_workers != self.num_workers
+                and state.get("in_epoch")):
+            # Each worker process iterates its own copy of the dataset (sharded by
+            # get_worker_info): the stream itself depends on the number of workers.
+            raise ValueError(f"cannot resume: the state was saved with num_workers={saved_workers}, this "
+                             f"loader has num_workers={self.num_workers}, and an IterableDataset's stream "
+                             "depends on the number of workers")
         generators = sampler_generators(self)
         if len(generators) != len(state["generators"]):
             raise ValueError("cannot resume: the loader's generators differ from the ones saved "
@@ -280,3 +300,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                 and self._epoch_starts_workers() and self._plan() is None):
             # The saved run's next epoch starts no workers; see _start_epoch.
             self._resume_state = {**EpochProgress(order="torch").to_state(), "drew_base_seed": False}
+
+
+# torchdata's name for a checkpointable loader: pyloader's DataLoader is one.
+StatefulDataLoader = DataLoader

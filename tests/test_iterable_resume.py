@@ -159,3 +159,25 @@ def test_matches_torchdata_stateful_dataloader():
         ours_resumed = pyloader.DataLoader(StatefulIteratorDataset(), batch_size=3)
         ours_resumed.load_state_dict(json.loads(json.dumps(ours.state_dict())))
         assert [batch.tolist() for batch in ours_resumed] == expected
+
+
+def test_a_different_number_of_workers_is_refused_for_an_iterable():
+    loader = pyloader.StatefulDataLoader(Counting(), batch_size=4, num_workers=2, snapshot_every_n_steps=5)
+    iterator = iter(loader)
+    next(iterator)
+    state = loader.state_dict()
+    del iterator
+    with pytest.raises(ValueError, match="num_workers=2.*num_workers=0"):
+        pyloader.DataLoader(Counting(), batch_size=4).load_state_dict(state)
+    with pytest.raises(ValueError, match="snapshot_every_n_steps"):
+        pyloader.DataLoader(Counting(), snapshot_every_n_steps=0)
+    # Map-style states do not depend on the workers: they load anywhere.
+    ds = pyloader.TensorDataset(torch.arange(20))
+    mapped = pyloader.DataLoader(ds, batch_size=3, num_workers=2, native=False)
+    iterator = iter(mapped)
+    next(iterator)
+    state = mapped.state_dict()
+    del iterator
+    resumed = pyloader.DataLoader(ds, batch_size=3, native=False)
+    resumed.load_state_dict(state)
+    assert [b[0].tolist() for b in resumed] == [list(range(k, min(k + 3, 20))) for k in range(3, 20, 3)]
