@@ -36,7 +36,8 @@ from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
 from .records import PadCollate
 from ._resume import EpochProgress, RngSnapshot, draw_base_seed, sampler_generators, skip_batches
-from .distributed import DistributedSampler
+from ._elastic import elastic_batches
+from .distributed import DistributedSampler, epoch_seed
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -195,12 +196,16 @@ class SamplerOrder:
     pipeline), so a pipeline rebuilt after fork asks for exactly what is still owed.
     """
 
-    def __init__(self, loader, progress: EpochProgress, resume: dict | None, depth: int) -> None:
+    def __init__(self, loader, progress: EpochProgress, resume: dict | None, depth: int,
+                 index_batches=None) -> None:
         self._requests: deque = deque()  # index lists not yet delivered, oldest first (or FailedBatch)
         self._taken = 0  # how many of the oldest requests have left the pipeline
         self._depth = depth
         self._sampler_done = False
         self._check_files = None
+        if index_batches is not None:  # computed by the caller, the delivered ones skipped
+            self._index_batches = index_batches
+            return
         if resume is None:
             progress.snapshot = RngSnapshot.capture(loader)
             draw_base_seed(loader.generator)
@@ -310,8 +315,13 @@ class NativeIterator:
         if resume is not None and resume["order"] != self._progress.order:
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              f"this loader now uses {self._progress.order!r}")
+        if plan.native_order == "distributed":
+            self._describe_rank(loader.batch_sampler.sampler, resume)
         if plan.native_order is None:
             self._source = SamplerOrder(loader, self._progress, resume, self._depth)
+        elif self._progress.elastic is not None:
+            self._source = SamplerOrder(loader, self._progress, resume, self._depth,
+                                        index_batches=self._elastic_batches(loader, resume))
         else:
             self._source = PositionOrder(loader, plan, self._progress, resume)
         # With workers, batches that need Python work (a custom collate_fn, pinning) are
@@ -322,6 +332,28 @@ class NativeIterator:
             self._stage = CollateStage(loader._native_collate_executor(), self._finish,
                                        collate_depth(loader))
         self._start_pipeline()
+
+    def _describe_rank(self, sampler, resume: dict | None) -> None:
+        progress = self._progress
+        progress.rank, progress.world_size = sampler.rank, sampler.num_replicas
+        progress.batch_size, progress.num_samples = self._loader.batch_size, sampler.num_samples
+        progress.rows = len(self._plan.columns)
+        if resume is not None and resume.get("elastic") is not None:
+            if resume.get("rows") != progress.rows or resume.get("batch_size") != progress.batch_size:
+                raise ValueError("cannot resume: the elastic state was saved for another dataset size or "
+                                 "batch size")
+            progress.elastic = resume["elastic"]
+
+    def _elastic_batches(self, loader, resume: dict):
+        sampler = loader.batch_sampler.sampler
+        rows = len(self._plan.columns)
+        if sampler.shuffle:
+            base = _core.IndexOrder.shuffled(rows, epoch_seed(sampler.seed, sampler.epoch))
+        else:
+            base = _core.IndexOrder.sequential(rows)
+        self._progress.batches_yielded = resume["batches_yielded"]
+        return elastic_batches(base, resume["elastic"], sampler.rank, sampler.num_replicas, sampler.drop_last,
+                               loader.batch_size, loader.drop_last, resume["batches_yielded"])
 
     @property
     def progress(self) -> EpochProgress:

@@ -167,6 +167,13 @@ class EpochProgress:
     batches_yielded: int = 0
     finished: bool = False  # StopIteration seen: the next iteration is a new epoch
     source: object = None  # weak reference to torch's iterator of an IterableDataset epoch
+    # A DistributedSampler epoch: who saved it, for merging the ranks' states (_elastic.py).
+    rank: int | None = None
+    world_size: int | None = None
+    batch_size: int | None = None
+    num_samples: int | None = None
+    rows: int | None = None
+    elastic: dict | None = None  # set while continuing an epoch saved by another world size
 
     def to_state(self) -> dict:
         return {
@@ -176,6 +183,12 @@ class EpochProgress:
             "native_seed": self.native_seed,
             "epoch_start_rng": None if self.snapshot is None else self.snapshot.to_dict(),
             "drew_base_seed": self.drew_base_seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "num_samples": self.num_samples,
+            "rows": self.rows,
+            "elastic": self.elastic,
         }
 
 

@@ -30,6 +30,14 @@ class DistributedSampler(torch.utils.data.DistributedSampler):
     indices never reach Python at all.
     """
 
+    @staticmethod
+    def merge_states(states: list[dict]) -> dict:
+        """The loader states of every rank of one run merged into one that any number of
+        ranks can load: elastic resume, see ``pyloader/_elastic.py``."""
+        from ._elastic import merge_rank_states
+
+        return merge_rank_states(states)
+
     def native_order(self) -> _core.IndexOrder:
         """This rank's order for the current epoch (num_samples positions)."""
         rows = len(self.dataset)

@@ -134,3 +134,89 @@ def test_torchrun_two_ranks(tmp_path):
             sampler.set_epoch(epoch)
             assert shards[rank] == list(sampler)
     assert records[0]["epochs"][0] != records[0]["epochs"][1]  # set_epoch reshuffles
+
+
+def _elastic_run(states, world, rows, stop=None):
+    """Every rank of `world` in one process: (samples per rank, states per rank)."""
+    ds = pyloader.ArrayDataset(np.arange(rows))
+    seen, saved = [], []
+    for rank in range(world):
+        sampler = pyloader.DistributedSampler(ds, num_replicas=world, rank=rank, seed=3)
+        loader = pyloader.DataLoader(ds, batch_size=4, sampler=sampler)
+        if states is not None:
+            loader.load_state_dict(states)
+        samples = []
+        for step, (batch,) in enumerate(loader, start=1):
+            samples += batch.tolist()
+            if stop is not None and step == stop(rank):
+                break
+        seen.append(samples)
+        saved.append(json.loads(json.dumps(loader.state_dict())))
+    return seen, saved
+
+
+@pytest.mark.parametrize("old,new", [(2, 3), (3, 2), (4, 1), (1, 4), (3, 3)])
+@pytest.mark.parametrize("rows", [103, 120])
+def test_elastic_resume_sees_every_sample_once(old, new, rows):
+    first, states = _elastic_run(None, old, rows, stop=lambda rank: 2 + 3 * rank)
+    second, _ = _elastic_run(pyloader.DistributedSampler.merge_states(states), new, rows)
+    assert len({len(s) for s in second}) == 1  # equal steps on every new rank
+    combined = [x for s in first + second for x in s]
+    assert set(combined) == set(range(rows))
+    # Repeats only where DistributedSampler pads: the old world's padding positions a
+    # finished rank consumed, and the new world's padding of what remained.
+    old_padding = sum(1 for rank, s in enumerate(first) for p in range(len(s)) if rank + old * p >= rows)
+    remaining = rows - (sum(len(s) for s in first) - old_padding)
+    new_padding = -(-remaining // new) * new - remaining
+    assert len(combined) - rows == old_padding + new_padding
+
+
+def test_elastic_epoch_resumes_again_with_the_same_world():
+    rows = 200
+    first, states = _elastic_run(None, 2, rows, stop=lambda rank: 4 + rank)
+    merged = pyloader.DistributedSampler.merge_states(states)
+    uninterrupted, _ = _elastic_run(merged, 3, rows)
+    partial, again = _elastic_run(merged, 3, rows, stop=lambda rank: 2)
+    for rank in range(3):
+        ds = pyloader.ArrayDataset(np.arange(rows))
+        loader = pyloader.DataLoader(ds, batch_size=4,
+                                     sampler=pyloader.DistributedSampler(ds, num_replicas=3, rank=rank, seed=3))
+        loader.load_state_dict(again[rank])
+        assert partial[rank] + [x for (b,) in loader for x in b.tolist()] == uninterrupted[rank]
+    with pytest.raises(ValueError, match="same world size"):
+        pyloader.DistributedSampler.merge_states(again)
+
+
+def test_merge_states_refuses_incomplete_or_mixed_states():
+    _, states = _elastic_run(None, 3, 90, stop=lambda rank: 2)
+    with pytest.raises(ValueError, match="one state per rank"):
+        pyloader.DistributedSampler.merge_states(states[:2])
+    with pytest.raises(ValueError, match="exactly once"):
+        pyloader.DistributedSampler.merge_states([states[0], states[0], states[1]])
+    _, other = _elastic_run(None, 3, 91, stop=lambda rank: 2)
+    with pytest.raises(ValueError, match="disagree"):
+        pyloader.DistributedSampler.merge_states([states[0], states[1], other[2]])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.parametrize("old,new", [(2, 3), (3, 2)])
+def test_torchrun_elastic_resume(tmp_path, old, new):
+    rows = 157
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    if not os.path.exists(torchrun):
+        torchrun = shutil.which("torchrun")
+    worker = os.path.join(os.path.dirname(__file__), "elastic_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for mode, world in (("save", old), ("resume", new)):
+        result = subprocess.run([torchrun, "--standalone", f"--nproc_per_node={world}", worker, str(tmp_path),
+                                 str(rows), mode], env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = [json.loads((tmp_path / f"save{rank}.json").read_text()) for rank in range(old)]
+    resumed = [json.loads((tmp_path / f"resume{rank}.json").read_text()) for rank in range(new)]
+    epoch1 = [x for r in saved + resumed for x in r["epoch1"]]
+    assert set(epoch1) == set(range(rows))
+    remaining = rows - sum(len(r["epoch1"]) for r in saved)
+    assert len(epoch1) - rows == -(-remaining // new) * new - remaining
+    epoch2 = [x for r in resumed for x in r["epoch2"]]
+    assert set(epoch2) == set(range(rows))  # later epochs are ordinary epochs of the new world
