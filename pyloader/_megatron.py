@@ -145,7 +145,9 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
         )
     _, version, code, sequence_count, document_count = _HEADER.unpack(head)
     if version != _VERSION:
-        raise ValueError(f"{idx_path}: unsupported index version {version} (only {_VERSION} exists)")
+        raise ValueError(
+            f"{idx_path}: unsupported index version {version} (only {_VERSION} exists)"
+        )
     if code not in _DTYPES:
         known = ", ".join(f"{c} {d.name}" for c, d in _DTYPES.items())
         raise ValueError(f"{idx_path}: unknown token dtype code {code} (known: {known})")
@@ -166,7 +168,9 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
             f"{idx_path}: {idx_size} bytes, {relation} than the {expected} that {what} need"
         )
     if document_count == 0:
-        raise ValueError(f"{idx_path}: document_indices is empty; it must start with 0 and end at S")
+        raise ValueError(
+            f"{idx_path}: document_indices is empty; it must start with 0 and end at S"
+        )
 
     bin_size = os.path.getsize(bin_path)
     if bin_size % dtype.itemsize:

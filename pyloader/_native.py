@@ -407,8 +407,11 @@ class NativeIterator:
                 self._close()
                 raise
             except _core.SourceReadError as error:
-                check_files_intact(self._files_to_check)  # names the file that changed, when one did
-                raise error
+                try:
+                    check_files_intact(self._files_to_check)
+                except OSError as named:  # the file that changed, when one did
+                    raise _core.SourceReadError(named.errno, f"{error} ({named.strerror})", named.filename) from None
+                raise
             finally:
                 if self._closed and not self._torn_down:
                     self._close()  # closed while this call ran

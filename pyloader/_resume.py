@@ -96,6 +96,61 @@ class RngSnapshot:
             yield
 
 
+@dataclass
+class DeliveredBatches:
+    """Which batches of an epoch (numbered in sampler order) were delivered: all below
+    `watermark`, and those in `above`. With ``in_order=False`` the batches delivered are
+    not a prefix of the sampler's, so resuming must skip exactly these."""
+
+    watermark: int = 0
+    above: tuple = ()
+
+    def to_state(self) -> dict:
+        return {"watermark": self.watermark, "above": list(self.above)}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> DeliveredBatches | None:
+        return None if state is None else cls(int(state["watermark"]), tuple(int(i) for i in state["above"]))
+
+    def __contains__(self, index: int) -> bool:
+        return index < self.watermark or index in self.above
+
+    def original(self, index: int) -> int:
+        """The sampler number of the index-th batch not in this set (the numbering of an
+        epoch resumed from it)."""
+        position = self.watermark + index
+        above = sorted(self.above)
+        for delivered in above:  # few: at most the batches that were in flight
+            if delivered <= position:
+                position += 1
+        return position
+
+    def after(self, watermark: int, above) -> DeliveredBatches:
+        """This set plus the batches a resumed epoch delivered, given in its numbering."""
+        delivered = set(self.above) | {self.original(i) for i in above}
+        mark = self.original(watermark) if watermark else self.watermark
+        while mark in delivered:
+            delivered.discard(mark)
+            mark += 1
+        return DeliveredBatches(mark, tuple(sorted(i for i in delivered if i >= mark)))
+
+
+def out_of_order_delivered(torch_iterator) -> tuple[int, tuple] | None:
+    """(watermark, delivered above it) of a live iterator delivering out of order."""
+    report = getattr(torch_iterator, "delivered_batches", None)
+    if callable(report):
+        return report()
+    if hasattr(torch_iterator, "_task_info") and hasattr(torch_iterator, "_rcvd_idx"):
+        # torch's worker iterator: batches sent and not yet delivered are in _task_info.
+        outstanding = set(torch_iterator._task_info)
+        watermark = torch_iterator._rcvd_idx
+        while watermark < torch_iterator._send_idx and watermark not in outstanding:
+            watermark += 1
+        above = tuple(i for i in range(watermark, torch_iterator._send_idx) if i not in outstanding)
+        return watermark, above
+    return None
+
+
 def skip_batches(batches, count: int):
     """Advances an iterator of index batches past `count` batches."""
     for _ in range(count):
@@ -139,7 +194,11 @@ class ResumedIndexSampler:
         with replay:
             if self._progress.drew_base_seed:
                 draw_base_seed(self._loader_generator)  # as torch's iterator did before the sampler ran
-            batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
+            delivered = self._progress.delivered
+            if delivered is None:
+                batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
+            else:
+                batches = (batch for number, batch in enumerate(self._index_sampler) if number not in delivered)
             try:
                 first = next(batches)  # the sampler's own lazy draws happen here
             except StopIteration:
@@ -174,6 +233,11 @@ class EpochProgress:
     num_samples: int | None = None
     rows: int | None = None
     elastic: dict | None = None  # set while continuing an epoch saved by another world size
+    # in_order=False on torch's path: the batches delivered before this epoch was resumed
+    # (None: a prefix of batches_yielded), and the live iterator's report since.
+    delivered: DeliveredBatches | None = None
+    out_of_order: bool = False
+    recent: tuple | None = None  # (watermark, above) of this run, in its own numbering
 
     def to_state(self) -> dict:
         return {
@@ -189,7 +253,16 @@ class EpochProgress:
             "num_samples": self.num_samples,
             "rows": self.rows,
             "elastic": self.elastic,
+            "delivered": self.delivered_state(),
         }
+
+    def delivered_state(self) -> dict | None:
+        if not self.out_of_order:
+            return None if self.delivered is None else self.delivered.to_state()
+        base = self.delivered or DeliveredBatches()
+        if self.recent is None:
+            return base.to_state()
+        return base.after(*self.recent).to_state()
 
 
 class TrackedIterator:
@@ -210,6 +283,8 @@ class TrackedIterator:
             self.progress.finished = True
             raise
         self.progress.batches_yielded += 1
+        if self.progress.out_of_order:
+            self.progress.recent = out_of_order_delivered(self._iterator)
         return batch
 
     def __len__(self) -> int:

@@ -75,6 +75,8 @@ class ThreadWorkerIterator:
             draw_base_seed(loader.generator)
         self._index_batches = iter(loader._index_sampler)
         self._futures: deque = deque()
+        self._numbers: dict = {}  # future -> its batch's number in sampler order
+        self._sent = 0
         self._sampler_done = False
 
     def __iter__(self):
@@ -90,8 +92,11 @@ class ThreadWorkerIterator:
             except StopIteration:
                 self._sampler_done = True
                 return
-            self._futures.append(self._threads.executor.submit(
-                self._threads.fetch, self._dataset, indices, self._collate_fn, self._auto_collation))
+            future = self._threads.executor.submit(
+                self._threads.fetch, self._dataset, indices, self._collate_fn, self._auto_collation)
+            self._futures.append(future)
+            self._numbers[future] = self._sent
+            self._sent += 1
 
     def _timed_out(self):
         return RuntimeError(f"DataLoader timed out after {self._loader.timeout} seconds")
@@ -109,6 +114,7 @@ class ThreadWorkerIterator:
                 raise self._timed_out()
             future = next(iter(done))
             self._futures.remove(future)
+        self._numbers.pop(future, None)
         try:
             batch = future.result(timeout=self._timeout)
         except concurrent.futures.TimeoutError:
@@ -117,6 +123,13 @@ class ThreadWorkerIterator:
         if self._pin_device is not None:
             batch = pin_memory(batch, self._pin_device)
         return batch
+
+    def delivered_batches(self) -> tuple[int, tuple]:
+        """(watermark, delivered above it): every batch numbered below the watermark
+        (sampler order) was delivered, and so were those listed."""
+        outstanding = set(self._numbers.values())
+        watermark = min(outstanding, default=self._sent)
+        return watermark, tuple(n for n in range(watermark, self._sent) if n not in outstanding)
 
     def close(self) -> None:
         for future in self._futures:

@@ -11,7 +11,7 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
-from ._resume import (STATE_FORMAT, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
+from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
                       decode_rng_state, encode_rng_state, sampler_generators)
 from ._iterable_resume import iterable_state, resume_iterable
 from ._threads import ThreadWorkerIterator, start_worker_threads
@@ -212,12 +212,14 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                 self._iterator = None
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
                                      drew_base_seed=resume.get("drew_base_seed", True),
-                                     batches_yielded=resume["batches_yielded"])
+                                     batches_yielded=resume["batches_yielded"],
+                                     delivered=DeliveredBatches.from_state(resume.get("delivered")))
             # The new iterator's own draws happen from the epoch-start states too; the
             # replaying sampler then redoes the epoch's draws exactly as they were.
             with progress.snapshot.replaying(sampler_generators(self)):
                 iterator = self._torch_path_iterator_around(
                     ResumedIndexSampler(self, super()._index_sampler, progress))
+        progress.out_of_order = not self.in_order and self.num_workers > 0
         self._progress = progress
         return TrackedIterator(iterator, progress)
 
@@ -251,9 +253,10 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         ``pyloader/_resume.py``). The state is plain data (RNG states as base64
         text): ``json.dumps`` and ``torch.save`` both take it.
         """
-        if not self.in_order and self.num_workers > 0 and not self.uses_native_path:
-            raise ValueError("state_dict() needs in_order=True when num_workers > 0: with "
-                             "in_order=False the batches delivered are not a prefix of the sampler's")
+        if (not self.in_order and self.num_workers > 0 and self._dataset_kind != _DatasetKind.Map
+                and not self.uses_native_path):
+            raise ValueError("state_dict() of an IterableDataset needs in_order=True when num_workers > 0: "
+                             "each worker's stream is replayed, which needs the batches in their order")
         if self._resume_state is not None:
             epoch = {key: self._resume_state[key] for key in _EPOCH_KEYS}  # not started yet
         elif self._progress is not None:
