@@ -179,11 +179,13 @@ class PositionOrder:
     def ready(self, pipeline) -> bool:
         return pipeline.front_ready
 
+    consumed = 0  # batches delivered or failed, counted by delivered()
+
     # The next batch's arrays, a FailedBatch, or None on timeout; StopIteration at the end.
     take = staticmethod(_take_from)
 
     def delivered(self) -> None:
-        pass
+        self.consumed += 1
 
     def close(self) -> None:
         pass
@@ -277,10 +279,13 @@ class SamplerOrder:
             self._fill(pipeline)  # keep the threads busy while the caller works on this batch
         return result
 
+    consumed = 0  # batches delivered or failed, counted by delivered()
+
     def delivered(self) -> None:
         """The oldest taken batch reached the caller (or raised there)."""
         self._requests.popleft()
         self._taken -= 1
+        self.consumed += 1
 
     def close(self) -> None:
         self._requests.clear()
@@ -391,6 +396,7 @@ class NativeIterator:
                 self._start_pipeline()  # the inherited one can never finish: start over here
             if self._files_to_check:
                 self._check_files()
+            consumed_before = self._source.consumed
             try:
                 if self._stage is None:
                     result = self._source.take(self._pipeline, self._timeout)
@@ -411,6 +417,12 @@ class NativeIterator:
                     check_files_intact(self._files_to_check)
                 except OSError as named:  # the file that changed, when one did
                     raise _core.SourceReadError(named.errno, f"{error} ({named.strerror})", named.filename) from None
+                raise
+            except Exception:
+                if self._source.consumed != consumed_before:
+                    # That batch's own failure: the epoch has moved past it, as torch's
+                    # iterator does, so a state taken now resumes after it.
+                    self._progress.batches_yielded += 1
                 raise
             finally:
                 if self._closed and not self._torn_down:

@@ -223,7 +223,7 @@ class EpochProgress:
     native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
     snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay
     drew_base_seed: bool = True  # whether the epoch began with the iterator's seed draw
-    batches_yielded: int = 0
+    batches_yielded: int = 0  # batches the epoch has moved past: delivered, or failed while loading
     finished: bool = False  # StopIteration seen: the next iteration is a new epoch
     source: object = None  # weak reference to torch's iterator of an IterableDataset epoch
     # A DistributedSampler epoch: who saved it, for merging the ranks' states (_elastic.py).
@@ -281,6 +281,11 @@ class TrackedIterator:
             batch = next(self._iterator)
         except StopIteration:
             self.progress.finished = True
+            raise
+        except Exception as error:
+            if not str(error).startswith("DataLoader timed out"):
+                # The batch's own failure: torch's iterator has moved past it.
+                self.progress.batches_yielded += 1
             raise
         self.progress.batches_yielded += 1
         if self.progress.out_of_order:

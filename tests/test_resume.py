@@ -361,3 +361,45 @@ def test_in_order_false_states_above_were_exercised():
     if not out_of_order_seen:
         pytest.skip("run with the in_order=False resume tests")
     assert any(out_of_order_seen)
+
+
+class FailsAtSeven(tud.Dataset):
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, index):
+        if index == 7:
+            raise KeyError("seven")
+        return torch.tensor(index)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(num_workers=2), dict(native=False),
+                                     dict(native=False, num_workers=2)])
+@pytest.mark.parametrize("continue_after_error", [False, True])
+def test_state_after_an_error_resumes_after_the_failed_batch(options, continue_after_error):
+    if options.get("native") is False:
+        ds = FailsAtSeven()  # __getitem__ raises, in torch's fetch
+    else:
+        ds = pyloader.ArrayDataset(np.arange(20))  # native: the collate_fn raises
+        options = {**options, "collate_fn": _fail_at_seven}
+    loader = pyloader.DataLoader(ds, batch_size=3, **options)
+    iterator = iter(loader)
+    delivered = [next(iterator), next(iterator)]
+    with pytest.raises(KeyError, match="seven"):
+        next(iterator)
+    if continue_after_error:
+        delivered.append(next(iterator))
+    state = json.loads(json.dumps(loader.state_dict()))
+    del iterator
+    resumed = pyloader.DataLoader(ds, batch_size=3, **options)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    samples = [int(x) for batch in delivered + rest for x in (batch if isinstance(batch, torch.Tensor) else batch[0])]
+    assert samples == [x for x in range(20) if x not in (6, 7, 8)]  # each once; the failed batch skipped
+
+
+def _fail_at_seven(samples):
+    values = [int(s[0]) if isinstance(s, tuple) else int(s) for s in samples]
+    if 7 in values:
+        raise KeyError("seven")
+    return torch.tensor(values)
