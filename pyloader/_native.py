@@ -35,7 +35,8 @@ from ._columns import check_files_intact
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
 from .records import PadCollate
-from ._resume import EpochProgress, RngSnapshot, draw_base_seed, sampler_generators, skip_batches
+from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, restore_sampler,
+                      sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
 from .distributed import DistributedSampler, epoch_seed
 
@@ -208,22 +209,37 @@ class SamplerOrder:
         if index_batches is not None:  # computed by the caller, the delivered ones skipped
             self._index_batches = index_batches
             return
+        progress.sampler = stateful_sampler(loader)
+        if progress.sampler is not None:
+            progress.sampler_states = deque()
+            progress.sampler_state = progress.sampler.state_dict()  # as of no batch passed
         if resume is None:
             progress.snapshot = RngSnapshot.capture(loader)
             draw_base_seed(loader.generator)
-            self._index_batches = iter(loader.batch_sampler)
+            self._index_batches = self._captured(iter(loader.batch_sampler), progress)
             return
         progress.snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
         skip = resume["batches_yielded"]
+        if restore_sampler(loader, resume):
+            progress.sampler_state, skip_now = resume["sampler_state"], 0  # it resumed itself
+        else:
+            skip_now = skip
         with progress.snapshot.replaying(sampler_generators(loader)):
             draw_base_seed(loader.generator)
-            batches = skip_batches(iter(loader.batch_sampler), skip)
+            batches = skip_batches(iter(loader.batch_sampler), skip_now)
+            batches = self._captured(batches, progress)
             try:
                 first = [next(batches)]  # the sampler's lazy draws happen in here
             except StopIteration:
                 first = []
         self._index_batches = itertools.chain(first, batches)
         progress.batches_yielded = skip
+
+    @staticmethod
+    def _captured(batches, progress: EpochProgress):
+        if progress.sampler is None:
+            return batches
+        return CapturingBatches(batches, progress.sampler, progress.sampler_states)
 
     def start(self, pipeline) -> None:
         self._taken = 0
@@ -422,12 +438,12 @@ class NativeIterator:
                 if self._source.consumed != consumed_before:
                     # That batch's own failure: the epoch has moved past it, as torch's
                     # iterator does, so a state taken now resumes after it.
-                    self._progress.batches_yielded += 1
+                    self._progress.passed_batch()
                 raise
             finally:
                 if self._closed and not self._torn_down:
                     self._close()  # closed while this call ran
-            self._progress.batches_yielded += 1  # only once the batch exists, as torch counts
+            self._progress.passed_batch()  # only once the batch exists, as torch counts
             return batch
 
     def close(self) -> None:

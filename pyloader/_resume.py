@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +152,54 @@ def out_of_order_delivered(torch_iterator) -> tuple[int, tuple] | None:
     return None
 
 
+def stateful_sampler(loader):
+    """The loader's Stateful sampler (state_dict/load_state_dict): its batch_sampler when
+    that is one, else its sampler; None when neither is."""
+    for candidate in (loader.batch_sampler, loader.sampler):
+        if callable(getattr(candidate, "state_dict", None)) and callable(getattr(candidate, "load_state_dict", None)):
+            return candidate
+    return None
+
+
+def restore_sampler(loader, resume: dict) -> bool:
+    """Loads a saved Stateful sampler's state; True when the sampler restored its own
+    position (then nothing is skipped)."""
+    state = resume.get("sampler_state")
+    if state is None:
+        return False
+    sampler = stateful_sampler(loader)
+    if sampler is None:
+        raise ValueError("cannot resume: the state holds a sampler state, but this loader's sampler has no "
+                         "load_state_dict()")
+    sampler.load_state_dict(state)
+    return True
+
+
+class CapturingBatches:
+    """Index batches of a Stateful sampler, each paired with the sampler's state right
+    after it: a batch's state is what a checkpoint taken once it is delivered must hold,
+    whereas the sampler itself runs ahead by the prefetch."""
+
+    def __init__(self, batches, sampler, states) -> None:
+        self._batches = iter(batches)
+        self._sampler = sampler
+        self._states = states  # a deque the consumer pops from as batches are delivered
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            raise
+        except Exception:
+            self._states.append(self._sampler.state_dict())  # a failed batch is passed too
+            raise
+        self._states.append(self._sampler.state_dict())
+        return batch
+
+
 def skip_batches(batches, count: int):
     """Advances an iterator of index batches past `count` batches."""
     for _ in range(count):
@@ -167,7 +216,8 @@ class ResumedIndexSampler:
     states, minus the delivered batches); later ones, as persistent workers make, are
     plain epochs of the real sampler."""
 
-    def __init__(self, loader, index_sampler, progress: EpochProgress, keep_draws: bool = False) -> None:
+    def __init__(self, loader, index_sampler, progress: EpochProgress, keep_draws: bool = False,
+                 fresh: bool = False) -> None:
         # The loader's generators, not the loader: a persistent iterator keeps this
         # sampler and the loader keeps that iterator, and a cycle would leave torch's
         # iterator to the cyclic GC, which may tear its workers down at any allocation.
@@ -178,13 +228,16 @@ class ResumedIndexSampler:
         # keep_draws: the epoch-start states are restored in place and the epoch's draws
         # stay made (a new epoch, not a replay of one the caller's RNG already saw).
         self._keep_draws = keep_draws
-        self._replayed = False
+        self._replayed = fresh  # fresh: no epoch to replay, only batches to pair with sampler states
 
     def __len__(self) -> int:
         return len(self._index_sampler)
 
     def __iter__(self):
         if self._replayed:
+            if self._progress.sampler is not None:
+                yield from CapturingBatches(self._index_sampler, self._progress.sampler, self._progress.sampler_states)
+                return
             yield from self._index_sampler
             return
         self._replayed = True
@@ -195,10 +248,14 @@ class ResumedIndexSampler:
             if self._progress.drew_base_seed:
                 draw_base_seed(self._loader_generator)  # as torch's iterator did before the sampler ran
             delivered = self._progress.delivered
-            if delivered is None:
+            if self._progress.sampler_restored:
+                batches = iter(self._index_sampler)  # the sampler resumed itself
+            elif delivered is None:
                 batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
             else:
                 batches = (batch for number, batch in enumerate(self._index_sampler) if number not in delivered)
+            if self._progress.sampler is not None:
+                batches = CapturingBatches(batches, self._progress.sampler, self._progress.sampler_states)
             try:
                 first = next(batches)  # the sampler's own lazy draws happen here
             except StopIteration:
@@ -238,6 +295,18 @@ class EpochProgress:
     delivered: DeliveredBatches | None = None
     out_of_order: bool = False
     recent: tuple | None = None  # (watermark, above) of this run, in its own numbering
+    # A Stateful sampler: its state as of the last batch passed, the states of the
+    # batches pulled but not yet passed, and whether a resume restored it.
+    sampler: object = None
+    sampler_state: object = None
+    sampler_states: object = None
+    sampler_restored: bool = False
+
+    def passed_batch(self) -> None:
+        """One more batch delivered (or failed): the epoch moves past it."""
+        self.batches_yielded += 1
+        if self.sampler_states:
+            self.sampler_state = self.sampler_states.popleft()
 
     def to_state(self) -> dict:
         return {
@@ -254,6 +323,7 @@ class EpochProgress:
             "rows": self.rows,
             "elastic": self.elastic,
             "delivered": self.delivered_state(),
+            "sampler_state": self.sampler_state,
         }
 
     def delivered_state(self) -> dict | None:
@@ -285,9 +355,9 @@ class TrackedIterator:
         except Exception as error:
             if not str(error).startswith("DataLoader timed out"):
                 # The batch's own failure: torch's iterator has moved past it.
-                self.progress.batches_yielded += 1
+                self.progress.passed_batch()
             raise
-        self.progress.batches_yielded += 1
+        self.progress.passed_batch()
         if self.progress.out_of_order:
             self.progress.recent = out_of_order_delivered(self._iterator)
         return batch

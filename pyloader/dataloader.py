@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections import deque
 from typing import TypeVar
 
 import torch.utils.data
@@ -12,7 +13,8 @@ from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
-                      decode_rng_state, encode_rng_state, sampler_generators)
+                      decode_rng_state, encode_rng_state, restore_sampler, sampler_generators,
+                      stateful_sampler)
 from ._iterable_resume import iterable_state, resume_iterable
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
@@ -187,10 +189,16 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if resume is not None and resume["order"] != "torch":
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              "this loader now uses torch's path")
+        sampler = stateful_sampler(self)
         if resume is None:
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
                                      drew_base_seed=self._epoch_starts_workers())
-            iterator = self._torch_path_iterator()
+            self._track_sampler(progress, sampler)
+            if sampler is None:
+                iterator = self._torch_path_iterator()
+            else:
+                iterator = self._torch_path_iterator_around(
+                    ResumedIndexSampler(self, super()._index_sampler, progress, fresh=True))
         elif resume["epoch_start_rng"] is None:
             # A new epoch whose saved run started no workers (persistent ones carried on):
             # ours must start them without the seed draw that comes with it.
@@ -214,6 +222,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                                      drew_base_seed=resume.get("drew_base_seed", True),
                                      batches_yielded=resume["batches_yielded"],
                                      delivered=DeliveredBatches.from_state(resume.get("delivered")))
+            self._track_sampler(progress, sampler)
+            if restore_sampler(self, resume):
+                progress.sampler_state, progress.sampler_restored = resume["sampler_state"], True
             # The new iterator's own draws happen from the epoch-start states too; the
             # replaying sampler then redoes the epoch's draws exactly as they were.
             with progress.snapshot.replaying(sampler_generators(self)):
@@ -222,6 +233,12 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         progress.out_of_order = not self.in_order and self.num_workers > 0
         self._progress = progress
         return TrackedIterator(iterator, progress)
+
+    @staticmethod
+    def _track_sampler(progress: EpochProgress, sampler) -> None:
+        if sampler is not None:
+            progress.sampler, progress.sampler_states = sampler, deque()
+            progress.sampler_state = sampler.state_dict()  # as of no batch passed
 
     def _start_iterable_epoch(self, resume: dict | None):
         """An epoch of an IterableDataset, resumable as described in `iterable_state`."""
