@@ -42,7 +42,7 @@ def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = Fal
     bare = columns.bare
     ragged = columns.ragged
     if any(ragged):
-        return _finish_ragged(names, bare, ragged, collate_fn, pin_device, padded)
+        return _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded)
 
     def tensors_of(arrays):
         tensors = list(map(torch.from_numpy, arrays))
@@ -82,15 +82,19 @@ def _samples(rows, names, bare) -> list:
     return list(rows) if names is None else [dict(zip(names, row)) for row in rows]
 
 
-def _finish_ragged(names, bare, ragged, collate_fn, pin_device, padded):
+def _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded):
     from .records import PaddedBatch
+
+    def fixed(array, view):
+        tensor = torch.from_numpy(array)
+        return tensor if view is None else tensor.view(view)
 
     if padded:
         def padded_batch(arrays):
             fields = [PaddedBatch(torch.from_numpy(column[0]), torch.from_numpy(column[1]),
                                   None if column[2] is None else torch.from_numpy(column[2]))
-                      if is_ragged else torch.from_numpy(column)
-                      for column, is_ragged in zip(arrays, ragged)]
+                      if is_ragged else fixed(column, view)
+                      for column, is_ragged, view in zip(arrays, ragged, views)]
             batch = fields[0] if bare else (fields if names is None else dict(zip(names, fields)))
             return batch if pin_device is None else pin_memory(batch, pin_device)
 
@@ -98,8 +102,8 @@ def _finish_ragged(names, bare, ragged, collate_fn, pin_device, padded):
 
     def collated(arrays):
         per_column = [torch.from_numpy(column[0]).split(column[1].tolist()) if is_ragged
-                      else torch.from_numpy(column).unbind(0)
-                      for column, is_ragged in zip(arrays, ragged)]
+                      else fixed(column, view).unbind(0)
+                      for column, is_ragged, view in zip(arrays, ragged, views)]
         batch = collate_fn(_samples(zip(*per_column), names, bare))
         return batch if pin_device is None else pin_memory(batch, pin_device)
 

@@ -221,7 +221,8 @@ def _concatenated(dataset):
         if part_names != names or len(pieces) != len(first_pieces):
             return "ConcatDataset parts differ in their columns"
         for column, first in zip(pieces, first_pieces):
-            if (column[0].dtype != first[0].dtype or column[0].array.shape[1:] != first[0].array.shape[1:]
+            if (column[0].dtype != first[0].dtype or column[0].array.dtype != first[0].array.dtype
+                    or column[0].array.shape[1:] != first[0].array.shape[1:]
                     or column[0].ragged != first[0].ragged or column[0].cast != first[0].cast):
                 return "ConcatDataset parts differ in dtype or shape (torch's collate decides)"
     merged = tuple(tuple(piece for pieces, _, _ in parts for piece in pieces[c]) for c in range(len(first_pieces)))

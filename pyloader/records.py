@@ -70,8 +70,10 @@ class Records:
     or ``.npy`` path with one entry per record plus one, non-decreasing, within the
     values. Or lists of both, one pair per shard, read as one column of records.
     ``dtype=torch.int64`` (or ``torch.int32``) converts integer values on the way out,
-    e.g. uint16 tokens to the int64 an embedding takes. Offsets are checked once here;
-    int64 offsets are used in place, other integer offsets are converted once.
+    e.g. uint16 tokens to the int64 an embedding takes. Offsets are checked once here.
+    Read-only int64 offsets (a memory-mapped ``.npy``) are used in place and each span
+    is checked again as it is read; writeable or other integer offsets are copied once,
+    so a later change to the caller's array cannot reach the loader.
     """
 
     def __init__(self, values, offsets, *, dtype: Optional[torch.dtype] = None) -> None:
@@ -247,5 +249,7 @@ class PadCollate:
             return None
         if value.item() != self.padding_value or dtype.itemsize > 8:
             return None
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of > 1 << 32:
+            return None  # beyond any batch the core builds: torch's code reports the overflow
         return {"max_length": self.max_length or 0, "multiple": self.pad_to_multiple_of or 1,
                 "left": self.padding_side == "left", "mask": self.return_mask, "value": value.tobytes()}

@@ -1,5 +1,6 @@
 #include "ragged_source.hpp"
 
+#include <cstring>
 #include <string>
 
 #include "../core/bus_error_guard.hpp"
@@ -26,43 +27,61 @@ py::array_t<T> exact_array(const py::object& value, const char* what, const char
   return py::reinterpret_borrow<py::array_t<T>>(array);
 }
 
+// Span arrays are read by gather threads for the source's lifetime: a writeable array
+// (the caller may change it) is copied once; a read-only one (a file mapped read-only)
+// is used in place, and each span is checked again as it is read.
+template <typename T>
+py::array_t<T> private_copy_if_writeable(py::array_t<T> array) {
+  if (!array.writeable()) return array;
+  auto copy = py::reinterpret_borrow<py::array_t<T>>(array.attr("copy")());
+  copy.attr("setflags")(py::arg("write") = false);
+  return copy;
+}
+
 // The first bad record, or -1: spans are checked here once so that gathers need not.
 struct SpanCheck {
   const RaggedPiece* piece;
   std::int64_t bad = -1;
-  std::string why;
+  const char* why = "";  // no allocation: this runs under the SIGBUS guard
 };
+
+template <typename T>
+T load(const T* array, std::int64_t index) {
+  T value;  // the arrays may be unaligned views of a file
+  std::memcpy(&value, reinterpret_cast<const std::byte*>(array) + index * static_cast<std::int64_t>(sizeof(T)),
+              sizeof(T));
+  return value;
+}
 
 void check_spans(void* context) {
   auto& check = *static_cast<SpanCheck*>(context);
   const RaggedPiece& piece = *check.piece;
   if (piece.offsets != nullptr) {
     const std::int64_t* offsets = piece.offsets;
-    if (offsets[0] < 0) {
+    if (load(offsets, 0) < 0) {
       check.bad = 0;
       check.why = "the first offset is negative";
       return;
     }
     for (std::int64_t r = 0; r < piece.records; ++r) {
-      if (offsets[r + 1] < offsets[r]) {
+      if (load(offsets, r + 1) < load(offsets, r)) {
         check.bad = r;
         check.why = "offsets decrease (they must be non-decreasing)";
         return;
       }
     }
-    if (offsets[piece.records] > piece.value_rows) {
+    if (load(offsets, piece.records) > piece.value_rows) {
       check.bad = piece.records - 1;
       check.why = "the last offset is past the end of the values";
     }
     return;
   }
-  const std::int64_t table_bytes = piece.value_rows * piece.value_row_bytes;
   for (std::int64_t r = 0; r < piece.records; ++r) {
-    const std::int64_t pointer = piece.pointers[r];
-    const std::int64_t length = piece.lengths[r];
+    const std::int64_t pointer = load(piece.pointers, r);
+    const std::int64_t length = load(piece.lengths, r);
     if (pointer < 0 || length < 0 || pointer % piece.value_row_bytes != 0 ||
-        pointer / piece.value_row_bytes + length > piece.value_rows ||
-        pointer > table_bytes) {
+        pointer / piece.value_row_bytes > piece.value_rows ||
+        length > piece.value_rows - pointer / piece.value_row_bytes) {
       check.bad = r;
       check.why = "it is negative, misaligned or reaches past the end of the values";
       return;
@@ -76,7 +95,7 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
                            const py::object& pointers, const py::object& lengths)
     : values_(values) {
   const ColumnView view = column_from_array(values);
-  if (view.row_stride != view.row_bytes) {
+  if (view.rows > 1 && view.row_stride != view.row_bytes) {
     throw py::value_error("the values of variable-length records must be one contiguous array");
   }
   piece_.values = view.base;
@@ -86,7 +105,7 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
     if (!pointers.is_none() || !lengths.is_none()) {
       throw py::value_error("give offsets, or pointers with lengths, not both");
     }
-    offsets_ = exact_array<std::int64_t>(offsets, "offsets", "int64");
+    offsets_ = private_copy_if_writeable(exact_array<std::int64_t>(offsets, "offsets", "int64"));
     if (offsets_.size() < 1) throw py::value_error("offsets need at least one entry (records + 1)");
     piece_.offsets = offsets_.data();
     piece_.records = static_cast<std::int64_t>(offsets_.size()) - 1;
@@ -94,8 +113,8 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
     if (pointers.is_none() || lengths.is_none()) {
       throw py::value_error("give offsets, or pointers with lengths");
     }
-    pointers_ = exact_array<std::int64_t>(pointers, "pointers", "int64");
-    lengths_ = exact_array<std::int32_t>(lengths, "lengths", "int32");
+    pointers_ = private_copy_if_writeable(exact_array<std::int64_t>(pointers, "pointers", "int64"));
+    lengths_ = private_copy_if_writeable(exact_array<std::int32_t>(lengths, "lengths", "int32"));
     if (pointers_.size() != lengths_.size()) {
       throw py::value_error("pointers and lengths differ in length: " + std::to_string(pointers_.size()) +
                             " vs " + std::to_string(lengths_.size()));

@@ -126,7 +126,8 @@ Padding padding_from(const py::handle& spec) {
   padding.left = options["left"].cast<bool>();
   padding.mask = options["mask"].cast<bool>();
   const std::string value = options["value"].cast<std::string>();
-  if (padding.max_length < 0 || padding.multiple < 1 || value.size() > padding.value.size()) {
+  if (padding.max_length < 0 || padding.multiple < 1 || padding.multiple > (std::int64_t{1} << 32) ||
+      value.size() > padding.value.size()) {
     throw py::value_error("invalid padding options");
   }
   std::memcpy(padding.value.data(), value.data(), value.size());
@@ -190,7 +191,7 @@ class PythonBatchPipeline {
       column.padding = padding_from(option(paddings, c));
       padded_.push_back(column.padding.enabled);
       masked_.push_back(column.padding.mask);
-      if (static_cast<std::size_t>(column.element_bytes) > column.padding.value.size()) {
+      if (column.padding.enabled && static_cast<std::size_t>(column.element_bytes) > column.padding.value.size()) {
         throw py::value_error("elements wider than 8 bytes cannot be padded");
       }
       ragged_shapes_.emplace_back(first.shape() + 1, first.shape() + first.ndim());

@@ -267,10 +267,16 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     if (!ragged_.empty()) {
       slot.spans.resize(ragged_.size());
       for (auto& spans : slot.spans) spans.resize(slot.rows);
+      job.spans_valid = true;
       if (!run_with_bus_error_guard(&BatchPipeline::locate_ragged, &job)) {
         throw SourceReadError(
             "reading the record offsets failed with SIGBUS: a memory-mapped file was "
             "truncated or became unreadable while the loader was using it");
+      }
+      if (!job.spans_valid) {
+        throw SourceReadError(
+            "a record's offsets point outside its values: the offsets changed after the "
+            "dataset checked them (a file rewritten, or an array modified in place)");
       }
       allocate_ragged(slot);
     }
@@ -303,10 +309,12 @@ void BatchPipeline::copy_columns(void* job_pointer) {
 }
 
 void BatchPipeline::locate_ragged(void* job_pointer) {
-  const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
+  CopyJob& job = *static_cast<CopyJob*>(job_pointer);
   Slot& slot = *job.slot;  // this batch's claimant is its only writer
   for (std::size_t r = 0; r < job.pipeline->ragged_.size(); ++r) {
-    locate_records(job.pipeline->ragged_[r], *job.plan, slot.rows, slot.spans[r].data());
+    if (!locate_records(job.pipeline->ragged_[r], *job.plan, slot.rows, slot.spans[r].data())) {
+      job.spans_valid = false;
+    }
   }
 }
 

@@ -148,6 +148,7 @@ class BatchPipeline {
     const BatchPipeline* pipeline;
     Slot* slot;
     const ReadPlan* plan;
+    bool spans_valid = true;  // cleared by locate_ragged for a span outside its values
   };
   static void copy_columns(void* job);
   static void locate_ragged(void* job);

@@ -1,10 +1,22 @@
 #include "ragged.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 namespace pyloader {
 namespace {
+
+// Span arrays may be unaligned views of a file (the .idx layout packs int32 lengths
+// before int64 pointers): read them byte-wise.
+template <typename T>
+T load(const T* array, std::int64_t index) noexcept {
+  T value;
+  std::memcpy(&value, reinterpret_cast<const std::byte*>(array) + index * static_cast<std::int64_t>(sizeof(T)),
+              sizeof(T));
+  return value;
+}
 
 void copy_rows(const RaggedColumn& column, const RecordSpan& span, std::byte* out) noexcept {
   const std::int64_t row_bytes = column.value_row_bytes();
@@ -37,7 +49,7 @@ void fill_padding(const RaggedColumn& column, std::byte* out, std::size_t bytes)
 
 }  // namespace
 
-void locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
+bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
                     RecordSpan* spans) noexcept {
   const std::int64_t limit = column.padding.enabled ? column.padding.max_length : 0;
   std::size_t k = 0;
@@ -45,19 +57,29 @@ void locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_
     const std::int64_t end_record = piece.first_record + piece.records;
     for (; k < count && plan.sources[k] < end_record; ++k) {
       const std::int64_t local = plan.sources[k] - piece.first_record;
-      RecordSpan span;
+      std::int64_t first = 0;
+      std::int64_t length = 0;
       if (piece.offsets != nullptr) {
-        const std::int64_t first = piece.offsets[local];
-        span.rows = piece.values + first * piece.value_row_bytes;
-        span.length = piece.offsets[local + 1] - first;
+        first = load(piece.offsets, local);
+        length = load(piece.offsets, local + 1) - first;
       } else {
-        span.rows = piece.values + piece.pointers[local];
-        span.length = piece.lengths[local];
+        const std::int64_t pointer = load(piece.pointers, local);
+        if (pointer % piece.value_row_bytes != 0) return false;
+        first = pointer / piece.value_row_bytes;
+        length = load(piece.lengths, local);
       }
-      if (limit > 0) span.length = std::min(span.length, limit);
+      // Checked when the source was built; checked again because the arrays may be a
+      // file's pages, which can change under a running job.
+      if (first < 0 || length < 0 || first > piece.value_rows || length > piece.value_rows - first) {
+        return false;
+      }
+      RecordSpan span;
+      span.rows = piece.values + first * piece.value_row_bytes;
+      span.length = limit > 0 ? std::min(length, limit) : length;
       spans[plan.positions[k]] = span;
     }
   }
+  return true;
 }
 
 RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, std::size_t count,
@@ -65,13 +87,22 @@ RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, 
   RaggedLayout layout;
   const auto row_bytes = static_cast<std::size_t>(column.output_row_bytes());
   layout.lengths_bytes = count * sizeof(std::int64_t);
+  auto too_large = [] {
+    return std::length_error("a padded batch of variable-length records would exceed the address space");
+  };
   if (column.padding.enabled) {
     std::int64_t width = 0;
     for (std::size_t b = 0; b < count; ++b) width = std::max(width, spans[b].length);
     const std::int64_t multiple = std::max<std::int64_t>(1, column.padding.multiple);
+    if (width > INT64_MAX - multiple) throw too_large();
     layout.width = (width + multiple - 1) / multiple * multiple;
-    const std::size_t positions = count * static_cast<std::size_t>(layout.width);
-    layout.values_bytes = positions * row_bytes;
+    std::size_t positions = 0;
+    std::size_t bytes = 0;
+    if (__builtin_mul_overflow(count, static_cast<std::size_t>(layout.width), &positions) ||
+        __builtin_mul_overflow(positions, row_bytes, &bytes) || bytes > (std::size_t{1} << 62)) {
+      throw too_large();
+    }
+    layout.values_bytes = bytes;
     layout.mask_bytes = column.padding.mask ? positions : 0;
     return layout;
   }
@@ -79,7 +110,7 @@ RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, 
   std::int64_t total = 0;
   for (std::size_t b = 0; b < count; ++b) {
     starts[b] = total;
-    total += spans[b].length;
+    total += spans[b].length;  // each span lies inside its values: no overflow
   }
   layout.width = total;
   layout.values_bytes = static_cast<std::size_t>(total) * row_bytes;

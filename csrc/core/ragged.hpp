@@ -12,7 +12,9 @@
 //     readable while any gather over it may run.
 //   * The spans are validated by whoever builds a piece: offsets non-decreasing within
 //     [0, value_rows]; pointers multiples of value_row_bytes, lengths >= 0, and every
-//     record inside the table. Nothing here re-checks them.
+//     record inside the table. locate_records() checks each span it reads again (the
+//     arrays may be pages of a file that changes), so a bad span fails the batch
+//     instead of reading outside the values. Span arrays need no alignment.
 //   * Pieces follow each other without gaps (first_record ascending), as Column's do.
 //   * locate_records() and write_records() only read and copy: they allocate nothing
 //     and may run under the SIGBUS guard. ragged_layout() does neither.
@@ -77,12 +79,14 @@ struct RaggedLayout {
 };
 
 // spans[plan.positions[k]] = the record plan.sources[k], for k < count (truncated to
-// max_length when padding). Reads the offsets in ascending record order.
-void locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
+// max_length when padding). Reads the offsets in ascending record order. False when a
+// span no longer lies inside its values (its arrays changed since they were checked).
+bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
                     RecordSpan* spans) noexcept;
 
 // The output sizes of a batch whose spans are known; fills `starts` (packed: where
-// each record's rows begin, in rows) and may allocate.
+// each record's rows begin, in rows) and may allocate. Throws std::length_error when
+// the padded batch would not fit in memory's address range.
 RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, std::size_t count,
                            std::vector<std::int64_t>& starts);
 
