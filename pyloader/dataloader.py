@@ -15,7 +15,7 @@ from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
                       decode_rng_state, encode_rng_state, restore_sampler, sampler_generators,
                       stateful_sampler)
-from ._iterable_resume import iterable_state, resume_iterable
+from ._iterable_resume import is_stateful, iterable_state, resume_iterable
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
@@ -282,6 +282,10 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             epoch = EpochProgress(order="none", finished=True).to_state()
         if self._dataset_kind != _DatasetKind.Map:
             epoch = {**epoch, **iterable_state(self)}
+        elif is_stateful(self.dataset):
+            # A map-style dataset with state of its own (e.g. a curriculum stage): the copy
+            # in this process, which worker processes are started from.
+            epoch = {**epoch, "dataset_state": self.dataset.state_dict()}
         return {
             "format": STATE_FORMAT,
             "num_workers": self.num_workers,
@@ -315,6 +319,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state["sampler_epoch"])
         self._progress = None  # whatever this loader did before is not the restored run
+        if self._dataset_kind == _DatasetKind.Map and state.get("dataset_state") is not None:
+            if not is_stateful(self.dataset):
+                raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
+                                 "load_state_dict()")
+            self.dataset.load_state_dict(state["dataset_state"])
         self._resume_state = dict(state) if state["in_epoch"] else None
         if (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
                 and self._epoch_starts_workers() and self._plan() is None):

@@ -115,3 +115,40 @@ def test_matches_torchdata_for_torch_samplers(stop_after):
         again = pyloader.DataLoader(dataset, batch_size=4, sampler=make_sampler())
         again.load_state_dict(json.loads(json.dumps(ours.state_dict())))
         assert mine + [values(b) for b in again] == expected
+
+
+class Curriculum(tud.Dataset):
+    """A map-style dataset with a state of its own."""
+
+    def __init__(self):
+        self.stage = 0
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return torch.tensor(index + 100 * self.stage)
+
+    def state_dict(self):
+        return {"stage": self.stage}
+
+    def load_state_dict(self, state):
+        self.stage = state["stage"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stateful_map_dataset_is_restored(workers):
+    ds = Curriculum()
+    loader = pyloader.DataLoader(ds, batch_size=3, num_workers=workers)
+    iterator = iter(loader)
+    next(iterator)
+    ds.stage = 2
+    state = json.loads(json.dumps(loader.state_dict()))
+    del iterator
+    fresh = Curriculum()
+    resumed = pyloader.DataLoader(fresh, batch_size=3, num_workers=workers)
+    resumed.load_state_dict(state)
+    assert fresh.stage == 2
+    assert [b.tolist() for b in resumed] == [[203, 204, 205], [206, 207, 208], [209]]
+    with pytest.raises(ValueError, match="dataset state"):
+        pyloader.DataLoader(Plain(), batch_size=3).load_state_dict(state)
