@@ -69,6 +69,12 @@ class Source:
 def _npy_files(path: str, files: list[str]) -> Source:
     """A .npy array or shards of one: dtype and trailing shape must agree, as
     ArrayDataset requires of the shards of a column."""
+    for file in files:
+        # numpy reads a file without the .npy magic as a pickle and says so, which
+        # misleads about what is wrong with it.
+        with open(file, "rb") as stream:
+            if stream.read(6) != b"\x93NUMPY":
+                raise DataError(f"{file!r} is not a .npy file (it does not start with the .npy magic)")
     arrays = [open_npy(file) for file in files]
     first = arrays[0]
     for file, array in zip(files[1:], arrays[1:]):
@@ -165,14 +171,19 @@ def describe(source: Source) -> list[str]:
     return lines
 
 
-def _error_line(command: str, path: str, error: BaseException) -> str:
+def error_text(path: str, error: BaseException) -> str:
+    """One line naming `path` (unless the message already does) and what is wrong."""
     if isinstance(error, OSError) and error.strerror:
         where = error.filename if error.filename is not None else path
         text = f"{where}: {error.strerror}"
     else:
         text = str(error)
     text = " ".join(text.split())  # one line, whatever the message held
-    return f"{PROG} {command}: error: {path}: {text}" if path not in text else f"{PROG} {command}: error: {text}"
+    return text if path in text else f"{path}: {text}"
+
+
+def _report(command: str, text: str) -> None:
+    print(f"{PROG} {command}: error: {text}", file=sys.stderr)
 
 
 def _inspect(arguments) -> int:
@@ -181,7 +192,7 @@ def _inspect(arguments) -> int:
         try:
             lines = describe(open_source(path, arguments.token_dtype))
         except (OSError, ValueError, TypeError) as error:
-            print(_error_line("inspect", path, error), file=sys.stderr)
+            _report("inspect", error_text(path, error))
             status = _EXIT_DATA_ERROR
             continue
         if k:
@@ -287,7 +298,12 @@ def build_case(arguments) -> BenchCase:
     y.npy``). Tokens and Megatron pairs: the PATHs are shards of one token stream."""
     import pyloader
 
-    sources = [open_source(path, arguments.token_dtype) for path in arguments.paths]
+    sources = []
+    for path in arguments.paths:
+        try:
+            sources.append(open_source(path, arguments.token_dtype))
+        except (OSError, ValueError, TypeError) as error:
+            raise DataError(error_text(path, error)) from error
     kinds = {source.kind for source in sources}
     as_tokens = arguments.tokens or bool(kinds & {"tokens", "megatron"})
     if not as_tokens:
@@ -358,19 +374,21 @@ def _bench(arguments) -> int:
     for name in ("batches", "rounds", "block_size", "batch_size"):
         value = getattr(arguments, name)
         if value is not None and value < 1:
-            print(f"{PROG} bench: error: --{name.replace('_', '-')} must be at least 1, not {value}",
-                  file=sys.stderr)
+            _report("bench", f"--{name.replace('_', '-')} must be at least 1, not {value}")
             return _EXIT_DATA_ERROR
     if any(workers < 0 for workers in arguments.workers):
-        print(f"{PROG} bench: error: --workers must be 0 or more", file=sys.stderr)
+        _report("bench", "--workers must be 0 or more")
         return _EXIT_DATA_ERROR
     try:
         case = build_case(arguments)
-    except (OSError, ValueError, TypeError) as error:
-        print(_error_line("bench", " ".join(arguments.paths), error), file=sys.stderr)
+    except DataError as error:
+        _report("bench", str(error))
+        return _EXIT_DATA_ERROR
+    except (OSError, ValueError, TypeError) as error:  # from the datasets, about all the paths
+        _report("bench", error_text(" ".join(arguments.paths), error))
         return _EXIT_DATA_ERROR
     if len(case.pyloader_dataset) == 0:
-        print(f"{PROG} bench: error: {' '.join(arguments.paths)}: no samples to load", file=sys.stderr)
+        _report("bench", f"{' '.join(arguments.paths)}: no samples to load")
         return _EXIT_DATA_ERROR
 
     shuffle = arguments.shuffle
@@ -382,10 +400,11 @@ def _bench(arguments) -> int:
         # Same seed for both: the same order of files touched, as far as the samplers agree.
         return torch.Generator().manual_seed(0)
 
+    # pyloader runs first: a cold page cache costs it, not torch.
     ours = pyloader.DataLoader(case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle,
                                generator=generator())
     rate = samples_per_second(ours, arguments.batches, arguments.rounds)
-    label = f"pyloader DataLoader ({ours.num_threads} threads)"
+    label = f"pyloader DataLoader (num_threads={ours.num_threads})"
     results = []
     for workers in arguments.workers:
         # persistent_workers: an epoch restart inside a round would otherwise respawn torch's
