@@ -10,10 +10,16 @@ does:
 * ``dataset_state``: the dataset's own state, when the dataset is Stateful
   (``num_workers=0``). It is loaded before ``iter(dataset)`` is called again, so the
   dataset continues from it.
-* Otherwise (neither is Stateful, or worker processes hold the datasets): the epoch is
-  replayed from the RNG states it started with and the batches already delivered are
-  skipped. That is exact when the dataset's stream depends only on torch's RNG and its
-  worker seeds, and costs the work of the skipped batches; a warning says so.
+* ``worker_states``: with worker processes and a Stateful dataset, each worker's copy of
+  the dataset reports its state with every batch it produces (the loader's collate_fn
+  is wrapped in the worker), and the state keeps the latest one per worker and which
+  worker's batch is due next. Resuming loads each worker's state in that worker before
+  it iterates (worker_init_fn is wrapped), and hands the workers' batches out starting
+  with the one that was due, so the batches equal the uninterrupted run's.
+* Otherwise (neither is Stateful): the epoch is replayed from the RNG states it started
+  with and the batches already delivered are skipped. That is exact when the dataset's
+  stream depends only on torch's RNG and its worker seeds, and costs the work of the
+  skipped batches; a warning says so.
 
 A state taken between epochs restores nothing of the dataset: the next epoch calls
 ``iter(dataset)`` afresh, as an uninterrupted run would.
@@ -22,8 +28,102 @@ A state taken between epochs restores nothing of the dataset: the next epoch cal
 from __future__ import annotations
 
 import warnings
+from collections import deque
 
-from ._resume import sampler_generators
+from torch.utils.data import get_worker_info
+
+from ._resume import WorkerBatch, sampler_generators
+
+
+class ReportingCollate:
+    """The loader's collate_fn, run in a worker, returning the worker's dataset state too."""
+
+    def __init__(self, collate_fn) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples):
+        batch = self.collate_fn(samples)
+        info = get_worker_info()
+        if info is None:
+            return batch
+        return WorkerBatch(batch, info.id, info.dataset.state_dict())
+
+
+class LoadingInit:
+    """The loader's worker_init_fn, then the worker's saved dataset state loaded."""
+
+    def __init__(self, worker_init_fn, states: dict) -> None:
+        self.worker_init_fn, self.states = worker_init_fn, states
+
+    def __call__(self, worker_id: int) -> None:
+        if self.worker_init_fn is not None:
+            self.worker_init_fn(worker_id)
+        state = self.states.get(str(worker_id))
+        if state is not None:
+            get_worker_info().dataset.load_state_dict(state)
+
+
+class RotatedWorkers:
+    """torch's worker iterator, handing batches out from `first` worker on, as the saved
+    run would have: torch's new iterator starts its round robin at worker 0."""
+
+    def __init__(self, iterator, first: int, workers: int) -> None:
+        self._iterator = iterator
+        self._due = first
+        self._workers = workers
+        self._held = {w: deque() for w in range(workers)}
+        self._ended = False
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return len(self._iterator)
+
+    def _alive(self, worker: int) -> bool:
+        status = getattr(self._iterator, "_workers_status", None)
+        return not self._ended and (status is None or bool(status[worker]))
+
+    def __next__(self):
+        while True:
+            for _ in range(self._workers):
+                held = self._held[self._due]
+                if held:
+                    batch = held.popleft()
+                    self._due = (self._due + 1) % self._workers
+                    return batch
+                if self._alive(self._due):
+                    break
+                self._due = (self._due + 1) % self._workers  # that worker's stream has ended
+            else:
+                raise StopIteration
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._ended = True
+                continue
+            worker = batch.worker_id if isinstance(batch, WorkerBatch) else self._due
+            self._held[worker].append(batch)
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)
+
+
+def reports_worker_states(loader) -> bool:
+    return loader.num_workers > 0 and loader.worker_mode == "process" and is_stateful(loader.dataset)
+
+
+def start_reporting_iterator(loader, states: dict | None = None):
+    """torch's worker iterator with each worker reporting its dataset state (and, when
+    `states` is given, loading its saved one first)."""
+    collate_fn, worker_init_fn = loader.collate_fn, loader.worker_init_fn
+    loader.collate_fn = ReportingCollate(collate_fn)
+    if states is not None:
+        loader.worker_init_fn = LoadingInit(worker_init_fn, states)
+    try:
+        return loader._torch_path_iterator()
+    finally:
+        loader.collate_fn, loader.worker_init_fn = collate_fn, worker_init_fn
 
 
 def is_stateful(obj) -> bool:
@@ -38,10 +138,14 @@ def _dataset_iterator(torch_iterator):
 def iterable_state(loader) -> dict:
     """The dataset's and its iterator's states, where they are Stateful."""
     if loader._resume_state is not None:  # loaded, not started: what was loaded stands
-        return {"dataset_state": loader._resume_state.get("dataset_state"),
-                "iterator_state": loader._resume_state.get("iterator_state")}
+        keys = ("dataset_state", "iterator_state", "worker_states", "next_worker")
+        return {key: loader._resume_state.get(key) for key in keys}
     progress = loader._progress
     dataset_state = iterator_state = None
+    if progress is not None and not progress.finished and progress.worker_states is not None:
+        last = progress.last_worker
+        return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
+                "next_worker": 0 if last is None else (last + 1) % loader.num_workers}
     if progress is not None and not progress.finished and loader.num_workers == 0:
         if is_stateful(loader.dataset):
             dataset_state = loader.dataset.state_dict()
@@ -56,6 +160,12 @@ def resume_iterable(loader, resume: dict, progress):
     """torch's iterator for the rest of a saved epoch of an IterableDataset."""
     skip = resume["batches_yielded"]
     progress.batches_yielded = skip
+    if resume.get("worker_states") is not None:
+        # Every worker continues from its own state: nothing is replayed.
+        progress.worker_states = dict(resume["worker_states"])
+        with progress.snapshot.replaying(sampler_generators(loader)):
+            iterator = start_reporting_iterator(loader, progress.worker_states)
+        return RotatedWorkers(iterator, resume["next_worker"], loader.num_workers)
     dataset_state, iterator_state = resume.get("dataset_state"), resume.get("iterator_state")
     if dataset_state is not None:
         if not is_stateful(loader.dataset):

@@ -152,6 +152,22 @@ def out_of_order_delivered(torch_iterator) -> tuple[int, tuple] | None:
     return None
 
 
+class WorkerBatch:
+    """A batch made in a worker process, with that worker's dataset state after it
+    (see _iterable_resume.py); unwrapped by TrackedIterator."""
+
+    __slots__ = ("batch", "worker_id", "state")
+
+    def __init__(self, batch, worker_id: int, state) -> None:
+        self.batch, self.worker_id, self.state = batch, worker_id, state
+
+    def pin_memory(self, device=None):  # torch's pin-memory thread calls this
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        self.batch = pin_memory(self.batch, device) if device else pin_memory(self.batch)
+        return self
+
+
 def stateful_sampler(loader):
     """The loader's Stateful sampler (state_dict/load_state_dict): its batch_sampler when
     that is one, else its sampler; None when neither is."""
@@ -301,6 +317,9 @@ class EpochProgress:
     sampler_state: object = None
     sampler_states: object = None
     sampler_restored: bool = False
+    # An IterableDataset in worker processes that report their dataset states.
+    worker_states: dict | None = None
+    last_worker: int | None = None
 
     def passed_batch(self) -> None:
         """One more batch delivered (or failed): the epoch moves past it."""
@@ -358,6 +377,11 @@ class TrackedIterator:
                 self.progress.passed_batch()
             raise
         self.progress.passed_batch()
+        if batch.__class__ is WorkerBatch:
+            if self.progress.worker_states is not None:
+                self.progress.worker_states[str(batch.worker_id)] = batch.state
+                self.progress.last_worker = batch.worker_id
+            batch = batch.batch
         if self.progress.out_of_order:
             self.progress.recent = out_of_order_delivered(self._iterator)
         return batch

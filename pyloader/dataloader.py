@@ -15,7 +15,8 @@ from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
                       decode_rng_state, encode_rng_state, restore_sampler, sampler_generators,
                       stateful_sampler)
-from ._iterable_resume import is_stateful, iterable_state, resume_iterable
+from ._iterable_resume import (is_stateful, iterable_state, reports_worker_states, resume_iterable,
+                               start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
@@ -247,7 +248,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                              "this loader now iterates an IterableDataset")
         if resume is None:
             progress = EpochProgress(order="iterable", snapshot=RngSnapshot.capture(self))
-            iterator = self._torch_path_iterator()
+            if reports_worker_states(self):
+                progress.worker_states = {}
+                iterator = start_reporting_iterator(self)
+            else:
+                iterator = self._torch_path_iterator()
         else:
             progress = EpochProgress(order="iterable", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]))
             if self.persistent_workers and self._iterator is not None:

@@ -181,3 +181,48 @@ def test_a_different_number_of_workers_is_refused_for_an_iterable():
     resumed = pyloader.DataLoader(ds, batch_size=3, native=False)
     resumed.load_state_dict(state)
     assert [b[0].tolist() for b in resumed] == [list(range(k, min(k + 3, 20))) for k in range(3, 20, 3)]
+
+
+class ShardedStateful(tud.IterableDataset):
+    """Each worker reads its own shard and keeps its position as its state; the items
+    draw from numpy's RNG, so replaying could not reproduce them."""
+
+    def __init__(self, n=43):
+        self.n, self.position = n, 0
+
+    def __iter__(self):
+        import numpy as np
+
+        info = tud.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        mine = list(range(worker, self.n, workers))
+        while self.position < len(mine):
+            self.position += 1
+            noise = int(np.random.default_rng(mine[self.position - 1]).integers(1000))
+            yield torch.tensor([mine[self.position - 1], noise])
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("stop_after", [0, 1, 4, 5])
+def test_worker_states_resume_each_worker_exactly(workers, stop_after):
+    make = lambda: pyloader.DataLoader(ShardedStateful(), batch_size=2, num_workers=workers)
+    uninterrupted = [batch.tolist() for batch in make()]
+    loader = make()
+    iterator = iter(loader)
+    seen = [next(iterator).tolist() for _ in range(stop_after)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    del iterator
+    assert state["worker_states"] is not None
+    resumed = make()
+    resumed.load_state_dict(state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rest = [batch.tolist() for batch in resumed]
+    assert not any("replaying" in str(w.message) for w in caught)  # each worker restored itself
+    assert seen + rest == uninterrupted
