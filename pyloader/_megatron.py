@@ -237,7 +237,8 @@ def _check_documents(documents, sequence_count, idx_path):
         raise ValueError(f"{idx_path}: document_indices starts at {first}, not 0")
     if last != sequence_count:
         raise ValueError(
-            f"{idx_path}: document_indices ends at {last}, not at the sequence count {sequence_count}"
+            f"{idx_path}: document_indices ends at {last}, "
+            f"not at the sequence count {sequence_count}"
         )
     # Chunks overlap by one entry so that a decrease across a boundary is seen.
     for start in range(0, len(documents), _CHUNK):
