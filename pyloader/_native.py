@@ -35,7 +35,7 @@ from ._columns import check_files_intact
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
 from .records import PadCollate
-from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, restore_sampler,
+from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, restore_sampler, sampler_iterator,
                       sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
 from .distributed import DistributedSampler, epoch_seed
@@ -212,7 +212,7 @@ class SamplerOrder:
         progress.sampler = stateful_sampler(loader)
         if progress.sampler is not None:
             progress.sampler_states = deque()
-            progress.sampler_state = progress.sampler.state_dict()  # as of no batch passed
+            progress.sampler_state = {"sampler": progress.sampler.state_dict()}  # as of no batch passed
         if resume is None:
             progress.snapshot = RngSnapshot.capture(loader)
             draw_base_seed(loader.generator)
@@ -220,13 +220,14 @@ class SamplerOrder:
             return
         progress.snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
         skip = resume["batches_yielded"]
-        if restore_sampler(loader, resume):
+        restored = restore_sampler(loader, resume)
+        if restored is not None:
             progress.sampler_state, skip_now = resume["sampler_state"], 0  # it resumed itself
         else:
             skip_now = skip
         with progress.snapshot.replaying(sampler_generators(loader)):
             draw_base_seed(loader.generator)
-            batches = skip_batches(iter(loader.batch_sampler), skip_now)
+            batches = skip_batches(sampler_iterator(loader.batch_sampler, restored), skip_now)
             batches = self._captured(batches, progress)
             try:
                 first = [next(batches)]  # the sampler's lazy draws happen in here

@@ -177,18 +177,40 @@ def stateful_sampler(loader):
     return None
 
 
-def restore_sampler(loader, resume: dict) -> bool:
-    """Loads a saved Stateful sampler's state; True when the sampler restored its own
-    position (then nothing is skipped)."""
-    state = resume.get("sampler_state")
-    if state is None:
-        return False
+def restore_sampler(loader, resume: dict):
+    """Loads a saved Stateful sampler's state. Returns None when none was saved, else
+    the state to load into the sampler's new iterator (torchdata's samplers keep their
+    position in the iterator), or {} when the sampler itself took it."""
+    saved = resume.get("sampler_state")
+    if saved is None:
+        return None
     sampler = stateful_sampler(loader)
     if sampler is None:
         raise ValueError("cannot resume: the state holds a sampler state, but this loader's sampler has no "
                          "load_state_dict()")
-    sampler.load_state_dict(state)
-    return True
+    if "iterator" in saved:
+        return saved["iterator"]
+    sampler.load_state_dict(saved["sampler"])
+    return {}
+
+
+def sampler_iterator(sampler_like, iterator_state):
+    """iter(sampler_like), with a saved iterator state loaded into it."""
+    iterator = iter(sampler_like)
+    if iterator_state:
+        if not callable(getattr(iterator, "load_state_dict", None)):
+            raise ValueError("cannot resume: the state holds a sampler iterator's state, but iterating this "
+                             "sampler gives an iterator without load_state_dict()")
+        iterator.load_state_dict(iterator_state)
+    return iterator
+
+
+def sampler_state_of(sampler, iterator) -> dict:
+    """What to save of a Stateful sampler: its iterator's state when the iterator has
+    one (as torchdata's samplers do), else the sampler's own."""
+    if callable(getattr(iterator, "state_dict", None)):
+        return {"iterator": iterator.state_dict()}
+    return {"sampler": sampler.state_dict()}
 
 
 class CapturingBatches:
@@ -210,9 +232,9 @@ class CapturingBatches:
         except StopIteration:
             raise
         except Exception:
-            self._states.append(self._sampler.state_dict())  # a failed batch is passed too
+            self._states.append(sampler_state_of(self._sampler, self._batches))  # a failed batch is passed too
             raise
-        self._states.append(self._sampler.state_dict())
+        self._states.append(sampler_state_of(self._sampler, self._batches))
         return batch
 
 
@@ -264,8 +286,9 @@ class ResumedIndexSampler:
             if self._progress.drew_base_seed:
                 draw_base_seed(self._loader_generator)  # as torch's iterator did before the sampler ran
             delivered = self._progress.delivered
-            if self._progress.sampler_restored:
-                batches = iter(self._index_sampler)  # the sampler resumed itself
+            if self._progress.sampler_restored is not None:
+                # The sampler (or its iterator) resumed itself.
+                batches = sampler_iterator(self._index_sampler, self._progress.sampler_restored)
             elif delivered is None:
                 batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
             else:
@@ -316,7 +339,7 @@ class EpochProgress:
     sampler: object = None
     sampler_state: object = None
     sampler_states: object = None
-    sampler_restored: bool = False
+    sampler_restored: dict | None = None  # set by a resume: the iterator state to load, or {}
     # An IterableDataset in worker processes that report their dataset states.
     worker_states: dict | None = None
     last_worker: int | None = None
@@ -375,6 +398,8 @@ class TrackedIterator:
             if not str(error).startswith("DataLoader timed out"):
                 # The batch's own failure: torch's iterator has moved past it.
                 self.progress.passed_batch()
+                if self.progress.out_of_order:
+                    self.progress.recent = out_of_order_delivered(self._iterator)
             raise
         self.progress.passed_batch()
         if batch.__class__ is WorkerBatch:

@@ -224,8 +224,9 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                                      batches_yielded=resume["batches_yielded"],
                                      delivered=DeliveredBatches.from_state(resume.get("delivered")))
             self._track_sampler(progress, sampler)
-            if restore_sampler(self, resume):
-                progress.sampler_state, progress.sampler_restored = resume["sampler_state"], True
+            restored = restore_sampler(self, resume)
+            if restored is not None:
+                progress.sampler_state, progress.sampler_restored = resume["sampler_state"], restored
             # The new iterator's own draws happen from the epoch-start states too; the
             # replaying sampler then redoes the epoch's draws exactly as they were.
             with progress.snapshot.replaying(sampler_generators(self)):
@@ -239,7 +240,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
     def _track_sampler(progress: EpochProgress, sampler) -> None:
         if sampler is not None:
             progress.sampler, progress.sampler_states = sampler, deque()
-            progress.sampler_state = sampler.state_dict()  # as of no batch passed
+            progress.sampler_state = {"sampler": sampler.state_dict()}  # as of no batch passed
 
     def _start_iterable_epoch(self, resume: dict | None):
         """An epoch of an IterableDataset, resumable as described in `iterable_state`."""
