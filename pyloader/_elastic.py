@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
 
 _CHUNK = 1 << 16
 # Positions further apart than this are read with separate native calls.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections import deque
 from dataclasses import dataclass
 
 import torch
