@@ -81,8 +81,15 @@ class RotatedWorkers:
         return len(self._iterator)
 
     def _alive(self, worker: int) -> bool:
+        """Whether `worker` may still deliver: torch clears its status as soon as its end
+        marker arrives, while a batch it made may still wait in the task table."""
+        if self._ended:
+            return False
         status = getattr(self._iterator, "_workers_status", None)
-        return not self._ended and (status is None or bool(status[worker]))
+        if status is None or bool(status[worker]):
+            return True
+        tasks = getattr(self._iterator, "_task_info", {})
+        return any(info[0] == worker for info in tasks.values())
 
     def __next__(self):
         while True:
