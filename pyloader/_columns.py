@@ -159,7 +159,8 @@ def _torch_dtype_of(np_dtype: np.dtype, what: str) -> torch.dtype:
         raise TypeError(f"{what} has dtype {np_dtype}, which torch tensors cannot hold") from None
 
 
-def _file_backing(array: np.ndarray) -> tuple[str | None, int]:
+def file_backing(array: np.ndarray) -> tuple[str | None, int]:
+    """(backing file, bytes of it the array needs) of a memory-mapped array, or (None, 0)."""
     mapped = array
     while mapped is not None and not isinstance(mapped, np.memmap):
         mapped = mapped.base if isinstance(mapped.base, np.ndarray) else None
@@ -204,7 +205,7 @@ def column_from(value: Any, what: str) -> Column:
         _core.check_column(array)
     except ValueError as error:
         raise ValueError(f"{what}: {error}") from None
-    file, file_bytes = _file_backing(array)
+    file, file_bytes = file_backing(array)
     return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes)
 
 
@@ -221,10 +222,6 @@ def check_files_intact(mapped: list[tuple[str, int]]) -> None:
             raise OSError(errno.EIO, f"memory-mapped file {file!r} shrank to {size} bytes while "
                           f"mapped ({needed} needed); refusing to read past its end", file)
 
-
-def file_backing(array: np.ndarray) -> tuple[str | None, int]:
-    """(backing file, bytes of it the array needs) of a memory-mapped array, or (None, 0)."""
-    return _file_backing(array)
 
 
 def _is_pattern(value: str) -> bool:

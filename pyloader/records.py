@@ -25,6 +25,14 @@ from ._columns import PiecedColumn, RecordsColumn, column_from, file_backing, op
 from .dataset import ArrayDataset
 
 
+def _values_cast(column, dtype, what: str) -> np.dtype | None:
+    """The dtype the gather converts `column`'s values to for `dtype=`, or None."""
+    cast = _integer_target(dtype, what)
+    if cast is not None and column.array.dtype.kind not in "iu":
+        raise TypeError(f"{what}: dtype= converts integer values; these are {column.array.dtype}")
+    return cast
+
+
 def _integer_target(dtype, what: str) -> np.dtype | None:
     """The numpy dtype the gather converts integers to for `dtype=`, or None."""
     if dtype is None:
@@ -113,9 +121,7 @@ def _records_piece(values, offsets, dtype, what: str) -> RecordsColumn:
     column = column_from(values, f"{label} values")
     if column.needs_view:
         raise TypeError(f"{label}: values of dtype {column.dtype} cannot be records")
-    cast = _integer_target(dtype, label)
-    if cast is not None and column.array.dtype.kind not in "iu":
-        raise TypeError(f"{label}: dtype= converts integer values; these are {column.array.dtype}")
+    cast = _values_cast(column, dtype, label)
     offsets_array = _offsets_array(offsets, f"{what} offsets ({_describe(offsets, 'array')})")
     try:
         source = _core.RaggedSource(column.array, offsets_array)
@@ -136,9 +142,7 @@ def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarra
     """Records given by byte pointers into `values` and lengths in rows (the Megatron
     layout), checked once by the core."""
     column = column_from(values, f"{what} values")
-    cast = _integer_target(dtype, what)
-    if cast is not None and column.array.dtype.kind not in "iu":
-        raise TypeError(f"{what}: dtype= converts integer values; these are {column.array.dtype}")
+    cast = _values_cast(column, dtype, what)
     try:
         source = _core.RaggedSource(column.array, pointers=pointers, lengths=lengths)
     except (ValueError, TypeError) as error:
