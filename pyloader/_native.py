@@ -35,8 +35,8 @@ from ._columns import check_files_intact
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
 from .records import PadCollate
-from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, restore_sampler, sampler_iterator,
-                      sampler_generators, skip_batches, stateful_sampler)
+from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, epoch_complete, restore_sampler,
+                      sampler_iterator, sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
 from .distributed import DistributedSampler, epoch_seed
 
@@ -225,6 +225,10 @@ class SamplerOrder:
             progress.sampler_state, skip_now = resume["sampler_state"], 0  # it resumed itself
         else:
             skip_now = skip
+        if restored is not None and epoch_complete(loader.batch_sampler, skip):
+            self._index_batches = iter(())  # the saved epoch had delivered its last batch
+            progress.batches_yielded = skip
+            return
         with progress.snapshot.replaying(sampler_generators(loader)):
             draw_base_seed(loader.generator)
             batches = skip_batches(sampler_iterator(loader.batch_sampler, restored), skip_now)

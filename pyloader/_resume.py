@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -86,14 +87,51 @@ class RngSnapshot:
         """Runs the block with the epoch-start states; torch's global RNG is given back
         afterwards, the loader's and sampler's generators (`sampler_generators()`) keep
         what the block drew."""
-        if len(generators) != len(self.generator_states):
-            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
-                             f"({len(generators)} now, {len(self.generator_states)} in the state)")
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.global_state)
-            for generator, state in zip(generators, self.generator_states):
-                generator.set_state(state)
+        with ReplaySession(self, generators).active():
             yield
+
+
+class ReplaySession:
+    """A saved epoch's RNG states, replayed apart from the caller's.
+
+    Creating it puts the sampler generators back to their epoch-start states; they keep
+    what the replay draws, as the saved run's did. The replay's torch global RNG is kept
+    here and switched in only while a replay step runs (`active`), so the caller's
+    global RNG, restored from the checkpoint, already holds the draws the saved run
+    made and is left as it is. Replay steps may be apart in time: torch's iterator is
+    created in one and the sampler's lazy draws happen at the first batch, in another.
+    """
+
+    def __init__(self, snapshot: RngSnapshot, generators: list[torch.Generator]) -> None:
+        if len(generators) != len(snapshot.generator_states):
+            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
+                             f"({len(generators)} now, {len(snapshot.generator_states)} in the state)")
+        self._snapshot, self._generators = snapshot, generators
+        self._active = False
+        self.restart()
+
+    def restart(self) -> None:
+        """Back to the epoch's start, undoing what the replay drew so far."""
+        for generator, state in zip(self._generators, self._snapshot.generator_states):
+            generator.set_state(state)
+        self._global_state = self._snapshot.global_state
+        if self._active:
+            torch.set_rng_state(self._global_state)
+
+    @contextlib.contextmanager
+    def active(self):
+        if self._active:  # a step within a step (the sampler's first batch, taken while torch's iterator is created)
+            yield
+            return
+        self._active = True
+        caller_state = torch.get_rng_state()
+        torch.set_rng_state(self._global_state)
+        try:
+            yield
+        finally:
+            self._active = False
+            self._global_state = torch.get_rng_state()
+            torch.set_rng_state(caller_state)
 
 
 @dataclass
@@ -179,18 +217,23 @@ def stateful_sampler(loader):
 def restore_sampler(loader, resume: dict):
     """Loads a saved Stateful sampler's state. Returns None when none was saved, else
     the state to load into the sampler's new iterator (torchdata's samplers keep their
-    position in the iterator), or {} when the sampler itself took it."""
+    position in the iterator), or {} when the sampler itself holds all of it."""
     saved = resume.get("sampler_state")
     if saved is None:
         return None
+    load_sampler_state(loader, saved)
+    return saved.get("iterator") or {}
+
+
+def load_sampler_state(loader, saved: dict) -> None:
+    """Loads the sampler's own part of a saved sampler state (a state between epochs
+    needs only this: the next epoch makes a new iterator)."""
     sampler = stateful_sampler(loader)
     if sampler is None:
         raise ValueError("cannot resume: the state holds a sampler state, but this loader's sampler has no "
                          "load_state_dict()")
-    if "iterator" in saved:
-        return saved["iterator"]
-    sampler.load_state_dict(saved["sampler"])
-    return {}
+    if "sampler" in saved:
+        sampler.load_state_dict(saved["sampler"])
 
 
 def sampler_iterator(sampler_like, iterator_state):
@@ -205,11 +248,21 @@ def sampler_iterator(sampler_like, iterator_state):
 
 
 def sampler_state_of(sampler, iterator) -> dict:
-    """What to save of a Stateful sampler: its iterator's state when the iterator has
-    one (as torchdata's samplers do), else the sampler's own."""
+    """What to save of a Stateful sampler: its own state, and its iterator's when the
+    iterator has one (torchdata's samplers keep their position there)."""
+    state = {"sampler": sampler.state_dict()}
     if callable(getattr(iterator, "state_dict", None)):
-        return {"iterator": iterator.state_dict()}
-    return {"sampler": sampler.state_dict()}
+        state["iterator"] = iterator.state_dict()
+    return state
+
+
+def epoch_complete(index_sampler, batches_passed: int) -> bool:
+    """Whether `batches_passed` batches are the whole epoch of `index_sampler` (False
+    when its length is unknown)."""
+    try:
+        return batches_passed >= len(index_sampler)
+    except TypeError:
+        return False
 
 
 class CapturingBatches:
@@ -248,52 +301,94 @@ def skip_batches(batches, count: int):
 
 
 class ResumedIndexSampler:
-    """Stands in for a loader's index sampler on torch's path after a resume: its first
-    iteration is the resumed epoch (the same stream, replayed from the epoch-start RNG
-    states, minus the delivered batches); later ones, as persistent workers make, are
-    plain epochs of the real sampler."""
+    """Stands in for a loader's index sampler on torch's path.
 
-    def __init__(self, loader, index_sampler, progress: EpochProgress, keep_draws: bool = False,
-                 fresh: bool = False) -> None:
-        # The loader's generators, not the loader: a persistent iterator keeps this
-        # sampler and the loader keeps that iterator, and a cycle would leave torch's
-        # iterator to the cyclic GC, which may tear its workers down at any allocation.
+    Its first iteration after a resume is the saved epoch: the same index stream,
+    replayed from the epoch-start RNG states of `session`, minus the batches already
+    delivered (or the Stateful sampler, restored, continuing by itself). Other
+    iterations (a fresh epoch, or later epochs of persistent workers, which keep the
+    index sampler their iterator was created with) are plain epochs of the real
+    sampler. Either way each batch is paired with the Stateful sampler's state of the
+    epoch then current, and the epoch records when the sampler starts drawing.
+
+    ``iter()`` reaches the real sampler at once, as torch's own iterators do (some
+    samplers draw when iterated, not at their first batch; torch's worker iterator
+    iterates its sampler twice while it is created).
+    """
+
+    def __init__(self, loader, index_sampler, session: ReplaySession | None = None,
+                 restart_at_reset: RngSnapshot | None = None) -> None:
+        # A weak reference: a persistent iterator keeps this sampler and the loader keeps
+        # that iterator, and a cycle would leave torch's iterator to the cyclic GC, which
+        # may tear its workers down at any allocation.
+        self._loader = weakref.ref(loader)
         self._generators = sampler_generators(loader)
-        self._loader_generator = loader.generator
         self._index_sampler = index_sampler
-        self._progress = progress
-        # keep_draws: the epoch-start states are restored in place and the epoch's draws
-        # stay made (a new epoch, not a replay of one the caller's RNG already saw).
-        self._keep_draws = keep_draws
-        self._replayed = fresh  # fresh: no epoch to replay, only batches to pair with sampler states
+        self._session = session  # the replay still to do; None once it has started
+        # Set when the saved epoch reused persistent workers, whose iterator only iterated
+        # its sampler in _reset. A worker iterator created now also iterates it in
+        # __init__ and draws a seed after that: that first iteration does not reach the
+        # sampler, and at the second the RNGs are put back to the epoch's start.
+        self._restart_at_reset = restart_at_reset
+        self._created = False
 
     def __len__(self) -> int:
         return len(self._index_sampler)
 
+    def _progress(self) -> EpochProgress:
+        loader = self._loader()
+        if loader is None or loader._progress is None:
+            raise RuntimeError("the DataLoader of this iterator is gone")
+        return loader._progress
+
     def __iter__(self):
-        if self._replayed:
-            if self._progress.sampler is not None:
-                yield from CapturingBatches(self._index_sampler, self._progress.sampler, self._progress.sampler_states)
-                return
-            yield from self._index_sampler
-            return
-        self._replayed = True
-        if self._keep_draws:
-            self._progress.snapshot.restore(self._generators)
-        replay = contextlib.nullcontext() if self._keep_draws else self._progress.snapshot.replaying(self._generators)
-        with replay:
-            if self._progress.drew_base_seed:
-                draw_base_seed(self._loader_generator)  # as torch's iterator did before the sampler ran
-            delivered = self._progress.delivered
-            if self._progress.sampler_restored is not None:
-                # The sampler (or its iterator) resumed itself.
-                batches = sampler_iterator(self._index_sampler, self._progress.sampler_restored)
-            elif delivered is None:
-                batches = skip_batches(iter(self._index_sampler), self._progress.batches_yielded)
+        progress = self._progress()
+        session = self._session
+        if self._restart_at_reset is not None:
+            if not self._created:
+                self._created = True
+                return iter(())
+            if session is None:
+                self._restart_at_reset.restore(self._generators)
             else:
-                batches = (batch for number, batch in enumerate(self._index_sampler) if number not in delivered)
-            if self._progress.sampler is not None:
-                batches = CapturingBatches(batches, self._progress.sampler, self._progress.sampler_states)
+                session.restart()
+            self._restart_at_reset = None
+        if session is None:
+            return self._plain_epoch(progress, iter(self._index_sampler))
+        with session.active():
+            if progress.sampler_restored is not None:
+                batches = sampler_iterator(self._index_sampler, progress.sampler_restored)
+            else:
+                batches = iter(self._index_sampler)
+        return self._replayed_epoch(progress, session, batches)
+
+    @staticmethod
+    def _plain_epoch(progress: EpochProgress, batches):
+        progress.sampler_started = True
+        if progress.sampler is not None:
+            batches = CapturingBatches(batches, progress.sampler, progress.sampler_states)
+        yield from batches
+
+    def _replayed_epoch(self, progress: EpochProgress, session: ReplaySession, batches):
+        self._session = None
+        progress.sampler_started = True
+        # Draws the saved run made before its checkpoint are replayed apart; a sampler
+        # that had not drawn yet when the state was taken draws from the caller's RNG.
+        step = contextlib.nullcontext() if progress.draws_live else session.active()
+        with step:
+            delivered = progress.delivered
+            if progress.sampler_restored is not None:
+                if epoch_complete(self._index_sampler, progress.batches_yielded):
+                    return  # the saved epoch had delivered its last batch
+                if delivered is not None:  # the sampler resumes at the watermark
+                    batches = (batch for number, batch in enumerate(batches, delivered.watermark)
+                               if number not in delivered)
+            elif delivered is None:
+                batches = skip_batches(batches, progress.batches_yielded)
+            else:
+                batches = (batch for number, batch in enumerate(batches) if number not in delivered)
+            if progress.sampler is not None:
+                batches = CapturingBatches(batches, progress.sampler, progress.sampler_states)
             try:
                 first = next(batches)  # the sampler's own lazy draws happen here
             except StopIteration:
@@ -339,6 +434,11 @@ class EpochProgress:
     sampler_state: object = None
     sampler_states: object = None
     sampler_restored: dict | None = None  # set by a resume: the iterator state to load, or {}
+    # Whether the sampler had begun its epoch (torch's path): a state taken before it
+    # did resumes with its draws made from the caller's RNG (draws_live).
+    sampler_started: bool = False
+    draws_live: bool = False
+    sampler_settled: int = 0  # with out-of-order delivery: batches below the watermark
     # An IterableDataset in worker processes that report their dataset states.
     worker_states: dict | None = None
     last_worker: int | None = None
@@ -346,8 +446,19 @@ class EpochProgress:
     def passed_batch(self) -> None:
         """One more batch delivered (or failed): the epoch moves past it."""
         self.batches_yielded += 1
-        if self.sampler_states:
+        if self.sampler_states and not self.out_of_order:
             self.sampler_state = self.sampler_states.popleft()
+
+    def delivered_out_of_order(self, recent: tuple | None) -> None:
+        """The live iterator's (watermark, above), reported after each batch passed.
+        A Stateful sampler's state is kept as of the watermark: the batches above it
+        that were delivered are skipped by number when it resumes."""
+        self.recent = recent
+        if recent is None or not self.sampler_states:
+            return
+        while self.sampler_settled < recent[0] and self.sampler_states:
+            self.sampler_state = self.sampler_states.popleft()
+            self.sampler_settled += 1
 
     def to_state(self) -> dict:
         return {
@@ -365,6 +476,7 @@ class EpochProgress:
             "elastic": self.elastic,
             "delivered": self.delivered_state(),
             "sampler_state": self.sampler_state,
+            "sampler_started": self.sampler_started,
         }
 
     def delivered_state(self) -> dict | None:
@@ -398,7 +510,7 @@ class TrackedIterator:
                 # The batch's own failure: torch's iterator has moved past it.
                 self.progress.passed_batch()
                 if self.progress.out_of_order:
-                    self.progress.recent = out_of_order_delivered(self._iterator)
+                    self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
             raise
         self.progress.passed_batch()
         if batch.__class__ is WorkerBatch:
@@ -407,7 +519,7 @@ class TrackedIterator:
                 self.progress.last_worker = batch.worker_id
             batch = batch.batch
         if self.progress.out_of_order:
-            self.progress.recent = out_of_order_delivered(self._iterator)
+            self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
         return batch
 
     def __len__(self) -> int:

@@ -69,7 +69,8 @@ class ThreadWorkerIterator:
         self._timeout = loader.timeout if loader.timeout > 0 else None
         self._in_order = loader.in_order
         self._depth = (loader.prefetch_factor or 2) * loader.num_workers
-        self._pin_device = pin_device(loader, stacklevel=5)  # < _torch_path_iterator < _start_epoch < __iter__ < user
+        # < _torch_path_iterator < _torch_path_iterator_around < _start_epoch < __iter__ < user
+        self._pin_device = pin_device(loader, stacklevel=6)
         if not loader._thread_workers_reused():
             # As torch's iterator does when it starts workers (persistent ones start once).
             draw_base_seed(loader.generator)

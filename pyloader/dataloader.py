@@ -12,9 +12,9 @@ from torch.utils.data.dataloader import _DatasetKind
 from . import _core, _fork
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
-from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ResumedIndexSampler, RngSnapshot, TrackedIterator,
-                      decode_rng_state, encode_rng_state, restore_sampler, sampler_generators,
-                      stateful_sampler)
+from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
+                      TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
+                      sampler_generators, stateful_sampler)
 from ._iterable_resume import (is_stateful, iterable_state, reports_worker_states, resume_iterable,
                                start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
@@ -191,28 +191,26 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              "this loader now uses torch's path")
         sampler = stateful_sampler(self)
+        index_sampler = super()._index_sampler
         if resume is None:
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
                                      drew_base_seed=self._epoch_starts_workers())
             self._track_sampler(progress, sampler)
-            if sampler is None:
-                iterator = self._torch_path_iterator()
-            else:
-                iterator = self._torch_path_iterator_around(
-                    ResumedIndexSampler(self, super()._index_sampler, progress, fresh=True))
+            self._progress = progress
+            iterator = self._torch_path_iterator_around(ResumedIndexSampler(self, index_sampler))
         elif resume["epoch_start_rng"] is None:
             # A new epoch whose saved run started no workers (persistent ones carried on):
             # ours must start them without the seed draw that comes with it.
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self), drew_base_seed=False)
+            self._track_sampler(progress, sampler)
+            self._progress = progress
             if self.worker_mode == "thread":
-                # The sampler draws lazily, after creation: undoing creation's draw is enough.
-                iterator = self._torch_path_iterator()
-                progress.snapshot.restore(sampler_generators(self))
+                self._thread_epochs_started = True  # as if its threads carried on: no seed draw
+                iterator = self._torch_path_iterator_around(ResumedIndexSampler(self, index_sampler))
             else:
-                # Worker processes take their first indices while being created, so the
-                # sampler runs from the restored states inside creation.
+                # Worker processes take their first indices while being created.
                 iterator = self._torch_path_iterator_around(
-                    ResumedIndexSampler(self, super()._index_sampler, progress, keep_draws=True))
+                    ResumedIndexSampler(self, index_sampler, restart_at_reset=progress.snapshot))
         else:
             if self.worker_mode == "process" and self.persistent_workers and self._iterator is not None:
                 # Its workers keep the index sampler they started with; a resumed epoch
@@ -222,18 +220,27 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
                                      drew_base_seed=resume.get("drew_base_seed", True),
                                      batches_yielded=resume["batches_yielded"],
-                                     delivered=DeliveredBatches.from_state(resume.get("delivered")))
+                                     delivered=DeliveredBatches.from_state(resume.get("delivered")),
+                                     draws_live=not resume.get("sampler_started", True))
             self._track_sampler(progress, sampler)
             restored = restore_sampler(self, resume)
             if restored is not None:
                 progress.sampler_state, progress.sampler_restored = resume["sampler_state"], restored
-            # The new iterator's own draws happen from the epoch-start states too; the
-            # replaying sampler then redoes the epoch's draws exactly as they were.
-            with progress.snapshot.replaying(sampler_generators(self)):
+            self._progress = progress
+            # The new iterator's own draws (its seed, and samplers that draw when
+            # iterated) come from the epoch-start states; the replaying sampler then
+            # redoes the epoch's draws exactly as they were.
+            session = ReplaySession(progress.snapshot, sampler_generators(self))
+            restart = None
+            if not progress.drew_base_seed:  # the saved epoch reused persistent workers
+                if self.worker_mode == "thread":
+                    self._thread_epochs_started = True  # ours carry on too: no seed draw
+                else:
+                    restart = progress.snapshot
+            with session.active():
                 iterator = self._torch_path_iterator_around(
-                    ResumedIndexSampler(self, super()._index_sampler, progress))
+                    ResumedIndexSampler(self, index_sampler, session, restart_at_reset=restart))
         progress.out_of_order = not self.in_order and self.num_workers > 0
-        self._progress = progress
         return TrackedIterator(iterator, progress)
 
     @staticmethod
@@ -330,6 +337,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                 raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
                                  "load_state_dict()")
             self.dataset.load_state_dict(state["dataset_state"])
+        if not state["in_epoch"] and state.get("sampler_state") is not None:
+            load_sampler_state(self, state["sampler_state"])  # where the next epoch's sampler starts
         self._resume_state = dict(state) if state["in_epoch"] else None
         if (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
                 and self._epoch_starts_workers() and self._plan() is None):
