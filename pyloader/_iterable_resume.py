@@ -21,8 +21,19 @@ does:
   stream depends only on torch's RNG and its worker seeds, and costs the work of the
   skipped batches; a warning says so.
 
-A state taken between epochs restores nothing of the dataset: the next epoch calls
-``iter(dataset)`` afresh, as an uninterrupted run would.
+Where a stream ends matters as much as where it stands: a dataset whose state after its
+last sample also means "start over" would, restored, begin its next epoch inside the
+saved one. So the loader looks one sample ahead where it must to know: in a worker at
+each batch's last sample (the batch then reports the state after the stream's end and
+that its worker is done), and without workers when a state is taken (the sample drawn
+ahead is put back). A worker whose stream had ended yields nothing more in the resumed
+epoch.
+
+Between epochs, a Stateful dataset's state is what the next epoch starts from, and with
+persistent workers each worker's state is (the new workers load it, as the saved run's
+workers would have carried on). A non-Stateful dataset with persistent workers cannot be
+restored exactly after its first epoch (the workers' RNG and copies carried over); a
+warning says so.
 """
 
 from __future__ import annotations
@@ -35,32 +46,127 @@ from torch.utils.data import get_worker_info
 from ._resume import WorkerBatch, sampler_generators
 
 
+PERSISTENT_ITERABLE_WARNING = (
+    "this IterableDataset was iterated by persistent workers, whose RNG and dataset copies carry over from "
+    "epoch to epoch; the restored loader starts new ones, so its stream may differ from the saved run's: "
+    "give the dataset state_dict()/load_state_dict() to restore each worker's position")
+
+
+class EndOfStream:
+    """The last item of a reporting worker's stream: the dataset's state after its
+    iteration ended, which no batch would otherwise carry."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state) -> None:
+        self.state = state
+
+
+class _WorkerFlags:
+    """Per worker process: how its stream is batched and what its last batch reports."""
+
+    skip_next_epoch = False  # its saved stream had ended in this epoch
+    batch_size = None  # samples per fetch (None: one sample, unbatched)
+    batch_state = None  # (state after the batch's last sample, whether the stream ended there)
+
+
+def _reporting_iter(dataset):
+    if _WorkerFlags.skip_next_epoch:
+        _WorkerFlags.skip_next_epoch = False
+        return
+    per_batch = _WorkerFlags.batch_size or 1
+    iterator = dataset._pyloader_base_class.__iter__(dataset)
+    end = object()
+    item, count = next(iterator, end), 0
+    while item is not end:  # not `yield from`: a dataset that is its own iterator would be iterated anew
+        count += 1
+        if count % per_batch:
+            following = next(iterator, end)
+        else:
+            # A batch's last sample: drawing the next one first tells whether the stream
+            # ends with this batch, so the batch reports the state after the end (what
+            # the next epoch starts from) and that its worker is done. Without that, a
+            # dataset whose state at its end means "start over" (a reshuffle on the next
+            # iter()) would, restored, start its next epoch inside this one.
+            state = dataset.state_dict()
+            following = next(iterator, end)
+            if following is end:
+                _WorkerFlags.batch_state = (dataset.state_dict(), True)
+                yield item
+                return
+            _WorkerFlags.batch_state = (state, False)
+        yield item
+        item = following
+    yield EndOfStream(dataset.state_dict())
+
+
+_reporting_classes: dict = {}
+
+
+def report_stream_end(dataset) -> bool:
+    """Makes `dataset` (a worker's copy) end its streams with an EndOfStream, by giving
+    it a subclass of its class that adds nothing but that (and no instance layout).
+    False when its class cannot be swapped (an extension type)."""
+    base = type(dataset)
+    if getattr(base, "_pyloader_base_class", None) is not None:
+        return True
+    cls = _reporting_classes.get(base)
+    if cls is None:
+        cls = type(base.__name__, (base,), {"__slots__": (), "__iter__": _reporting_iter,
+                                            "_pyloader_base_class": base, "__module__": base.__module__})
+        _reporting_classes[base] = cls
+    try:
+        dataset.__class__ = cls
+    except TypeError:
+        return False
+    return True
+
+
 class ReportingCollate:
     """The loader's collate_fn, run in a worker, returning the worker's dataset state too."""
 
-    def __init__(self, collate_fn) -> None:
-        self.collate_fn = collate_fn
+    def __init__(self, collate_fn, batch_size, drop_last: bool) -> None:
+        self.collate_fn, self.batch_size, self.drop_last = collate_fn, batch_size, drop_last
 
     def __call__(self, samples):
-        batch = self.collate_fn(samples)
         info = get_worker_info()
         if info is None:
-            return batch
-        return WorkerBatch(batch, info.id, info.dataset.state_dict())
+            return self.collate_fn(samples)
+        if isinstance(samples, EndOfStream):  # no batching: one sample at a time
+            return WorkerBatch(None, info.id, samples.state, ended=True, empty=True)
+        if self.batch_size is not None and samples and isinstance(samples[-1], EndOfStream):
+            end = samples.pop()
+            if not samples or (self.drop_last and len(samples) < self.batch_size):
+                return WorkerBatch(None, info.id, end.state, ended=True, empty=True)
+            return WorkerBatch(self.collate_fn(samples), info.id, end.state, ended=True)
+        measured, _WorkerFlags.batch_state = _WorkerFlags.batch_state, None
+        if measured is None:  # a dataset whose class could not report (an extension type)
+            return WorkerBatch(self.collate_fn(samples), info.id, info.dataset.state_dict())
+        state, ended = measured
+        return WorkerBatch(self.collate_fn(samples), info.id, state, ended=ended)
 
 
 class LoadingInit:
-    """The loader's worker_init_fn, then the worker's saved dataset state loaded."""
+    """The loader's worker_init_fn, then the worker's saved dataset state loaded, and
+    its dataset set up to report where its stream ends."""
 
-    def __init__(self, worker_init_fn, states: dict) -> None:
-        self.worker_init_fn, self.states = worker_init_fn, states
+    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size) -> None:
+        self.worker_init_fn, self.states, self.ended = worker_init_fn, states, ended
+        self.batch_size = batch_size
 
     def __call__(self, worker_id: int) -> None:
         if self.worker_init_fn is not None:
             self.worker_init_fn(worker_id)
+        dataset = get_worker_info().dataset
         state = self.states.get(str(worker_id))
         if state is not None:
-            get_worker_info().dataset.load_state_dict(state)
+            dataset.load_state_dict(state)
+        if not report_stream_end(dataset):
+            warnings.warn(f"{type(dataset).__name__} is an extension type: a resumed worker cannot report "
+                          "the end of its stream, so a state taken just after it may repeat it", UserWarning)
+        # A stream that had ended in the saved epoch yields nothing more in it.
+        _WorkerFlags.skip_next_epoch = str(worker_id) in self.ended
+        _WorkerFlags.batch_size = self.batch_size
 
 
 class RotatedWorkers:
@@ -116,17 +222,26 @@ class RotatedWorkers:
         return getattr(self._iterator, name)
 
 
+class EndedEpoch:
+    """The rest of an epoch whose stream had ended when its state was taken."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+
 def reports_worker_states(loader) -> bool:
     return loader.num_workers > 0 and loader.worker_mode == "process" and is_stateful(loader.dataset)
 
 
-def start_reporting_iterator(loader, states: dict | None = None):
-    """torch's worker iterator with each worker reporting its dataset state (and, when
-    `states` is given, loading its saved one first)."""
+def start_reporting_iterator(loader, states: dict | None = None, ended=()):
+    """torch's worker iterator with each worker reporting its dataset state, having
+    loaded its state in `states` first (those in `ended` then yield nothing this epoch)."""
     collate_fn, worker_init_fn = loader.collate_fn, loader.worker_init_fn
-    loader.collate_fn = ReportingCollate(collate_fn)
-    if states is not None:
-        loader.worker_init_fn = LoadingInit(worker_init_fn, states)
+    loader.collate_fn = ReportingCollate(collate_fn, loader.batch_size, loader.drop_last)
+    loader.worker_init_fn = LoadingInit(worker_init_fn, dict(states or {}), set(ended), loader.batch_size)
     try:
         return loader._torch_path_iterator()
     finally:
@@ -142,25 +257,77 @@ def _dataset_iterator(torch_iterator):
     return getattr(fetcher, "dataset_iter", None)
 
 
+_PENDING_KEYS = ("dataset_state", "iterator_state", "worker_states", "next_worker", "workers_ended", "stream_ended")
+
+
 def iterable_state(loader) -> dict:
     """The dataset's and its iterator's states, where they are Stateful."""
     if loader._resume_state is not None:  # loaded, not started: what was loaded stands
-        keys = ("dataset_state", "iterator_state", "worker_states", "next_worker")
-        return {key: loader._resume_state.get(key) for key in keys}
+        return {key: loader._resume_state.get(key) for key in _PENDING_KEYS}
     progress = loader._progress
+    if progress is not None and progress.worker_states is not None:
+        if not progress.finished:
+            last = progress.last_worker
+            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
+                    "next_worker": 0 if last is None else (last + 1) % loader.num_workers,
+                    "workers_ended": sorted(progress.workers_ended)}
+        if loader.persistent_workers:
+            # The next epoch's workers carry on from where their streams ended.
+            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states)}
     dataset_state = iterator_state = None
-    if progress is not None and not progress.finished and progress.worker_states is not None:
-        last = progress.last_worker
-        return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
-                "next_worker": 0 if last is None else (last + 1) % loader.num_workers}
+    if is_stateful(loader.dataset):
+        # Between epochs this is what the next epoch's iteration (or its workers' copies)
+        # starts from; inside one without workers, where the dataset stands.
+        dataset_state = loader.dataset.state_dict()
     if progress is not None and not progress.finished and loader.num_workers == 0:
-        if is_stateful(loader.dataset):
-            dataset_state = loader.dataset.state_dict()
         source = progress.source() if progress.source is not None else None
+        fetcher = getattr(source, "_dataset_fetcher", None)
+        if getattr(fetcher, "ended", False):
+            # The stream has ended and only the epoch's end is left to see: the rest of
+            # the epoch is empty, and the dataset's state is already the next epoch's.
+            return {"dataset_state": dataset_state, "iterator_state": None, "stream_ended": True}
         dataset_iterator = _dataset_iterator(source)
+        if isinstance(dataset_iterator, _PushedBack):  # looked ahead by an earlier state_dict()
+            if dataset_iterator.pending:
+                return {"dataset_state": dataset_iterator.state, "iterator_state": None}
+            fetcher.dataset_iter = dataset_iterator = dataset_iterator.iterator
         if is_stateful(dataset_iterator):
             iterator_state = dataset_iterator.state_dict()
+        elif dataset_state is not None and dataset_iterator is not None:
+            return _look_ahead(loader.dataset, fetcher, dataset_state)
     return {"dataset_state": dataset_state, "iterator_state": iterator_state}
+
+
+class _PushedBack:
+    """A dataset iterator with the sample drawn ahead of it put back in front."""
+
+    def __init__(self, item, iterator, state) -> None:
+        self.item, self.iterator, self.state = item, iterator, state
+        self.pending = True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.pending:
+            self.pending, item = False, self.item
+            self.item = None
+            return item
+        return next(self.iterator)
+
+
+def _look_ahead(dataset, fetcher, state: dict) -> dict:
+    """The state of a Stateful dataset iterated in the main process, telling whether
+    its stream has ended: that needs the next sample drawn (and put back), since a
+    dataset's state at its last sample may also mean "start over" (a reshuffle on the
+    next iter()), which restored would start a new epoch inside this one."""
+    end = object()
+    following = next(fetcher.dataset_iter, end)
+    if following is end:
+        fetcher.ended = True
+        return {"dataset_state": dataset.state_dict(), "iterator_state": None, "stream_ended": True}
+    fetcher.dataset_iter = _PushedBack(following, fetcher.dataset_iter, state)
+    return {"dataset_state": state, "iterator_state": None}
 
 
 def resume_iterable(loader, resume: dict, progress):
@@ -170,8 +337,9 @@ def resume_iterable(loader, resume: dict, progress):
     if resume.get("worker_states") is not None:
         # Every worker continues from its own state: nothing is replayed.
         progress.worker_states = dict(resume["worker_states"])
+        progress.workers_ended = set(resume.get("workers_ended") or ())
         with progress.snapshot.replaying(sampler_generators(loader)):
-            iterator = start_reporting_iterator(loader, progress.worker_states)
+            iterator = start_reporting_iterator(loader, progress.worker_states, progress.workers_ended)
         return RotatedWorkers(iterator, resume["next_worker"], loader.num_workers)
     dataset_state, iterator_state = resume.get("dataset_state"), resume.get("iterator_state")
     if dataset_state is not None:
@@ -179,6 +347,8 @@ def resume_iterable(loader, resume: dict, progress):
             raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
                              "load_state_dict()")
         loader.dataset.load_state_dict(dataset_state)
+    if resume.get("stream_ended"):
+        return EndedEpoch()
     # The iterator's creation draws its base seed (and a dataset may draw in __iter__)
     # as the saved epoch's did; replayed batches are drawn as they were the first time.
     with progress.snapshot.replaying(sampler_generators(loader)):
@@ -190,6 +360,8 @@ def resume_iterable(loader, resume: dict, progress):
                                  "now returns an iterator without load_state_dict()")
             dataset_iterator.load_state_dict(iterator_state)
             return iterator
+        if not progress.drew_base_seed:
+            warnings.warn(PERSISTENT_ITERABLE_WARNING, UserWarning, stacklevel=4)
         if dataset_state is not None or skip == 0:
             return iterator
         warnings.warn(

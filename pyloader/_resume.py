@@ -193,10 +193,12 @@ class WorkerBatch:
     """A batch made in a worker process, with that worker's dataset state after it
     (see _iterable_resume.py); unwrapped by TrackedIterator."""
 
-    __slots__ = ("batch", "worker_id", "state")
+    __slots__ = ("batch", "worker_id", "state", "ended", "empty")
 
-    def __init__(self, batch, worker_id: int, state) -> None:
+    def __init__(self, batch, worker_id: int, state, ended: bool = False, empty: bool = False) -> None:
         self.batch, self.worker_id, self.state = batch, worker_id, state
+        self.ended = ended  # the worker's stream ended with this batch: `state` is its state after the end
+        self.empty = empty  # no batch, only the end's state (the stream ended on a batch boundary)
 
     def pin_memory(self, device=None):  # torch's pin-memory thread calls this
         from torch.utils.data._utils.pin_memory import pin_memory
@@ -442,6 +444,16 @@ class EpochProgress:
     # An IterableDataset in worker processes that report their dataset states.
     worker_states: dict | None = None
     last_worker: int | None = None
+    workers_ended: set | None = None  # workers whose stream ended this epoch
+
+    def worker_reported(self, report: WorkerBatch) -> None:
+        if self.worker_states is None:
+            return
+        worker = str(report.worker_id)
+        self.worker_states[worker] = report.state
+        self.last_worker = report.worker_id
+        if report.ended:
+            self.workers_ended.add(worker)
 
     def passed_batch(self) -> None:
         """One more batch delivered (or failed): the epoch moves past it."""
@@ -500,24 +512,26 @@ class TrackedIterator:
         return self
 
     def __next__(self):
-        try:
-            batch = next(self._iterator)
-        except StopIteration:
-            self.progress.finished = True
-            raise
-        except Exception as error:
-            if not str(error).startswith("DataLoader timed out"):
-                # The batch's own failure: torch's iterator has moved past it.
-                self.progress.passed_batch()
-                if self.progress.out_of_order:
-                    self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
-            raise
+        while True:
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self.progress.finished = True
+                raise
+            except Exception as error:
+                if not str(error).startswith("DataLoader timed out"):
+                    # The batch's own failure: torch's iterator has moved past it.
+                    self.progress.passed_batch()
+                    if self.progress.out_of_order:
+                        self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
+                raise
+            if batch.__class__ is not WorkerBatch:
+                break
+            self.progress.worker_reported(batch)
+            if not batch.empty:
+                batch = batch.batch
+                break
         self.progress.passed_batch()
-        if batch.__class__ is WorkerBatch:
-            if self.progress.worker_states is not None:
-                self.progress.worker_states[str(batch.worker_id)] = batch.state
-                self.progress.last_worker = batch.worker_id
-            batch = batch.batch
         if self.progress.out_of_order:
             self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
         return batch

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections import deque
 from typing import TypeVar
 
+import torch
 import torch.utils.data
 from torch.utils.data.dataloader import _DatasetKind
 
@@ -15,7 +17,7 @@ from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
                       TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
-from ._iterable_resume import (is_stateful, iterable_state, reports_worker_states, resume_iterable,
+from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, reports_worker_states, resume_iterable,
                                start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
@@ -254,15 +256,36 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if resume is not None and resume["order"] != "iterable":
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              "this loader now iterates an IterableDataset")
+        carried = None  # worker states a new epoch's workers start from
+        if resume is not None and not resume["in_epoch"]:
+            carried, resume = resume["worker_states"], None  # a state between epochs (persistent workers)
+            if self._iterator is not None:
+                self._iterator._shutdown_workers()
+                self._iterator = None
         if resume is None:
-            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.capture(self))
+            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.capture(self),
+                                     drew_base_seed=self._epoch_starts_workers())
             if reports_worker_states(self):
-                progress.worker_states = {}
-                iterator = start_reporting_iterator(self)
+                previous = self._progress
+                if carried is None and self.persistent_workers and self._iterator is not None and \
+                        previous is not None and previous.worker_states is not None:
+                    carried = previous.worker_states  # persistent workers carry on from there
+                progress.worker_states, progress.workers_ended = dict(carried or {}), set()
+                if carried is not None and not self.persistent_workers:
+                    carried = None
+                self._progress = progress
+                if carried is not None and self._iterator is None:
+                    # New workers standing in for the saved run's persistent ones, which
+                    # drew no seed for this epoch: the caller's RNG is left as it was.
+                    with torch.random.fork_rng(devices=[]):
+                        iterator = start_reporting_iterator(self, carried)
+                else:
+                    iterator = start_reporting_iterator(self)
             else:
                 iterator = self._torch_path_iterator()
         else:
-            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]))
+            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
+                                     drew_base_seed=resume.get("drew_base_seed", True))
             if self.persistent_workers and self._iterator is not None:
                 self._iterator._shutdown_workers()  # its workers' datasets are past the saved point
                 self._iterator = None
@@ -340,10 +363,25 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if not state["in_epoch"] and state.get("sampler_state") is not None:
             load_sampler_state(self, state["sampler_state"])  # where the next epoch's sampler starts
         self._resume_state = dict(state) if state["in_epoch"] else None
-        if (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
+        if self._dataset_kind != _DatasetKind.Map and not state["in_epoch"]:
+            self._load_iterable_between_epochs(state)
+        elif (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
                 and self._epoch_starts_workers() and self._plan() is None):
             # The saved run's next epoch starts no workers; see _start_epoch.
             self._resume_state = {**EpochProgress(order="torch").to_state(), "drew_base_seed": False}
+
+    def _load_iterable_between_epochs(self, state: dict) -> None:
+        if state.get("worker_states") is not None:
+            if self.persistent_workers and self.num_workers > 0:
+                self._resume_state = dict(state)  # the next epoch's workers start from these
+            return
+        if state.get("dataset_state") is not None:
+            if not is_stateful(self.dataset):
+                raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
+                                 "load_state_dict()")
+            self.dataset.load_state_dict(state["dataset_state"])
+        elif not state.get("next_epoch_starts_workers", True) and state.get("order") == "iterable":
+            warnings.warn(PERSISTENT_ITERABLE_WARNING, UserWarning, stacklevel=3)
 
 
 # torchdata's name for a checkpointable loader: pyloader's DataLoader is one.

@@ -3,7 +3,6 @@ after the last batch, between epochs), in the first and in a later epoch, for ev
 sampler kind, worker mode and delivery order: the batches after resuming in a fresh
 loader, through a JSON round trip, equal the uninterrupted run's, later epochs too."""
 
-import json
 import warnings
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+from checkpoints import checkpointed_run, epochs
 
 ROWS, BATCH, EPOCHS = 23, 4, 3  # 6 batches an epoch, the last one short
 BATCHES = -(-ROWS // BATCH)
@@ -78,39 +78,6 @@ WORKERS = {
 DATASETS = {"torch_path": Plain, "native": lambda: pyloader.ArrayDataset(np.arange(ROWS))}
 
 
-def ids(batch):
-    if isinstance(batch, (list, tuple)):
-        batch = batch[0]
-    return torch.as_tensor(batch).reshape(-1).tolist()
-
-
-def epochs(loader, count):
-    return [[i for batch in loader for i in ids(batch)] for _ in range(count)]
-
-
-def checkpointed_run(make, epoch, point):
-    """Runs to the checkpoint, then continues in a new loader from the saved state."""
-    torch.manual_seed(1)
-    loader = make()
-    seen = epochs(loader, epoch)
-    iterator = iter(loader)
-    current = []
-    if point == "between":
-        current = [i for batch in iterator for i in ids(batch)]
-    else:
-        for _ in range(point):
-            current += ids(next(iterator))
-    state = json.loads(json.dumps(loader.state_dict()))
-    rng = torch.get_rng_state()
-    del iterator, loader
-    resumed = make()
-    resumed.load_state_dict(state)
-    torch.set_rng_state(rng)  # the caller restores torch's global RNG from its checkpoint
-    if point != "between":
-        current += [i for batch in resumed for i in ids(batch)]
-    return seen + [current] + epochs(resumed, EPOCHS - epoch - 1)
-
-
 def cases():
     for dataset in DATASETS:
         for sampler in SAMPLERS:
@@ -132,7 +99,7 @@ def test_resume_equals_the_uninterrupted_run(dataset, sampler, workers):
     for epoch, point in POINTS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's warning about few cores
-            resumed = checkpointed_run(make, epoch, point)
+            resumed = checkpointed_run(make, epoch, point, EPOCHS)
         if ordered:
             assert resumed == uninterrupted, (epoch, point)
         else:  # every sample of each epoch exactly once
