@@ -17,8 +17,8 @@ from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
                       TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
-from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, reports_worker_states, resume_iterable,
-                               start_reporting_iterator)
+from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, reports_worker_states,
+                               resume_iterable, start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
