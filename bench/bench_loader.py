@@ -20,7 +20,12 @@ as for a dataset larger than RAM; the warm-up pass is skipped.
 
 With --sequential every contender reads in file order instead of shuffled.
 
+With --cold two more contenders run: pyloader with io="mmap" (reads through page faults
+only, as before explicit reads existed) and a raw reader keeping 64 pread()s in flight
+over the same rows (the explicit-read ceiling).
+
     python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold] [--sequential]
+                                 [--row-bytes 256 4096 ...] [--cold-fraction 0.25] [--no-torch]
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _core
+from pyloader._columns import file_position
 
 BATCH = 256
 
@@ -112,19 +118,40 @@ def numpy_loop(array, generator, sequential: bool = False):
         yield torch.from_numpy(array[order[first:first + BATCH]])
 
 
-def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None,
-                    sequential: bool = False) -> float:
-    pool = _core.ThreadPool(threads)
-    order = epoch_order(len(array), generator, sequential)
+def chunked_rate(read_chunk, order: np.ndarray, budget_s: float, max_samples: int | None) -> float:
+    """Samples/s of `read_chunk` over chunks of 64 batches of `order`, for `budget_s`
+    seconds or (cold runs) until `max_samples` samples."""
     chunk = BATCH * 64
     samples, start, first = 0, time.perf_counter(), 0
     while (time.perf_counter() - start < budget_s) if max_samples is None else samples < max_samples:
         if first + chunk > len(order):
             first = 0
-        _core.reference_gather(pool, [array], order[first:first + chunk], BATCH)
+        read_chunk(order[first:first + chunk])
         samples += chunk
         first += chunk
     return samples / (time.perf_counter() - start)
+
+
+def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None,
+                    sequential: bool = False) -> float:
+    pool = _core.ThreadPool(threads)
+    return chunked_rate(lambda rows: _core.reference_gather(pool, [array], rows, BATCH),
+                        epoch_order(len(array), generator, sequential), budget_s, max_samples)
+
+
+def raw_pread_rate(array, generator, budget_s: float, depth: int, max_samples: int | None = None,
+                   sequential: bool = False) -> float:
+    """The same rows read with `depth` pread()s in flight, one per row, into private
+    buffers: the explicit-read ceiling for a cold file."""
+    path, offset = file_position(array)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
+        return chunked_rate(
+            lambda rows: _core.reference_read(descriptor, offset, array.strides[0], np.sort(rows), depth),
+            epoch_order(len(array), generator, sequential), budget_s, max_samples)
+    finally:
+        os.close(descriptor)
 
 
 def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
@@ -139,23 +166,29 @@ def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
 
 
 def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False,
-                 sequential: bool = False) -> dict:
+                 sequential: bool = False, cold_fraction: float = 0.25, with_torch: bool = True) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
-    cap = len(array) // 4 if cold else None
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential,
-                                 drop_last=True, num_threads=threads)
+    cap = max(BATCH, int(len(array) * cold_fraction)) if cold else None
+    make = lambda io: pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential,
+                                          drop_last=True, num_threads=threads, io=io)
+    loader = make("auto")  # the defaults: what a user gets without asking
     assert loader.uses_native_path
     per_sample = PerSampleDataset(array)
     torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=not sequential,
                                                   drop_last=True, num_workers=workers)
-    return best_of(rounds, {
-        "pyloader": lambda: timed(loader, seconds, first_of, cap),
-        "torch w0": lambda: timed(torch_loader(0), seconds, max_samples=cap),
-        "torch w2": lambda: timed(torch_loader(2), seconds, max_samples=cap),
-        "numpy loop": lambda: timed(numpy_loop(array, generator, sequential), seconds, max_samples=cap),
-        "raw gather": lambda: raw_gather_rate(array, generator, seconds, threads, cap, sequential),
-    }, before_each=(lambda: evict(array)) if cold else (lambda: None))
+    contenders = {"pyloader": lambda: timed(loader, seconds, first_of, cap)}
+    if cold:
+        mapped = make("mmap")
+        contenders["pyloader mmap"] = lambda: timed(mapped, seconds, first_of, cap)
+    if with_torch:
+        contenders["torch w0"] = lambda: timed(torch_loader(0), seconds, max_samples=cap)
+        contenders["torch w2"] = lambda: timed(torch_loader(2), seconds, max_samples=cap)
+    contenders["numpy loop"] = lambda: timed(numpy_loop(array, generator, sequential), seconds, max_samples=cap)
+    contenders["raw gather"] = lambda: raw_gather_rate(array, generator, seconds, threads, cap, sequential)
+    if cold:
+        contenders["raw pread64"] = lambda: raw_pread_rate(array, generator, seconds, 64, cap, sequential)
+    return best_of(rounds, contenders, before_each=(lambda: evict(array)) if cold else (lambda: None))
 
 
 def measure_small_batches(seconds: float, threads: int, rounds: int) -> dict:
@@ -181,7 +214,14 @@ def main() -> None:
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
     parser.add_argument("--cold", action="store_true", help="evict the page cache before every round")
     parser.add_argument("--sequential", action="store_true", help="read in file order instead of shuffled")
+    parser.add_argument("--row-bytes", type=int, nargs="+", default=None,
+                        help="row sizes to measure (default: 256 and 12288; cold: 256, 4096 and 12288)")
+    parser.add_argument("--cold-fraction", type=float, default=0.25,
+                        help="share of the file's rows each cold round reads")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out torch's DataLoader (slow on cold files; the IO ceilings stay)")
     args = parser.parse_args()
+    sizes = args.row_bytes or ((256, 4096, 12 * 1024) if args.cold else (256, 12 * 1024))
 
     print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, "
@@ -189,15 +229,16 @@ def main() -> None:
           f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
           + (", page cache evicted before each round" if args.cold else ""))
     table = []
-    for row_bytes in (256, 12 * 1024):
+    for row_bytes in sizes:
         array = make_memmap(args.dir, row_bytes, args.gib, warm=not args.cold)
         rates = measure_rows(array, args.seconds, args.threads, args.rounds, cold=args.cold,
-                             sequential=args.sequential)
+                             sequential=args.sequential, cold_fraction=args.cold_fraction,
+                             with_torch=not args.no_torch)
         table.append((row_bytes, rates))
         state = "cold" if args.cold else "warm"
         print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s")
         for name, rate in rates.items():
-            print(f"  {name:<12} {rate:>14,.0f}")
+            print(f"  {name:<14} {rate:>14,.0f}")
     small = measure_small_batches(args.seconds, args.threads, args.rounds)
     print("\nbatch_size=1, TensorDataset in RAM: batches/s")
     for name, rate in small.items():
@@ -205,11 +246,17 @@ def main() -> None:
 
     print("\nratios (same run)")
     for row_bytes, rates in table:
-        best_torch = max(rates["torch w0"], rates["torch w2"])
-        print(f"ratio {row_bytes}B rows: pyloader / best torch DataLoader = {rates['pyloader'] / best_torch:.1f}x")
+        if "torch w0" in rates:
+            best_torch = max(rates["torch w0"], rates["torch w2"])
+            print(f"ratio {row_bytes}B rows: pyloader / best torch DataLoader = {rates['pyloader'] / best_torch:.1f}x")
         print(f"ratio {row_bytes}B rows: pyloader / numpy loop = {rates['pyloader'] / rates['numpy loop']:.2f}x")
         print(f"ratio {row_bytes}B rows: pyloader / raw {args.threads}-thread gather = "
               f"{100 * rates['pyloader'] / rates['raw gather']:.0f}%")
+        if "raw pread64" in rates:
+            print(f"ratio {row_bytes}B rows: pyloader / raw pread at depth 64 = "
+                  f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%")
+            print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = "
+                  f"{rates['pyloader'] / rates['pyloader mmap']:.2f}x")
     print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
 
 

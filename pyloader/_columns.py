@@ -54,6 +54,11 @@ class Column:
     def pipeline_source(self):
         return self.array
 
+    @property
+    def read_source(self) -> tuple[str, int] | None:
+        """Where explicit reads find this column's rows, if anywhere (see file_position)."""
+        return None if self.file is None else file_position(self.array)
+
     def sample(self, index: int) -> torch.Tensor:
         # A copy, so a sample neither pins the memory map nor aliases a read-only page.
         row = np.array(self.array[index], dtype=self.cast)
@@ -159,14 +164,44 @@ def _torch_dtype_of(np_dtype: np.dtype, what: str) -> torch.dtype:
         raise TypeError(f"{what} has dtype {np_dtype}, which torch tensors cannot hold") from None
 
 
+def _mapping_root(array: np.ndarray) -> np.memmap | None:
+    """The np.memmap that owns the mapping `array` views, or None. Views of a memmap are
+    memmaps too, but they keep their parent's `offset`: only the root's is its own."""
+    root = None
+    while isinstance(array, np.ndarray):
+        if isinstance(array, np.memmap):
+            root = array
+        array = array.base
+    return root if root is not None and getattr(root, "filename", None) is not None else None
+
+
+def _start_in_file(array: np.ndarray, root: np.memmap) -> int:
+    return int(root.offset) + array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+
+
 def file_backing(array: np.ndarray) -> tuple[str | None, int]:
     """(backing file, bytes of it the array needs) of a memory-mapped array, or (None, 0)."""
-    mapped = array
-    while mapped is not None and not isinstance(mapped, np.memmap):
-        mapped = mapped.base if isinstance(mapped.base, np.ndarray) else None
-    if mapped is None or getattr(mapped, "filename", None) is None:
+    root = _mapping_root(array)
+    if root is None:
         return None, 0
-    return mapped.filename, int(mapped.offset) + mapped.nbytes
+    if array.size == 0:
+        return os.fspath(root.filename), 0
+    # The byte after the highest element (negative strides reach below the first one).
+    highest = sum((extent - 1) * stride for extent, stride in zip(array.shape, array.strides) if stride > 0)
+    return os.fspath(root.filename), _start_in_file(array, root) + highest + array.itemsize
+
+
+def file_position(array: np.ndarray) -> tuple[str, int] | None:
+    """(backing file, byte offset of the array's first row in it) of a memory-mapped
+    array whose rows lie in the file one after another, or None: what explicit reads
+    need to fetch its rows from the file instead of through the mapping."""
+    root = _mapping_root(array)
+    if root is None or array.ndim == 0:
+        return None
+    row_bytes = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    if len(array) > 1 and array.strides[0] != row_bytes:
+        return None
+    return os.fspath(root.filename), _start_in_file(array, root)
 
 
 def column_from(value: Any, what: str) -> Column:

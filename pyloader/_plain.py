@@ -64,6 +64,16 @@ class DatasetColumns:
                 for pieces in self.pieces]
 
     @property
+    def read_sources(self) -> list | None:
+        """Per column, None or per piece where explicit reads find its rows (see
+        Column.read_source); None when no column is file-backed."""
+        sources = []
+        for pieces in self.pieces:
+            per_piece = [getattr(piece, "read_source", None) for piece in pieces]
+            sources.append(None if all(source is None for source in per_piece) else per_piece)
+        return None if all(source is None for source in sources) else sources
+
+    @property
     def casts(self) -> list | None:
         """Per column the dtype the gather converts its integers to, or None."""
         casts = [column.cast for column in self.columns]

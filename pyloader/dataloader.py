@@ -48,6 +48,13 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         worker_mode: ``"process"`` (torch's worker processes) or ``"thread"``: off the
             native path, ``num_workers`` threads fetch and collate map-style batches,
             for datasets whose ``__getitem__`` releases the GIL (see ``_threads.py``).
+        io: how the native path reads memory-mapped files. ``"mmap"`` copies from the
+            mapping (pages not in the page cache are read by page faults, one run at a
+            time per thread); ``"read"`` reads every batch's rows from the file with
+            many reads in flight (neighbouring rows in one read); ``"auto"`` (default)
+            reads explicitly the batches whose rows are not in the page cache, for rows
+            of 2 KiB or more (smaller rows share pages, where the kernel's read-around
+            is the faster reader), and copies cached ones from the mapping.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
@@ -55,7 +62,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor=None, persistent_workers=False, pin_memory_device="",
                  in_order=True, snapshot_every_n_steps: int | None = 1, num_threads: int | None = None,
-                 native: bool | None = None, worker_mode: str = "process"):
+                 native: bool | None = None, worker_mode: str = "process", io: str = "auto"):
         self.worker_mode = worker_mode  # read by check_worker_number_rationality during init
         super().__init__(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers,
                          collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
@@ -73,6 +80,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         if worker_mode == "thread" and self._dataset_kind != _DatasetKind.Map and num_workers > 0:
             raise ValueError("worker_mode='thread' needs a map-style dataset; an IterableDataset "
                              "shards itself per worker process (get_worker_info)")
+        if io not in ("auto", "mmap", "read"):
+            raise ValueError(f"io must be 'auto', 'mmap' or 'read', got {io!r}")
         if snapshot_every_n_steps is not None and (isinstance(snapshot_every_n_steps, bool)
                                                    or not isinstance(snapshot_every_n_steps, int)
                                                    or snapshot_every_n_steps < 1):
@@ -84,6 +93,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self.snapshot_every_n_steps = snapshot_every_n_steps
         self.num_threads = num_threads
         self.native = native
+        self.io = io
         # torch sets prefetch_factor to 2 whenever there are workers; the native gather
         # depth follows it only when the caller chose it.
         self._prefetch_factor_given = prefetch_factor is not None

@@ -37,3 +37,26 @@ def assert_loaders_equal(ours, theirs):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def assert_fork_mid_epoch_continues(loader, expected: list) -> None:
+    """Forks after the first batch of an epoch whose batches are (data, label): parent and
+    child each finish it, and the child runs a fresh epoch too; all labels as expected."""
+    import os
+
+    iterator = iter(loader)
+    first = next(iterator)
+    pid = os.fork()
+    if pid == 0:  # child: none of the parent's native threads exist here
+        code = 1
+        try:
+            rest = [labels for _, labels in iterator]
+            fresh = [labels for _, labels in loader]
+            ok = torch.cat([first[1], *rest]).tolist() == expected and torch.cat(fresh).tolist() == expected
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    rest = [labels for _, labels in iterator]
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert torch.cat([first[1], *rest]).tolist() == expected

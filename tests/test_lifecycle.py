@@ -11,6 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+from conftest import assert_fork_mid_epoch_continues
 
 
 def native_thread_count():
@@ -135,23 +136,7 @@ def test_sigint_while_waiting_raises_keyboard_interrupt():
 
 def test_fork_after_iteration_started(dataset):
     loader = pyloader.DataLoader(dataset, batch_size=100, shuffle=False)
-    iterator = iter(loader)
-    first = next(iterator)
-    pid = os.fork()
-    if pid == 0:  # child: finish the epoch, then run a fresh one
-        code = 1
-        try:
-            rest = [ib for _, ib in iterator]
-            fresh = [ib for _, ib in loader]
-            ok = (torch.cat([first[1], *rest]).tolist() == list(range(4000))
-                  and torch.cat(fresh).tolist() == list(range(4000)))
-            code = 0 if ok else 2
-        finally:
-            os._exit(code)
-    rest = [ib for _, ib in iterator]
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert torch.cat([first[1], *rest]).tolist() == list(range(4000))
+    assert_fork_mid_epoch_continues(loader, list(range(4000)))
 
 
 def test_worker_processes_fork_cleanly_after_native_use(dataset):

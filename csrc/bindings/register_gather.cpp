@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "../core/reference_gather.hpp"
+#include "../core/reference_reads.hpp"
 #include "../core/thread_pool.hpp"
 #include "column_arrays.hpp"
 #include "registry.hpp"
@@ -46,6 +47,22 @@ void register_gather(py::module_& module) {
       py::arg("pool"), py::arg("columns"), py::arg("indices"), py::arg("batch_size"),
       "Copy every batch of `indices` from `columns` with all pool threads into private "
       "buffers and return nothing: the copy-only ceiling used by the benchmarks.");
+
+  module.def(
+      "reference_read",
+      [](int descriptor, std::int64_t offset, std::int64_t row_bytes,
+         const py::array_t<std::int64_t, py::array::c_style>& rows, std::size_t depth) {
+        if (row_bytes <= 0) throw py::value_error("row_bytes must be positive");
+        const std::int64_t* data = rows.data();
+        for (py::ssize_t k = 0; k < rows.size(); ++k) {
+          if (data[k] < 0) throw py::index_error("negative row");
+        }
+        py::gil_scoped_release release;  // a descriptor and an index array the caller keeps
+        read_rows_reference(descriptor, offset, row_bytes, data, static_cast<std::size_t>(rows.size()), depth);
+      },
+      py::arg("descriptor"), py::arg("offset"), py::arg("row_bytes"), py::arg("rows"), py::arg("depth"),
+      "pread() each of `rows` (row r at offset + r * row_bytes) from `descriptor` with `depth` "
+      "reads in flight into private buffers: the explicit-read ceiling used by the benchmarks.");
 }
 
 }  // namespace pyloader::bindings

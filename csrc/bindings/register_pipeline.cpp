@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "../core/batch_pipeline.hpp"
@@ -142,6 +144,23 @@ bool is_ragged_source(const py::handle& source) {
   return false;
 }
 
+IoMode io_mode_from(const std::string& name) {
+  if (name == "mmap") return IoMode::kMmap;
+  if (name == "read") return IoMode::kRead;
+  if (name == "auto") return IoMode::kAuto;
+  throw py::value_error("io must be 'auto', 'mmap' or 'read', not '" + name + "'");
+}
+
+std::shared_ptr<const FileSource> open_file_source(const std::string& path, std::int64_t offset) {
+  try {
+    return std::make_shared<const FileSource>(path, offset);
+  } catch (const std::system_error& error) {
+    errno = error.code().value();
+    PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+    throw py::error_already_set();
+  }
+}
+
 // Python face of a BatchPipeline: owns references to the source arrays for as long
 // as the pipeline may read them, and turns gathered buffers into numpy arrays.
 class PythonBatchPipeline {
@@ -150,7 +169,8 @@ class PythonBatchPipeline {
   // packed) says how ragged column c's batches are padded. Both default to None.
   PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
                       std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
-                      const py::object& casts, const py::object& paddings)
+                      const py::object& casts, const py::object& paddings, const py::object& files,
+                      const std::string& io, std::size_t read_threads)
       : row_map_(std::move(row_map)) {
     auto option = [&](const py::object& options, std::size_t c) -> py::object {
       if (options.is_none()) return py::none();
@@ -212,6 +232,18 @@ class PythonBatchPipeline {
       trailing_shapes_.emplace_back(array.shape() + 1, array.shape() + array.ndim());
       first_piece += columns[c].pieces.size();
     }
+    for (std::size_t k = 0; k < output_.size(); ++k) {
+      const py::object spec = option(files, k);
+      if (output_[k].ragged || spec.is_none()) continue;
+      Column& column = columns[output_[k].index];
+      const auto per_piece = py::reinterpret_borrow<py::sequence>(spec);
+      if (per_piece.size() != column.pieces.size()) throw py::value_error("one file (or None) per column piece is needed");
+      for (std::size_t p = 0; p < column.pieces.size(); ++p) {
+        if (per_piece[p].is_none()) continue;
+        const auto entry = py::reinterpret_borrow<py::tuple>(per_piece[p]);
+        column.pieces[p].file = open_file_source(entry[0].cast<std::string>(), entry[1].cast<std::int64_t>());
+      }
+    }
     std::optional<RowMap> map;
     if (row_map_) {
       const std::int64_t source_rows =
@@ -224,6 +256,7 @@ class PythonBatchPipeline {
     }
     pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(ragged), std::move(pool),
                                                 max_in_flight, map);
+    pipeline_->set_io_mode(io_mode_from(io), read_threads);
   }
 
   ~PythonBatchPipeline() { close(); }
@@ -259,6 +292,11 @@ class PythonBatchPipeline {
     if (!pipeline_) return 0;
     Consumer consumer(*this);
     return consumer.pipeline().in_flight();
+  }
+  std::uint64_t explicitly_read_batches() {
+    if (!pipeline_) return 0;
+    Consumer consumer(*this);
+    return consumer.pipeline().explicitly_read_batches();
   }
   std::uint64_t popped() {
     Consumer consumer(*this);
@@ -425,9 +463,14 @@ void register_pipeline(py::module_& module) {
       "an array or a list of arrays (its pieces, concatenated).\n\n"
       "Safe to share between Python threads: calls are served one at a time.")
       .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
-                    std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&>(),
+                    std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&,
+                    const py::object&, const std::string&, std::size_t>(),
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none(),
-           py::arg("casts") = py::none(), py::arg("paddings") = py::none())
+           py::arg("casts") = py::none(), py::arg("paddings") = py::none(), py::arg("files") = py::none(),
+           py::arg("io") = "mmap", py::arg("read_threads") = 64,
+           "`files[c]` (None, or per piece None or (path, byte offset of row 0)) names the file "
+           "behind column c's memory mapping, which `io` ('mmap', 'read' or 'auto') may read "
+           "explicitly with `read_threads` reads in flight.")
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
@@ -449,6 +492,8 @@ void register_pipeline(py::module_& module) {
       .def_property_readonly("last_error_consumed_batch", &PythonBatchPipeline::last_error_consumed_batch,
                              "Whether the error the last next() raised was that batch's own outcome "
                              "(its gather failed; the batch is consumed) rather than a failed call.")
+      .def_property_readonly("explicitly_read_batches", &PythonBatchPipeline::explicitly_read_batches,
+                             "Batches whose rows were read from their files explicitly so far.")
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
       .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
 }

@@ -1,5 +1,6 @@
 #include "batch_pipeline.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "bus_error_guard.hpp"
@@ -263,7 +264,10 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     // Per thread, so the sort workspace is allocated once per thread, not per batch.
     thread_local ReadPlan plan;
     plan_reads(slot.indices.data(), slot.rows, plan);
+    thread_local std::vector<char> read_explicitly;
+    read_explicitly.assign(columns_.size(), 0);
     CopyJob job{this, &slot, &plan};
+    job.read_explicitly = &read_explicitly;
     if (!ragged_.empty()) {
       slot.spans.resize(ragged_.size());
       for (auto& spans : slot.spans) spans.resize(slot.rows);
@@ -280,6 +284,7 @@ void BatchPipeline::fill(Slot& slot) noexcept {
       }
       allocate_ragged(slot);
     }
+    if (reads_) read_from_files(slot, plan, read_explicitly);  // outside the guard: it allocates
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
       slot.error = std::make_exception_ptr(SourceReadError(
           "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
@@ -290,11 +295,74 @@ void BatchPipeline::fill(Slot& slot) noexcept {
   }
 }
 
+void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
+  if (!slots_.empty() || popped_ != 0) throw std::logic_error("set_io_mode() after the first batch");
+  io_mode_ = mode;
+  reads_.reset();
+  if (mode == IoMode::kMmap) return;
+  for (const Column& column : columns_) {
+    if (readable_from_file(column)) {
+      reads_ = std::make_unique<ReadEngine>(read_threads);
+      return;
+    }
+  }
+}
+
+bool BatchPipeline::readable_from_file(const Column& column) const noexcept {
+  if (column.cast.active()) return false;  // a cast converts while copying; reads land as stored
+  for (const ColumnView& piece : column.pieces) {
+    if (!piece.file || piece.row_stride != piece.row_bytes) return false;
+  }
+  return true;
+}
+
+void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vector<char>& done) {
+  // Rows sampled to tell a cached batch (copied from the mapping, the fast path) from
+  // one that would be read through page faults, one page run at a time per thread.
+  constexpr std::size_t kResidencySamples = 4;
+  const std::size_t count = slot.rows;
+  if (count == 0) return;
+  bool any = false;
+  for (std::size_t c = 0; c < columns_.size(); ++c) {
+    const Column& column = columns_[c];
+    if (!readable_from_file(column)) continue;
+    auto piece_of = [&](std::int64_t row) -> const ColumnView& {
+      auto next = std::upper_bound(column.pieces.begin(), column.pieces.end(), row,
+                                   [](std::int64_t r, const ColumnView& p) { return r < p.first_row; });
+      return *(next - 1);
+    };
+    if (io_mode_ == IoMode::kAuto) {
+      if (column.row_bytes() < kExplicitReadMinRowBytes) continue;
+      bool cached = true;
+      const std::size_t samples = std::min(count, kResidencySamples);
+      for (std::size_t s = 0; s < samples && cached; ++s) {
+        const std::int64_t row = plan.sources[s * count / samples];
+        cached = row_cached(piece_of(row), row);
+      }
+      if (cached) continue;
+    }
+    std::byte* out = slot.buffer.get() + slot.column_offsets[c];
+    const auto sources_begin = plan.sources.begin();
+    const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
+    auto range_begin = sources_begin;
+    for (const ColumnView& piece : column.pieces) {
+      const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
+      reads_->read_rows(piece, *piece.file, plan, static_cast<std::size_t>(range_begin - sources_begin),
+                        static_cast<std::size_t>(range_end - sources_begin), out);
+      range_begin = range_end;
+    }
+    done[c] = 1;
+    any = true;
+  }
+  if (any) explicitly_read_.fetch_add(1, std::memory_order_relaxed);
+}
+
 void BatchPipeline::copy_columns(void* job_pointer) {
   const CopyJob& job = *static_cast<const CopyJob*>(job_pointer);
   const Slot& slot = *job.slot;
   const std::size_t fixed = job.pipeline->columns_.size();
   for (std::size_t c = 0; c < fixed; ++c) {
+    if ((*job.read_explicitly)[c]) continue;
     gather_column(job.pipeline->columns_[c], *job.plan, slot.rows,
                   slot.buffer.get() + slot.column_offsets[c]);
   }

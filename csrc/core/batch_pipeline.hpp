@@ -24,6 +24,10 @@
 //     batch's outcome and consumes it).
 //   * Small batches are gathered inline on the calling thread: below a few KiB the
 //     hand-off to a worker costs more than the copy itself.
+//   * File-backed columns (ColumnView::file on every piece, no cast) may be read with
+//     explicit reads at depth instead of page faults, as set_io_mode() says; the batch
+//     bytes are the same either way. A failed or short read fails that batch with
+//     SourceReadError naming the file.
 #pragma once
 
 #include <atomic>
@@ -41,6 +45,7 @@
 #include <vector>
 
 #include "buffer_pool.hpp"
+#include "file_reads.hpp"
 #include "gather.hpp"
 #include "permutation.hpp"
 #include "process_owner.hpp"
@@ -48,13 +53,6 @@
 #include "thread_pool.hpp"
 
 namespace pyloader {
-
-// Reading a column's memory failed (SIGBUS: the mapped file shrank or became
-// unreadable). An I/O failure, not a logic error: the bindings raise it as OSError.
-class SourceReadError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // One delivered batch. Fixed-size column c starts at buffer + column_offsets[c]; then,
 // per ragged column r, three offsets follow: its values, its int64 lengths and its
@@ -111,6 +109,16 @@ class BatchPipeline {
   void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
                           std::uint64_t batch_size);
 
+  // How file-backed columns are read (default IoMode::kMmap), with `read_threads`
+  // reads in flight at most. Precondition: no batch requested yet.
+  void set_io_mode(IoMode mode, std::size_t read_threads);
+  IoMode io_mode() const noexcept { return io_mode_; }
+  // Batches whose rows were read explicitly so far (at least one column), for tests
+  // and diagnostics.
+  std::uint64_t explicitly_read_batches() const noexcept {
+    return explicitly_read_.load(std::memory_order_relaxed);
+  }
+
   std::size_t in_flight() const noexcept { return slots_.size(); }
   // Requests removed by pop_front() so far, failed ones included: a caller that sees
   // pop_front() throw tells a failed batch (consumed) from a failed call by this count.
@@ -149,7 +157,11 @@ class BatchPipeline {
     Slot* slot;
     const ReadPlan* plan;
     bool spans_valid = true;  // cleared by locate_ragged for a span outside its values
+    const std::vector<char>* read_explicitly = nullptr;  // per fixed column: already read from its file
   };
+  // Reads the fixed columns that IoMode says to read explicitly; marks them in `done`.
+  void read_from_files(Slot& slot, const ReadPlan& plan, std::vector<char>& done);
+  bool readable_from_file(const Column& column) const noexcept;
   static void copy_columns(void* job);
   static void locate_ragged(void* job);
   // Sizes the batch from its records' lengths and takes its buffer (ragged pipelines).
@@ -157,6 +169,9 @@ class BatchPipeline {
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
 
   std::vector<Column> columns_;
+  IoMode io_mode_ = IoMode::kMmap;
+  std::unique_ptr<ReadEngine> reads_;
+  std::atomic<std::uint64_t> explicitly_read_{0};
   std::vector<RaggedColumn> ragged_;
   std::int64_t rows_;         // dataset rows: what indices and orders range over
   std::int64_t source_rows_;  // column rows

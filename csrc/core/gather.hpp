@@ -7,13 +7,18 @@
 //     bytes apart (negative strides are allowed, e.g. a reversed numpy view).
 //   * Indices passed here are already validated: 0 <= index < rows.
 //   * Functions keep no state of their own; a ReadPlan is owned by one thread at a time.
+//   * A view may name the file its memory maps (`file`), so that rows can also be read
+//     from it explicitly (see file_reads.hpp); the gathers here only ever use `base`.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace pyloader {
+
+class FileSource;
 
 struct ColumnView {
   const std::byte* base = nullptr;
@@ -21,6 +26,7 @@ struct ColumnView {
   std::int64_t row_bytes = 0;
   std::int64_t row_stride = 0;
   std::int64_t first_row = 0;  // index of `base`'s row when the view is a piece of a column
+  std::shared_ptr<const FileSource> file;  // the file behind `base`, rows contiguous in it; or none
 
   const std::byte* row(std::int64_t index) const noexcept {
     return base + (index - first_row) * row_stride;

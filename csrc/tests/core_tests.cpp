@@ -1,6 +1,8 @@
 // Tests of the C++ core alone (no Python), meant to run under sanitizers:
 // tests/test_core_cpp.py builds this with AddressSanitizer+UBSan and ThreadSanitizer.
 // Each check failure prints its line and makes the program exit non-zero.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "core/batch_pipeline.hpp"
+#include "core/file_reads.hpp"
 #include "core/gather.hpp"
 #include "core/permutation.hpp"
 #include "core/thread_pool.hpp"
@@ -256,9 +259,66 @@ void ragged_batches_pack_and_pad_across_pieces() {
   for (std::size_t k = 0; k < expected_mask.size(); ++k) CHECK(mask[k] == expected_mask[k]);
 }
 
+// Explicit reads land the same bytes the mapping would give, for coalesced runs,
+// duplicates and unsorted batches, from many threads at once; a short read fails the
+// batch with SourceReadError and the pipeline goes on.
+void explicit_reads_match_the_mapping() {
+  char path[] = "/tmp/pyloader_core_reads_XXXXXX";
+  const int descriptor = ::mkstemp(path);
+  CHECK(descriptor >= 0);
+  constexpr std::int64_t kRows = 4096, kRowBytes = 3000;  // rows straddle pages
+  constexpr std::int64_t kHeader = 128;
+  std::vector<std::byte> contents(static_cast<std::size_t>(kHeader + kRows * kRowBytes));
+  for (std::size_t k = 0; k < contents.size(); ++k) contents[k] = static_cast<std::byte>((k * 2654435761U) >> 13);
+  CHECK(::write(descriptor, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+  ColumnView view{contents.data() + kHeader, kRows, kRowBytes, kRowBytes, 0};
+  view.file = std::make_shared<const pyloader::FileSource>(path, kHeader);
+  Column column;
+  column.pieces.push_back(view);
+  auto pool = std::make_shared<ThreadPool>(3);
+  {
+    BatchPipeline pipeline({column}, pool, 4);
+    pipeline.set_io_mode(pyloader::IoMode::kRead, 8);
+    std::vector<std::vector<std::int64_t>> requests;
+    for (std::int64_t b = 0; b < 16; ++b) {
+      std::vector<std::int64_t> indices;
+      for (std::int64_t k = 0; k < 200; ++k) indices.push_back((b * 997 + k * (k % 3 == 0 ? 1 : 31)) % kRows);
+      indices.push_back(indices.front());  // a duplicate
+      requests.push_back(indices);
+    }
+    std::size_t next = 0;
+    for (std::size_t done = 0; done < requests.size(); ++done) {
+      while (next < requests.size() && pipeline.in_flight() < pipeline.max_in_flight()) {
+        pipeline.enqueue_indices(requests[next++]);
+      }
+      GatheredBatch batch = pipeline.pop_front();
+      const auto& indices = requests[done];
+      for (std::size_t p = 0; p < indices.size(); ++p) {
+        CHECK(std::memcmp(batch.buffer.get() + p * kRowBytes, view.row(indices[p]), kRowBytes) == 0);
+      }
+    }
+    CHECK(pipeline.explicitly_read_batches() == requests.size());
+    CHECK(::ftruncate(descriptor, kHeader + 100 * kRowBytes) == 0);
+    pipeline.enqueue_indices({5, 4000});
+    bool failed = false;
+    try {
+      pipeline.pop_front();
+    } catch (const pyloader::SourceReadError& error) {
+      failed = std::strstr(error.what(), path) != nullptr;
+    }
+    CHECK(failed);
+    pipeline.enqueue_indices({5, 6});
+    GatheredBatch batch = pipeline.pop_front();
+    CHECK(std::memcmp(batch.buffer.get(), view.row(5), kRowBytes) == 0);
+  }
+  ::close(descriptor);
+  ::unlink(path);
+}
+
 }  // namespace
 
 int main() {
+  explicit_reads_match_the_mapping();
   casts_widen_signed_and_unsigned_integers();
   ragged_batches_pack_and_pad_across_pieces();
   permutations_are_bijections();

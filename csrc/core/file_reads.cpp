@@ -1,0 +1,183 @@
+#include "file_reads.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace pyloader {
+namespace {
+
+// One preadv() takes at most this many rows (IOV_MAX is 1024 on Linux) and bytes: long
+// runs are split so that several threads share them.
+constexpr std::size_t kMaxRunRows = 512;
+constexpr std::int64_t kMaxRunBytes = 1 << 20;
+// Pages row_cached() looks at: enough to tell, few enough to stay one cheap call.
+constexpr std::size_t kResidencyPagesPerRow = 8;
+
+std::size_t page_size() {
+  static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+}  // namespace
+
+FileSource::FileSource(std::string path, std::int64_t offset)
+    : path_(std::move(path)), offset_(offset), descriptor_(::open(path_.c_str(), O_RDONLY | O_CLOEXEC)) {
+  if (descriptor_ < 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot open " + path_ + " for reading");
+  }
+  // Advice only: its failure changes speed, not results.
+  (void)::posix_fadvise(descriptor_, 0, 0, POSIX_FADV_RANDOM);
+}
+
+FileSource::~FileSource() { ::close(descriptor_); }
+
+bool row_cached(const ColumnView& piece, std::int64_t row) {
+  if (piece.row_bytes == 0) return true;
+  const std::size_t page = page_size();
+  unsigned char resident[kResidencyPagesPerRow + 1];
+  const auto address = reinterpret_cast<std::uintptr_t>(piece.row(row));
+  const std::uintptr_t first_page = address / page * page;
+  const std::size_t span = std::min<std::size_t>(address + static_cast<std::size_t>(piece.row_bytes) - first_page,
+                                                 kResidencyPagesPerRow * page);
+  if (::mincore(reinterpret_cast<void*>(first_page), span, resident) != 0) return true;  // not ours to ask about
+  const std::size_t pages = (span + page - 1) / page;
+  for (std::size_t p = 0; p < pages; ++p) {
+    if ((resident[p] & 1) == 0) return false;
+  }
+  return true;
+}
+
+struct ReadEngine::Batch {
+  std::vector<iovec> iovs;
+  std::mutex mutex;
+  std::condition_variable finished;
+  std::size_t runs_left = 0;
+  std::string error;  // the first failure's message
+};
+
+ReadEngine::ReadEngine(std::size_t threads)
+    : threads_(threads == 0 ? 1 : threads), state_(std::make_unique<State>()) {}
+
+ReadEngine::~ReadEngine() {
+  if (!owner_.is_current()) {
+    (void)state_.release();  // forked child: see the class comment
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->work_available.notify_all();
+  for (std::thread& thread : state_->threads) thread.join();
+}
+
+void ReadEngine::start_threads() {
+  State& state = *state_;
+  state.threads.reserve(threads_);
+  for (std::size_t t = 0; t < threads_; ++t) state.threads.emplace_back(&ReadEngine::run_reader, std::ref(state));
+}
+
+void ReadEngine::run_reader(State& state) {
+  for (;;) {
+    Run run;
+    {
+      std::unique_lock<std::mutex> lock(state.mutex);
+      state.work_available.wait(lock, [&] { return state.stopping || !state.runs.empty(); });
+      if (state.runs.empty()) return;  // stopping, and nothing left to read
+      run = state.runs.front();
+      state.runs.pop_front();
+    }
+    Batch& batch = *run.batch;
+    bool failed;
+    {
+      std::lock_guard<std::mutex> lock(batch.mutex);
+      failed = !batch.error.empty();
+    }
+    std::string error;
+    if (!failed) {  // after one failure the batch is lost: its other reads are skipped
+      try {
+        read_run(run);
+      } catch (const std::exception& caught) {
+        error = caught.what();
+      }
+    }
+    std::lock_guard<std::mutex> lock(batch.mutex);
+    if (!error.empty() && batch.error.empty()) batch.error = std::move(error);
+    if (--batch.runs_left == 0) batch.finished.notify_all();
+  }
+}
+
+void ReadEngine::read_run(const Run& run) {
+  iovec iovs[kMaxRunRows];
+  std::size_t count = run.iov_count;
+  std::copy_n(run.batch->iovs.data() + run.first_iov, count, iovs);
+  iovec* next = iovs;
+  std::int64_t offset = run.offset;
+  while (count > 0) {
+    const ssize_t got = ::preadv(run.file->descriptor(), next, static_cast<int>(count), offset);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw SourceReadError("reading " + run.file->path() + " at byte " + std::to_string(offset) +
+                            " failed: " + std::strerror(errno));
+    }
+    if (got == 0) {
+      throw SourceReadError("reading " + run.file->path() + " at byte " + std::to_string(offset) +
+                            " came back short: the file ends there, so it shrank while the loader was "
+                            "using it");
+    }
+    offset += got;
+    auto left = static_cast<std::size_t>(got);
+    while (count > 0 && left >= next->iov_len) {
+      left -= next->iov_len;
+      ++next;
+      --count;
+    }
+    if (count > 0) {
+      next->iov_base = static_cast<std::byte*>(next->iov_base) + left;
+      next->iov_len -= left;
+    }
+  }
+}
+
+void ReadEngine::read_rows(const ColumnView& piece, const FileSource& file, const ReadPlan& plan,
+                           std::size_t begin, std::size_t end, std::byte* out) {
+  if (begin >= end || piece.row_bytes == 0) return;
+  std::call_once(started_, [this] { start_threads(); });
+  const std::int64_t row_bytes = piece.row_bytes;
+  const std::size_t rows_per_run =
+      std::max<std::size_t>(1, std::min<std::size_t>(kMaxRunRows, static_cast<std::size_t>(kMaxRunBytes / row_bytes)));
+  Batch batch;
+  batch.iovs.reserve(end - begin);
+  std::vector<Run> runs;
+  for (std::size_t k = begin; k < end; ++k) {
+    const std::int64_t source = plan.sources[k];
+    const bool continues = !runs.empty() && source == plan.sources[k - 1] + 1 &&
+                           runs.back().iov_count < rows_per_run;
+    if (continues) {
+      ++runs.back().iov_count;
+    } else {
+      runs.push_back(Run{&batch, &file, file.offset() + (source - piece.first_row) * row_bytes,
+                         batch.iovs.size(), 1});
+    }
+    batch.iovs.push_back(iovec{out + static_cast<std::size_t>(plan.positions[k]) * static_cast<std::size_t>(row_bytes),
+                               static_cast<std::size_t>(row_bytes)});
+  }
+  batch.runs_left = runs.size();
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->runs.insert(state_->runs.end(), runs.begin(), runs.end());
+  }
+  state_->work_available.notify_all();
+  std::unique_lock<std::mutex> lock(batch.mutex);
+  batch.finished.wait(lock, [&] { return batch.runs_left == 0; });
+  if (!batch.error.empty()) throw SourceReadError(batch.error);
+}
+
+}  // namespace pyloader

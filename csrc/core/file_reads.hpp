@@ -1,0 +1,123 @@
+// Explicit reads of a column's rows from the file that backs its memory mapping.
+//
+// Page faults read one page run per faulting thread at a time; storage serves several
+// times more random reads per second with dozens in flight. A ReadEngine keeps a batch's
+// reads in flight at once on its own threads, each read a preadv() of consecutive rows
+// straight into their places in the batch buffer (neighbouring rows coalesced into one
+// call), so the only copy is the kernel's.
+//
+// Contract:
+//   * FileSource owns its descriptor (closed by its destructor); it is immutable after
+//     construction and safe to share between threads.
+//   * ReadEngine::read_rows() is thread-safe: gather threads call it concurrently, each
+//     waiting only for its own reads. It returns after every read it issued has finished
+//     (so `out` is no longer written), and throws SourceReadError when one failed or came
+//     back short (the file shrank): the message names the file.
+//   * The engine's threads start on the first read and are joined by the destructor,
+//     which callers invoke only once no read_rows() call is running. Fork: an engine
+//     destroyed in a forked child leaks its threads' bookkeeping instead of joining.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gather.hpp"
+#include "process_owner.hpp"
+
+namespace pyloader {
+
+// Reading a column's source failed: a SIGBUS on its mapping (the file was truncated or
+// became unreadable) or a failed or short explicit read. An I/O failure, not a logic
+// error: the bindings raise it as OSError.
+class SourceReadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The file behind one column piece: the piece's row 0 starts at byte `offset`.
+class FileSource {
+ public:
+  // Opens `path` read-only and asks the kernel not to read ahead around each read
+  // (random rows gain nothing from it). Throws std::system_error when it cannot open.
+  FileSource(std::string path, std::int64_t offset);
+  ~FileSource();
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+
+  int descriptor() const noexcept { return descriptor_; }
+  std::int64_t offset() const noexcept { return offset_; }
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+  std::int64_t offset_;
+  int descriptor_;
+};
+
+// How a pipeline reads rows of file-backed columns.
+enum class IoMode {
+  kMmap,  // copy from the mapping (page faults read what is not cached)
+  kRead,  // explicit reads at depth for every batch
+  kAuto,  // explicit reads for a batch whose rows are not in the page cache and are
+          // large enough that kernel read-around around a fault would mostly be wasted
+};
+
+// Rows of at least this many bytes are read explicitly in IoMode::kAuto when not
+// cached: smaller rows share pages, and a shuffled pass over them touches nearly every
+// page, so the kernel's read-around already reads at close to sequential bandwidth.
+constexpr std::int64_t kExplicitReadMinRowBytes = 2048;
+
+// True when the pages of `piece`'s row `row` (its first few pages, for long rows) are
+// in the page cache: one mincore() on the mapping, which never faults.
+bool row_cached(const ColumnView& piece, std::int64_t row);
+
+class ReadEngine {
+ public:
+  explicit ReadEngine(std::size_t threads);
+  ~ReadEngine();
+  ReadEngine(const ReadEngine&) = delete;
+  ReadEngine& operator=(const ReadEngine&) = delete;
+
+  // Reads plan rows [begin, end) of `piece`, whose bytes lie in `file` (rows
+  // piece.row_stride apart, row_stride == row_bytes), into out (plan row p at
+  // out + positions[p] * row_bytes). Preconditions: the rows lie inside the piece.
+  void read_rows(const ColumnView& piece, const FileSource& file, const ReadPlan& plan,
+                 std::size_t begin, std::size_t end, std::byte* out);
+
+  std::size_t threads() const noexcept { return threads_; }
+
+ private:
+  struct Batch;
+  struct Run {
+    Batch* batch;
+    const FileSource* file;
+    std::int64_t offset;  // in the file
+    std::size_t first_iov, iov_count;
+  };
+  struct State {
+    std::mutex mutex;
+    std::condition_variable work_available;
+    std::deque<Run> runs;
+    bool stopping = false;
+    std::vector<std::thread> threads;
+  };
+
+  void start_threads();
+  static void run_reader(State& state);
+  static void read_run(const Run& run);
+
+  std::size_t threads_;
+  std::once_flag started_;
+  std::unique_ptr<State> state_;
+  ProcessOwner owner_;
+};
+
+}  // namespace pyloader

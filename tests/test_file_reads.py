@@ -1,0 +1,194 @@
+"""Explicit reads of memory-mapped files (io="read" / "auto"): the same batches as the
+mapping gives and as torch gives, every column kind that has a file behind it, clear
+errors for a file that shrinks, and nothing left running after break, del or fork."""
+
+import gc
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.utils.data as tud
+
+import pyloader
+from pyloader import _core
+from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal
+
+ROWS = 3000
+
+
+def evict(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # dirty pages (a file just written) are not dropped
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def write_npy(path, array):
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(7)
+    features = write_npy(tmp_path / "features.npy", rng.random((ROWS, 700), dtype=np.float32))  # 2800-byte rows
+    labels = write_npy(tmp_path / "labels.npy", np.arange(ROWS, dtype=np.int64))
+    return features, labels
+
+
+def explicit_batches(loader) -> tuple[list, int]:
+    """The epoch's batches and how many of them the pipeline read from files."""
+    iterator = iter(loader)
+    batches = []
+    for _ in range(len(loader) - 1):
+        batches.append(next(iterator))
+    read = iterator._pipeline.explicitly_read_batches
+    batches += list(iterator)
+    return batches, read
+
+
+def assert_same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key])
+    else:
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("io", ["read", "auto"])
+def test_reads_give_the_mappings_batches(files, io):
+    features, labels = files
+    make = lambda io: pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=128, shuffle=True,
+                                          generator=torch.Generator().manual_seed(3), io=io)
+    expected = list(make("mmap"))
+    gc.collect()  # no mapping of the file is left to keep its pages cached
+    evict(features)
+    got, read = explicit_batches(make(io))
+    assert read > 0  # the explicit path really ran (cold file, 2800-byte rows)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert_same(a, b)
+
+
+def test_reads_match_torch_for_views_subsets_concat_and_duplicates(files, tmp_path):
+    features, labels = files
+    mapped = np.load(features, mmap_mode="r")
+    shifted = mapped[17:]  # a view whose first row is not the file's first row
+    columns = dict(x=shifted, y=np.load(labels, mmap_mode="r")[17:])
+    ours = pyloader.ArrayDataset(**columns)
+    tensors = tud.TensorDataset(torch.from_numpy(np.array(shifted)), torch.arange(17, ROWS))
+    sampler = lambda: tud.RandomSampler(range(len(shifted)), replacement=True, num_samples=900,
+                                        generator=torch.Generator().manual_seed(1))
+    loader = pyloader.DataLoader(ours, batch_size=100, sampler=sampler(), io="read")
+    got = [(b["x"], b["y"]) for b in loader]
+    theirs = list(tud.DataLoader(tensors, batch_size=100, sampler=sampler()))
+    for (x, y), (ex, ey) in zip(got, theirs, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+    second = write_npy(tmp_path / "second.npy", np.random.default_rng(2).random((500, 700), dtype=np.float32))
+    concat = tud.ConcatDataset([pyloader.ArrayDataset(features), pyloader.ArrayDataset(second)])
+    subset = tud.Subset(concat, list(range(ROWS - 300, ROWS + 200)))
+    plain = tud.Subset(tud.ConcatDataset([tud.TensorDataset(torch.from_numpy(np.load(features))),
+                                          tud.TensorDataset(torch.from_numpy(np.load(second)))]),
+                       list(range(ROWS - 300, ROWS + 200)))
+    loader = pyloader.DataLoader(subset, batch_size=64, shuffle=False, io="read")
+    assert loader.uses_native_path
+    assert_loaders_equal(loader, tud.DataLoader(plain, batch_size=64, shuffle=False))
+
+
+def test_rows_that_are_not_contiguous_in_the_file_use_the_mapping(files):
+    features, _ = files
+    narrow = np.load(features, mmap_mode="r")[:, :100]  # rows 400 bytes wide, 2800 apart
+    evict(features)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(narrow), batch_size=256, io="read")
+    batches, read = explicit_batches(loader)
+    assert read == 0
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(narrow)))
+
+
+@pytest.mark.parametrize("source", ["in_memory", "small_rows"])
+def test_in_memory_arrays_and_small_rows_are_copied_from_memory(files, source):
+    _, labels = files
+    array = np.arange(ROWS * 4, dtype=np.float32).reshape(ROWS, 4) if source == "in_memory" else labels
+    evict(labels)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=100, io="auto")
+    batches, read = explicit_batches(loader)
+    assert read == 0  # nothing to read from, or 8-byte rows: the kernel's read-around serves them
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(np.load(labels) if
+                                                                                     source == "small_rows" else array)))
+
+
+def test_io_is_validated():
+    with pytest.raises(ValueError, match="io must be"):
+        pyloader.DataLoader(pyloader.ArrayDataset(np.zeros((4, 2))), io="direct")
+
+
+def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_path):
+    path = write_npy(tmp_path / "shrinking.npy", np.ones((4096, 1024), dtype=np.float32))  # 16 MiB
+    mapped = np.load(path, mmap_mode="r")
+    position = pyloader._columns.file_position(mapped)
+    assert position is not None and position[0] == path
+    pool = _core.ThreadPool(2)
+    pipeline = _core.BatchPipeline([mapped], pool, 4, files=[[position]], io="read", read_threads=8)
+    pipeline.enqueue_indices(list(range(0, 4096, 16)))
+    assert pipeline.next()[0].shape == (256, 1024)
+    os.truncate(path, 1 << 20)  # 1 MiB left: most rows are past the end now
+    pipeline.enqueue_indices(list(range(2048, 4096, 8)))
+    with pytest.raises(OSError, match="shrinking.npy.*short"):
+        pipeline.next()
+    pipeline.close()  # closable, nothing hangs
+
+    # Through the loader too: an OSError naming the file, whichever check sees it first.
+    write_npy(tmp_path / "shrinking2.npy", np.ones((4096, 1024), dtype=np.float32))
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(str(tmp_path / "shrinking2.npy")), batch_size=256,
+                                 io="read")
+    iterator = iter(loader)
+    next(iterator)
+    os.truncate(tmp_path / "shrinking2.npy", 1 << 20)
+    with pytest.raises(OSError, match="shrinking2.npy"):
+        for _ in iterator:
+            pass
+    iterator.close()
+
+
+def test_a_missing_file_is_refused_clearly(tmp_path):
+    mapped = np.zeros((8, 512), dtype=np.float32)
+    with pytest.raises(OSError):
+        _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=[[(str(tmp_path / "gone.npy"), 0)]], io="read")
+    with pytest.raises(ValueError, match="io must be"):
+        _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, io="fast")
+
+
+def native_thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_break_del_and_many_iterators_leave_no_reader_threads(files):
+    features, labels = files
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=256, shuffle=True, io="read")
+    next(iter(loader))
+    gc.collect()
+    before = native_thread_count()
+    for k in range(40):
+        iterator = iter(loader)
+        for _ in range(k % 5):
+            next(iterator)
+        if k % 3 == 0:
+            del iterator
+        else:
+            for _ in iterator:
+                break
+    iterator = None
+    gc.collect()
+    assert native_thread_count() == before
+
+
+def test_fork_with_reads_in_flight(files):
+    features, labels = files
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=100, io="read")
+    assert_fork_mid_epoch_continues(loader, list(range(ROWS)))
