@@ -20,9 +20,10 @@ as for a dataset larger than RAM; the warm-up pass is skipped.
 
 With --sequential every contender reads in file order instead of shuffled.
 
-With --cold two more contenders run: pyloader with io="mmap" (reads through page faults
-only, as before explicit reads existed) and a raw reader keeping 64 pread()s in flight
-over the same rows (the explicit-read ceiling).
+pyloader also runs with io="mmap" (copies from the mapping only, page faults reading
+what is not cached): against the default io="auto" it shows what explicit reads gain
+cold and cost warm. With --cold a raw reader keeping 64 pread()s in flight over the
+same rows runs too (the explicit-read ceiling).
 
     python bench/bench_loader.py [--gib 1.0] [--seconds 1.5] [--rounds 3] [--dir /tmp] [--cold] [--sequential]
                                  [--row-bytes 256 4096 ...] [--cold-fraction 0.25] [--no-torch]
@@ -178,9 +179,8 @@ def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = 
     torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=not sequential,
                                                   drop_last=True, num_workers=workers)
     contenders = {"pyloader": lambda: timed(loader, seconds, first_of, cap)}
-    if cold:
-        mapped = make("mmap")
-        contenders["pyloader mmap"] = lambda: timed(mapped, seconds, first_of, cap)
+    mapped = make("mmap")
+    contenders["pyloader mmap"] = lambda: timed(mapped, seconds, first_of, cap)
     if with_torch:
         contenders["torch w0"] = lambda: timed(torch_loader(0), seconds, max_samples=cap)
         contenders["torch w2"] = lambda: timed(torch_loader(2), seconds, max_samples=cap)
@@ -255,8 +255,7 @@ def main() -> None:
         if "raw pread64" in rates:
             print(f"ratio {row_bytes}B rows: pyloader / raw pread at depth 64 = "
                   f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%")
-            print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = "
-                  f"{rates['pyloader'] / rates['pyloader mmap']:.2f}x")
+        print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = {rates['pyloader'] / rates['pyloader mmap']:.2f}x")
     print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
 
 
