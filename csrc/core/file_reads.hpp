@@ -66,8 +66,9 @@ class FileSource {
 enum class IoMode {
   kMmap,  // copy from the mapping (page faults read what is not cached)
   kRead,  // explicit reads at depth for every batch
-  kAuto,  // explicit reads for a batch whose rows are not in the page cache and are
-          // large enough that kernel read-around around a fault would mostly be wasted
+  kAuto,  // explicit reads for a batch whose rows are not in the page cache, are
+          // large enough that kernel read-around around a fault would mostly be wasted,
+          // and are scattered (consecutive rows stream best through read-ahead)
 };
 
 // Rows of at least this many bytes are read explicitly in IoMode::kAuto when not
