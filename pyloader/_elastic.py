@@ -44,6 +44,11 @@ def merge_rank_states(states: list[dict]) -> dict:
                              "on the native path")
     if all(not state.get("in_epoch") for state in states):
         return {**states[0], "rank": None}
+    unplaced = [k for k, state in enumerate(states) if state.get("order") == "none"]
+    if unplaced:
+        raise ValueError(f"the state(s) at {unplaced} were saved by loaders that had not iterated yet, so they "
+                         "name no rank and no position, while other ranks were inside an epoch: save every "
+                         "rank's state after its loader has started the epoch")
     world = {state.get("world_size") for state in states}
     if len(world) != 1 or world != {len(states)}:
         raise ValueError(f"merge_rank_states needs one state per rank: got {len(states)} states saved by "

@@ -196,6 +196,10 @@ def test_merge_states_refuses_incomplete_or_mixed_states():
     _, other = _elastic_run(None, 3, 91, stop=lambda rank: 2)
     with pytest.raises(ValueError, match="disagree"):
         pyloader.DistributedSampler.merge_states([states[0], states[1], other[2]])
+    ds = pyloader.ArrayDataset(np.arange(90))
+    never_iterated = pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 3, 2, seed=3))
+    with pytest.raises(ValueError, match=r"at \[2\].*had not iterated"):
+        pyloader.DistributedSampler.merge_states([states[0], states[1], never_iterated.state_dict()])
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
