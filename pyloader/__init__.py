@@ -39,6 +39,7 @@ from torch.utils.data import (
 
 from .dataloader import DataLoader, StatefulDataLoader
 from .dataset import ArrayDataset
+from .block_shuffle import BlockShuffleSampler
 from .distributed import DistributedSampler
 from .megatron import MegatronDataset
 from .records import PadCollate, PaddedBatch, RaggedDataset, Records
@@ -53,6 +54,7 @@ __all__ = [
     "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "BlockShuffleSampler",
     "DistributedSampler",
     "IterableDataset",
     "RandomSampler",

@@ -38,6 +38,7 @@ from .records import PadCollate
 from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, epoch_complete, restore_sampler,
                       sampler_iterator, sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
+from .block_shuffle import BlockShuffleSampler
 from .distributed import DistributedSampler, epoch_seed
 
 _INT64_SPAN = 1 << 64
@@ -52,7 +53,7 @@ _IN_FLIGHT_BYTES = 12 << 20
 class NativePlan:
     columns: DatasetColumns
     collate_fn: object | None  # None: default collate (stacked batches as they come)
-    native_order: str | None  # "sequential" / "shuffled" / "distributed": positions computed in C++;
+    native_order: str | None  # "sequential" / "shuffled" / "distributed" / "block": positions computed in C++;
     # None: index lists come from the loader's batch_sampler
     paddings: list | None = None  # per column the core's padding options (a native PadCollate)
 
@@ -80,6 +81,8 @@ def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
             native_order = "shuffled"
         elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
             native_order = "distributed"
+        elif type(sampler) is BlockShuffleSampler and sampler.dataset is loader.dataset:
+            native_order = "block"
     collate_fn = None if loader.collate_fn is default_collate else loader.collate_fn
     paddings = None
     if any(columns.ragged):

@@ -410,7 +410,7 @@ class EpochProgress:
     """Where the current epoch stands. The loader holds it strongly, since a checkpoint
     is often taken after `break` has dropped the iterator; iterators update it."""
 
-    order: str  # "sequential", "shuffled", "distributed", "sampler" (native), "torch",
+    order: str  # "sequential", "shuffled", "distributed", "block", "sampler" (native), "torch",
     # "iterable" (an IterableDataset), or "none" (no epoch yet)
     native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
     snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay

@@ -15,6 +15,10 @@ void register_order(py::module_& module) {
                          "Which row comes at each position of an epoch; O(1) memory.")
       .def_static("sequential", &IndexOrder::sequential, py::arg("size"))
       .def_static("shuffled", &IndexOrder::shuffled, py::arg("size"), py::arg("seed"))
+      .def_static("block_shuffled", &IndexOrder::block_shuffled, py::arg("size"), py::arg("seed"),
+                  py::arg("block_rows"), py::arg("window_blocks"),
+                  "Blocks of `block_rows` consecutive rows in a shuffled order, `window_blocks` at a "
+                  "time, rows shuffled within each window: every row once, reads close together.")
       .def("strided", &IndexOrder::strided, py::arg("offset"), py::arg("stride"), py::arg("count"),
            "`count` positions offset, offset + stride, ... of this order, wrapping past the "
            "end (torch DistributedSampler's padding and sharding).")

@@ -320,8 +320,8 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   // Rows sampled to tell a cached batch (copied from the mapping, the fast path) from
   // one that would be read through page faults, one page run at a time per thread.
   constexpr std::size_t kResidencySamples = 4;
-  // A batch with fewer than one break in this many rows counts as sequential.
-  constexpr std::size_t kSequentialShare = 8;
+  // Mean run length from which a batch is left to the mapping's read-ahead.
+  constexpr std::size_t kStreamedRunBytes = std::size_t{1} << 20;
   const std::size_t count = slot.rows;
   if (count == 0) return;
   bool any = false;
@@ -335,12 +335,13 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
     };
     if (io_mode_ == IoMode::kAuto) {
       if (column.row_bytes() < kExplicitReadMinRowBytes) continue;
-      // Mostly consecutive rows (a sequential or block-local order): the kernel's
-      // read-ahead on the mapping streams them faster than explicit reads would
+      // Runs of consecutive rows of a MiB or more on average (a sequential order): the
+      // kernel's read-ahead on the mapping streams them faster than explicit reads
       // (measured: explicit reads were 0.6x the mapping for 12-KiB rows in file order).
-      std::size_t breaks = 0;
-      for (std::size_t k = 1; k < count; ++k) breaks += plan.sources[k] != plan.sources[k - 1] + 1;
-      if (breaks * kSequentialShare < count) continue;
+      // Shorter runs (blocks of a block shuffle) are read explicitly, all at once.
+      std::size_t runs = 1;
+      for (std::size_t k = 1; k < count; ++k) runs += plan.sources[k] != plan.sources[k - 1] + 1;
+      if (count / runs * static_cast<std::size_t>(column.row_bytes()) >= kStreamedRunBytes) continue;
       bool cached = true;
       const std::size_t samples = std::min(count, kResidencySamples);
       for (std::size_t s = 0; s < samples && cached; ++s) {

@@ -68,7 +68,7 @@ enum class IoMode {
   kRead,  // explicit reads at depth for every batch
   kAuto,  // explicit reads for a batch whose rows are not in the page cache, are
           // large enough that kernel read-around around a fault would mostly be wasted,
-          // and are scattered (consecutive rows stream best through read-ahead)
+          // and are not one long run (such runs stream best through read-ahead)
 };
 
 // Rows of at least this many bytes are read explicitly in IoMode::kAuto when not

@@ -1,5 +1,7 @@
 #include "permutation.hpp"
 
+#include "block_order.hpp"
+
 #include <algorithm>
 #include <utility>
 
@@ -88,10 +90,23 @@ void FeistelPermutation::apply(std::uint64_t* values, std::size_t count) const n
   for (; k < count; ++k) values[k] = (*this)(values[k]);
 }
 
+std::uint64_t IndexOrder::block_row(std::uint64_t base) const noexcept { return (*blocks_)(base); }
+
+IndexOrder IndexOrder::block_shuffled(std::uint64_t rows, std::uint64_t seed, std::uint64_t block_rows,
+                                      std::uint64_t window_blocks) {
+  IndexOrder order{rows, seed, true};
+  order.blocks_ = std::make_shared<const BlockShuffle>(rows, block_rows, window_blocks, seed);
+  return order;
+}
+
 void IndexOrder::fill(std::uint64_t first, std::size_t count, std::int64_t* out) const noexcept {
   auto* values = reinterpret_cast<std::uint64_t*>(out);  // same size; every value < 2^63
   for (std::size_t k = 0; k < count; ++k) values[k] = base_position(first + k);
   if (!shuffled_) return;
+  if (blocks_) {
+    for (std::size_t k = 0; k < count; ++k) values[k] = (*blocks_)(values[k]);
+    return;
+  }
   if (table_) {
     for (std::size_t k = 0; k < count; ++k) values[k] = (*table_)[values[k]];
     return;

@@ -24,6 +24,8 @@
 
 namespace pyloader {
 
+class BlockShuffle;
+
 // 128-bit products keep position * stride exact for any 64-bit operands.
 __extension__ using uint128 = unsigned __int128;
 
@@ -59,7 +61,7 @@ class FeistelPermutation {
 // decided for native samplers. A base order over `rows` rows is the identity or a
 // seeded shuffle: up to kTableRows rows an explicit Fisher-Yates table (a Feistel
 // network over a few bits reaches only a biased subset of the permutations), above
-// that a Feistel permutation in O(1) memory; strided() then selects every stride-th position from an
+// that a Feistel permutation in O(1) memory, or a block shuffle (block_order.hpp); strided() then selects every stride-th position from an
 // offset, wrapping past the end, which is exactly how torch's DistributedSampler pads
 // and shards an epoch. Position p maps to base((offset + p * stride) mod rows).
 // Immutable and cheap to copy; thread-safe.
@@ -70,6 +72,10 @@ class IndexOrder {
 
   static IndexOrder sequential(std::uint64_t rows) noexcept;
   static IndexOrder shuffled(std::uint64_t rows, std::uint64_t seed);
+  // A locality-aware shuffle (see block_order.hpp). Throws std::invalid_argument for
+  // block_rows or window_blocks 0.
+  static IndexOrder block_shuffled(std::uint64_t rows, std::uint64_t seed, std::uint64_t block_rows,
+                                   std::uint64_t window_blocks);
 
   // `count` positions of this order: offset, offset + stride, ... (in this order's
   // positions, wrapping modulo rows()). Throws std::invalid_argument for stride 0, or
@@ -84,6 +90,7 @@ class IndexOrder {
   std::uint64_t operator()(std::uint64_t position) const noexcept {
     const std::uint64_t base = base_position(position);
     if (!shuffled_) return base;
+    if (blocks_) return block_row(base);
     return table_ ? (*table_)[base] : permutation_(base);
   }
 
@@ -102,8 +109,11 @@ class IndexOrder {
   IndexOrder(std::uint64_t rows, std::uint64_t seed, bool shuffled) noexcept
       : permutation_(rows, seed), shuffled_(shuffled), size_(rows) {}
 
+  std::uint64_t block_row(std::uint64_t base) const noexcept;
+
   FeistelPermutation permutation_;
   std::shared_ptr<const std::vector<std::uint32_t>> table_;  // small shuffles only
+  std::shared_ptr<const BlockShuffle> blocks_;               // block shuffles only
   bool shuffled_;
   std::uint64_t offset_ = 0;  // reduced modulo rows()
   std::uint64_t stride_ = 1;  // reduced modulo rows() (rows() itself when it divides it)
