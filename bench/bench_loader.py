@@ -255,7 +255,8 @@ def main() -> None:
         if "raw pread64" in rates:
             print(f"ratio {row_bytes}B rows: pyloader / raw pread at depth 64 = "
                   f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%")
-        print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = {rates['pyloader'] / rates['pyloader mmap']:.2f}x")
+        versus_mapping = rates["pyloader"] / rates["pyloader mmap"]
+        print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = {versus_mapping:.2f}x")
     print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
 
 

@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
 
 import pyloader
 from bench_loader import BATCH, evict, make_memmap

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import mmap
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ class Column:
     file: str | None  # backing file of a memory map, for size checks
     file_bytes: int  # bytes of `file` the mapping needs
     cast: np.dtype | None = None  # integers converted to this dtype by the gather
+    # (st_dev, st_ino) of `file` when the column was made: explicit reads check that the
+    # path still names the file that was mapped.
+    file_identity: tuple[int, int] | None = None
 
     ragged = False
 
@@ -55,9 +59,13 @@ class Column:
         return self.array
 
     @property
-    def read_source(self) -> tuple[str, int] | None:
-        """Where explicit reads find this column's rows, if anywhere (see file_position)."""
-        return None if self.file is None else file_position(self.array)
+    def read_source(self) -> tuple[str, int, int, int] | None:
+        """Where explicit reads find this column's rows, if anywhere (see file_position):
+        (path, offset, st_dev, st_ino)."""
+        if self.file is None or self.file_identity is None or self.cast is not None:
+            return None  # a cast converts while copying from the mapping
+        position = file_position(self.array)
+        return None if position is None else (*position, *self.file_identity)
 
     def sample(self, index: int) -> torch.Tensor:
         # A copy, so a sample neither pins the memory map nor aliases a read-only page.
@@ -172,7 +180,12 @@ def _mapping_root(array: np.ndarray) -> np.memmap | None:
         if isinstance(array, np.memmap):
             root = array
         array = array.base
-    return root if root is not None and getattr(root, "filename", None) is not None else None
+    # Only a memmap over the mmap itself knows its offset: a view rebuilt through the
+    # array interface (np.lib.stride_tricks with subok=True) is a memmap too, with a
+    # copied offset that is not its own.
+    if root is None or getattr(root, "filename", None) is None or not isinstance(root.base, mmap.mmap):
+        return None
+    return root
 
 
 def _start_in_file(array: np.ndarray, root: np.memmap) -> int:
@@ -196,7 +209,7 @@ def file_position(array: np.ndarray) -> tuple[str, int] | None:
     array whose rows lie in the file one after another, or None: what explicit reads
     need to fetch its rows from the file instead of through the mapping."""
     root = _mapping_root(array)
-    if root is None or array.ndim == 0:
+    if root is None or array.ndim == 0 or root.mode == "c":  # copy-on-write: its pages may differ from the file
         return None
     row_bytes = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     if len(array) > 1 and array.strides[0] != row_bytes:
@@ -241,7 +254,15 @@ def column_from(value: Any, what: str) -> Column:
     except ValueError as error:
         raise ValueError(f"{what}: {error}") from None
     file, file_bytes = file_backing(array)
-    return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes)
+    identity = None
+    if file is not None:
+        try:
+            status = os.stat(file)
+            identity = (status.st_dev, status.st_ino)
+        except OSError:
+            pass  # the mapping outlives its path: it is read through the mapping only
+    return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes,
+                  file_identity=identity)
 
 
 def check_files_intact(mapped: list[tuple[str, int]]) -> None:

@@ -395,7 +395,9 @@ class NativeIterator:
         self._generation = _fork.generation()
         columns = self._plan.columns
         io = self._loader.io
-        files = None if io == "mmap" else columns.read_sources
+        # Files are opened only for columns the mode may read explicitly.
+        smallest = 0 if io == "read" else _core.EXPLICIT_READ_MIN_ROW_BYTES
+        files = None if io == "mmap" else columns.read_sources(smallest)
         self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
                                              columns.row_map, columns.casts, self._plan.paddings,
                                              files=files, io=io if files is not None else "mmap",

@@ -63,12 +63,15 @@ class DatasetColumns:
         return [pieces[0].pipeline_source if len(pieces) == 1 else [piece.pipeline_source for piece in pieces]
                 for pieces in self.pieces]
 
-    @property
-    def read_sources(self) -> list | None:
+    def read_sources(self, min_row_bytes: int = 0) -> list | None:
         """Per column, None or per piece where explicit reads find its rows (see
-        Column.read_source); None when no column is file-backed."""
+        Column.read_source), for columns of at least `min_row_bytes` bytes a row (no
+        file is opened for others); None when there is nothing to read explicitly."""
         sources = []
         for pieces in self.pieces:
+            if pieces[0].ragged or pieces[0].row_bytes < min_row_bytes:
+                sources.append(None)
+                continue
             per_piece = [getattr(piece, "read_source", None) for piece in pieces]
             sources.append(None if all(source is None for source in per_piece) else per_piece)
         return None if all(source is None for source in sources) else sources

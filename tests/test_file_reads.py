@@ -4,6 +4,7 @@ errors for a file that shrinks, and nothing left running after break, del or for
 
 import gc
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -119,8 +120,8 @@ def test_in_memory_arrays_and_small_rows_are_copied_from_memory(files, source):
     loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=100, io="auto")
     batches, read = explicit_batches(loader)
     assert read == 0  # nothing to read from, or 8-byte rows: the kernel's read-around serves them
-    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(np.load(labels) if
-                                                                                     source == "small_rows" else array)))
+    expected = np.load(labels) if source == "small_rows" else array
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(expected)))
 
 
 def test_io_is_validated():
@@ -131,10 +132,10 @@ def test_io_is_validated():
 def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_path):
     path = write_npy(tmp_path / "shrinking.npy", np.ones((4096, 1024), dtype=np.float32))  # 16 MiB
     mapped = np.load(path, mmap_mode="r")
-    position = pyloader._columns.file_position(mapped)
-    assert position is not None and position[0] == path
+    source = read_source(path, mapped)
+    assert source[0] == path
     pool = _core.ThreadPool(2)
-    pipeline = _core.BatchPipeline([mapped], pool, 4, files=[[position]], io="read", read_threads=8)
+    pipeline = _core.BatchPipeline([mapped], pool, 4, files=[[source]], io="read", read_threads=8)
     pipeline.enqueue_indices(list(range(0, 4096, 16)))
     assert pipeline.next()[0].shape == (256, 1024)
     os.truncate(path, 1 << 20)  # 1 MiB left: most rows are past the end now
@@ -156,12 +157,70 @@ def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_p
     iterator.close()
 
 
-def test_a_missing_file_is_refused_clearly(tmp_path):
-    mapped = np.zeros((8, 512), dtype=np.float32)
-    with pytest.raises(OSError):
-        _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=[[(str(tmp_path / "gone.npy"), 0)]], io="read")
+def read_source(path, mapped):
+    position = pyloader._columns.file_position(mapped)
+    status = os.stat(path)
+    return (*position, status.st_dev, status.st_ino)
+
+
+def test_a_piece_whose_file_is_gone_or_replaced_is_copied_from_its_mapping(tmp_path):
+    path = write_npy(tmp_path / "data.npy", np.full((64, 1024), 1.0, dtype=np.float32))
+    mapped = np.load(path, mmap_mode="r")
+    source = read_source(path, mapped)
+    os.replace(write_npy(tmp_path / "other.npy", np.full((64, 1024), 2.0, dtype=np.float32)), path)
+    for files in ([[source]], [[(str(tmp_path / "gone.npy"), *source[1:])]]):
+        pipeline = _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=files, io="read")
+        pipeline.enqueue_indices(list(range(64)))
+        assert (pipeline.next()[0] == 1.0).all()  # the mapped file's rows, not the new file's
+        assert pipeline.explicitly_read_batches == 0
     with pytest.raises(ValueError, match="io must be"):
         _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, io="fast")
+
+
+def test_views_that_explicit_reads_cannot_place_use_the_mapping(tmp_path):
+    path = write_npy(tmp_path / "data.npy", np.arange(200 * 1024, dtype=np.float32).reshape(200, 1024))
+    mapped = np.load(path, mmap_mode="r")
+    rebuilt = np.lib.stride_tricks.as_strided(mapped[5:], shape=(195, 1024), strides=mapped.strides, subok=True)
+    private = np.load(path, mmap_mode="c")
+    private[::7] = -1  # copy-on-write: these pages no longer match the file
+    for array in (rebuilt, private):
+        batches, read = explicit_batches(pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=50,
+                                                             io="read"))
+        assert read == 0
+        assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(array)))
+
+
+def test_columns_too_small_for_explicit_reads_open_no_files(tmp_path):
+    shards = [write_npy(tmp_path / f"shard{k}.npy", np.arange(k * 100, k * 100 + 100, dtype=np.int64))
+              for k in range(50)]
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(shards), batch_size=64, shuffle=True)
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    iterator = iter(loader)
+    first = next(iterator)
+    assert len(os.listdir("/proc/self/fd")) - before < len(shards)  # not one more per shard
+    assert sorted(torch.cat([first[0], *(b[0] for b in iterator)]).tolist()) == list(range(5000))
+
+
+def test_a_pipeline_used_in_a_forked_child_copies_from_its_mapping(tmp_path):
+    path = write_npy(tmp_path / "data.npy", np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024))
+    mapped = np.load(path, mmap_mode="r")
+    pipeline = _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=[[read_source(path, mapped)]],
+                                   io="read")
+    pipeline.enqueue_indices([0, 1])
+    pipeline.next()  # the reader threads exist now, in this process only
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(20)  # a hang fails the test instead of stalling it
+            pipeline.enqueue_indices([3, 63])
+            rows = pipeline.next()[0]
+            code = 0 if rows[0, 0] == 3 * 1024 and rows[1, 0] == 63 * 1024 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def native_thread_count():

@@ -151,13 +151,17 @@ IoMode io_mode_from(const std::string& name) {
   throw py::value_error("io must be 'auto', 'mmap' or 'read', not '" + name + "'");
 }
 
-std::shared_ptr<const FileSource> open_file_source(const std::string& path, std::int64_t offset) {
+// The file behind a mapped piece, for explicit reads, or null when it cannot be read
+// as the mapping would be: the piece then keeps being copied from its mapping, which
+// stays valid whatever happened to the path (unlinked, replaced, no descriptors left).
+std::shared_ptr<const FileSource> open_file_source(const std::string& path, std::int64_t offset,
+                                                   std::uint64_t device, std::uint64_t inode) {
   try {
-    return std::make_shared<const FileSource>(path, offset);
-  } catch (const std::system_error& error) {
-    errno = error.code().value();
-    PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
-    throw py::error_already_set();
+    auto file = std::make_shared<const FileSource>(path, offset);
+    if (!file->is(device, inode)) return nullptr;  // another file now has that path
+    return file;
+  } catch (const std::system_error&) {
+    return nullptr;
   }
 }
 
@@ -241,7 +245,8 @@ class PythonBatchPipeline {
       for (std::size_t p = 0; p < column.pieces.size(); ++p) {
         if (per_piece[p].is_none()) continue;
         const auto entry = py::reinterpret_borrow<py::tuple>(per_piece[p]);
-        column.pieces[p].file = open_file_source(entry[0].cast<std::string>(), entry[1].cast<std::int64_t>());
+        column.pieces[p].file = open_file_source(entry[0].cast<std::string>(), entry[1].cast<std::int64_t>(),
+                                                 entry[2].cast<std::uint64_t>(), entry[3].cast<std::uint64_t>());
       }
     }
     std::optional<RowMap> map;
@@ -450,6 +455,7 @@ class PythonBatchPipeline {
 
 void register_pipeline(py::module_& module) {
   py::register_exception<SourceReadError>(module, "SourceReadError", PyExc_OSError);
+  module.attr("EXPLICIT_READ_MIN_ROW_BYTES") = kExplicitReadMinRowBytes;
   py::class_<PythonRowMap, std::shared_ptr<PythonRowMap>>(
       module, "RowMap",
       "Dataset row k is column row rows[k]: validated against `source_rows` once, then "
@@ -468,9 +474,11 @@ void register_pipeline(py::module_& module) {
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none(),
            py::arg("casts") = py::none(), py::arg("paddings") = py::none(), py::arg("files") = py::none(),
            py::arg("io") = "mmap", py::arg("read_threads") = 64,
-           "`files[c]` (None, or per piece None or (path, byte offset of row 0)) names the file "
-           "behind column c's memory mapping, which `io` ('mmap', 'read' or 'auto') may read "
-           "explicitly with `read_threads` reads in flight.")
+           "`files[c]` (None, or per piece None or (path, byte offset of row 0, st_dev, st_ino) of "
+           "the file mapped) names the file behind column c's memory mapping, which `io` ('mmap', "
+           "'read' or 'auto'; 'mmap' here, the loader picks its own default) may read explicitly "
+           "with `read_threads` reads in flight. A piece whose file cannot be opened, or is no "
+           "longer that file, is copied from its mapping.")
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),

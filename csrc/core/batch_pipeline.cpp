@@ -284,7 +284,7 @@ void BatchPipeline::fill(Slot& slot) noexcept {
       }
       allocate_ragged(slot);
     }
-    if (reads_) read_from_files(slot, plan, read_explicitly);  // outside the guard: it allocates
+    if (reads_ && reads_->usable()) read_from_files(slot, plan, read_explicitly);  // outside the guard: it allocates
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
       slot.error = std::make_exception_ptr(SourceReadError(
           "reading the source failed with SIGBUS: a memory-mapped file was truncated or "

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -37,6 +38,12 @@ FileSource::FileSource(std::string path, std::int64_t offset)
 }
 
 FileSource::~FileSource() { ::close(descriptor_); }
+
+bool FileSource::is(std::uint64_t device, std::uint64_t inode) const noexcept {
+  struct stat status {};
+  return ::fstat(descriptor_, &status) == 0 && static_cast<std::uint64_t>(status.st_dev) == device &&
+         static_cast<std::uint64_t>(status.st_ino) == inode;
+}
 
 bool row_cached(const ColumnView& piece, std::int64_t row) {
   if (piece.row_bytes == 0) return true;

@@ -53,6 +53,8 @@ class FileSource {
   FileSource& operator=(const FileSource&) = delete;
 
   int descriptor() const noexcept { return descriptor_; }
+  // Whether the opened file is the one identified by (st_dev, st_ino).
+  bool is(std::uint64_t device, std::uint64_t inode) const noexcept;
   std::int64_t offset() const noexcept { return offset_; }
   const std::string& path() const noexcept { return path_; }
 
@@ -94,6 +96,9 @@ class ReadEngine {
                  std::size_t begin, std::size_t end, std::byte* out);
 
   std::size_t threads() const noexcept { return threads_; }
+  // False in a forked child, which has none of the engine's threads: reads there would
+  // wait forever, so callers copy from the mapping instead.
+  bool usable() const noexcept { return owner_.is_current(); }
 
  private:
   struct Batch;
