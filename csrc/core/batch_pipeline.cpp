@@ -324,7 +324,8 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   constexpr std::size_t kStreamedRunBytes = std::size_t{1} << 20;
   const std::size_t count = slot.rows;
   if (count == 0) return;
-  bool any = false;
+  thread_local std::vector<ReadEngine::RowSpan> spans;
+  spans.clear();
   for (std::size_t c = 0; c < columns_.size(); ++c) {
     const Column& column = columns_[c];
     if (!readable_from_file(column)) continue;
@@ -356,14 +357,16 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
     auto range_begin = sources_begin;
     for (const ColumnView& piece : column.pieces) {
       const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
-      reads_->read_rows(piece, *piece.file, plan, static_cast<std::size_t>(range_begin - sources_begin),
-                        static_cast<std::size_t>(range_end - sources_begin), out);
+      spans.push_back(ReadEngine::RowSpan{&piece, piece.file.get(),
+                                          static_cast<std::size_t>(range_begin - sources_begin),
+                                          static_cast<std::size_t>(range_end - sources_begin), out});
       range_begin = range_end;
     }
     done[c] = 1;
-    any = true;
   }
-  if (any) explicitly_read_.fetch_add(1, std::memory_order_relaxed);
+  if (spans.empty()) return;
+  reads_->read_rows(spans, plan);
+  explicitly_read_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void BatchPipeline::copy_columns(void* job_pointer) {

@@ -153,29 +153,32 @@ void ReadEngine::read_run(const Run& run) {
   }
 }
 
-void ReadEngine::read_rows(const ColumnView& piece, const FileSource& file, const ReadPlan& plan,
-                           std::size_t begin, std::size_t end, std::byte* out) {
-  if (begin >= end || piece.row_bytes == 0) return;
-  std::call_once(started_, [this] { start_threads(); });
-  const std::int64_t row_bytes = piece.row_bytes;
-  const std::size_t rows_per_run =
-      std::max<std::size_t>(1, std::min<std::size_t>(kMaxRunRows, static_cast<std::size_t>(kMaxRunBytes / row_bytes)));
+void ReadEngine::read_rows(const std::vector<RowSpan>& spans, const ReadPlan& plan) {
   Batch batch;
-  batch.iovs.reserve(end - begin);
   std::vector<Run> runs;
-  for (std::size_t k = begin; k < end; ++k) {
-    const std::int64_t source = plan.sources[k];
-    const bool continues = !runs.empty() && source == plan.sources[k - 1] + 1 &&
-                           runs.back().iov_count < rows_per_run;
-    if (continues) {
-      ++runs.back().iov_count;
-    } else {
-      runs.push_back(Run{&batch, &file, file.offset() + (source - piece.first_row) * row_bytes,
-                         batch.iovs.size(), 1});
+  for (const RowSpan& span : spans) {
+    const std::int64_t row_bytes = span.piece->row_bytes;
+    if (span.begin >= span.end || row_bytes == 0) continue;
+    const std::size_t rows_per_run = std::max<std::size_t>(
+        1, std::min<std::size_t>(kMaxRunRows, static_cast<std::size_t>(kMaxRunBytes / row_bytes)));
+    const std::size_t first_run = runs.size();
+    for (std::size_t k = span.begin; k < span.end; ++k) {
+      const std::int64_t source = plan.sources[k];
+      const bool continues = runs.size() > first_run && source == plan.sources[k - 1] + 1 &&
+                             runs.back().iov_count < rows_per_run;
+      if (continues) {
+        ++runs.back().iov_count;
+      } else {
+        runs.push_back(Run{&batch, span.file, span.file->offset() + (source - span.piece->first_row) * row_bytes,
+                           batch.iovs.size(), 1});
+      }
+      batch.iovs.push_back(iovec{span.out + static_cast<std::size_t>(plan.positions[k]) *
+                                                static_cast<std::size_t>(row_bytes),
+                                 static_cast<std::size_t>(row_bytes)});
     }
-    batch.iovs.push_back(iovec{out + static_cast<std::size_t>(plan.positions[k]) * static_cast<std::size_t>(row_bytes),
-                               static_cast<std::size_t>(row_bytes)});
   }
+  if (runs.empty()) return;
+  std::call_once(started_, [this] { start_threads(); });
   batch.runs_left = runs.size();
   {
     std::lock_guard<std::mutex> lock(state_->mutex);

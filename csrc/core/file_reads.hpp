@@ -89,11 +89,19 @@ class ReadEngine {
   ReadEngine(const ReadEngine&) = delete;
   ReadEngine& operator=(const ReadEngine&) = delete;
 
-  // Reads plan rows [begin, end) of `piece`, whose bytes lie in `file` (rows
-  // piece.row_stride apart, row_stride == row_bytes), into out (plan row p at
-  // out + positions[p] * row_bytes). Preconditions: the rows lie inside the piece.
-  void read_rows(const ColumnView& piece, const FileSource& file, const ReadPlan& plan,
-                 std::size_t begin, std::size_t end, std::byte* out);
+  // Plan rows [begin, end) of `piece`, whose bytes lie in `file` (rows piece.row_stride
+  // apart, row_stride == row_bytes), to be read into out (plan row p at
+  // out + positions[p] * row_bytes). Precondition: the rows lie inside the piece.
+  struct RowSpan {
+    const ColumnView* piece;
+    const FileSource* file;
+    std::size_t begin, end;
+    std::byte* out;
+  };
+
+  // Reads every span (of one batch's plan) with all their reads in flight at once, so
+  // a batch spread over many pieces or columns still keeps the engine's depth.
+  void read_rows(const std::vector<RowSpan>& spans, const ReadPlan& plan);
 
   std::size_t threads() const noexcept { return threads_; }
   // False in a forked child, which has none of the engine's threads: reads there would

@@ -29,8 +29,9 @@ void read_rows_reference(int descriptor, std::int64_t offset, std::int64_t row_b
         got = ::pread(descriptor, buffer.data(), buffer.size(), at);
       } while (got < 0 && errno == EINTR);
       if (got != static_cast<ssize_t>(buffer.size())) {
+        const std::string failure = got < 0 ? std::strerror(errno) : "short read at byte " + std::to_string(at);
         std::lock_guard<std::mutex> lock(error_mutex);
-        error = got < 0 ? std::strerror(errno) : "short read at byte " + std::to_string(at);
+        if (error.empty()) error = failure;  // the first failure is the cause
         next.store(count);
         return;
       }
