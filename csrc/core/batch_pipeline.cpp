@@ -352,16 +352,9 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
       if (cached) continue;
     }
     std::byte* out = slot.buffer.get() + slot.column_offsets[c];
-    const auto sources_begin = plan.sources.begin();
-    const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
-    auto range_begin = sources_begin;
-    for (const ColumnView& piece : column.pieces) {
-      const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
-      spans.push_back(ReadEngine::RowSpan{&piece, piece.file.get(),
-                                          static_cast<std::size_t>(range_begin - sources_begin),
-                                          static_cast<std::size_t>(range_end - sources_begin), out});
-      range_begin = range_end;
-    }
+    for_each_piece(column, plan, count, [&](const ColumnView& piece, std::size_t begin, std::size_t end) {
+      spans.push_back(ReadEngine::RowSpan{&piece, piece.file.get(), begin, end, out});
+    });
     done[c] = 1;
   }
   if (spans.empty()) return;

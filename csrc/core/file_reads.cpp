@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <system_error>
 
@@ -69,56 +70,26 @@ struct ReadEngine::Batch {
   std::string error;  // the first failure's message
 };
 
-ReadEngine::ReadEngine(std::size_t threads)
-    : threads_(threads == 0 ? 1 : threads), state_(std::make_unique<State>()) {}
+ReadEngine::ReadEngine(std::size_t threads) : threads_(threads == 0 ? 1 : threads) {}
 
-ReadEngine::~ReadEngine() {
-  if (!owner_.is_current()) {
-    (void)state_.release();  // forked child: see the class comment
-    return;
-  }
+void ReadEngine::serve(const Run& run) noexcept {
+  Batch& batch = *run.batch;
+  bool failed;
   {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->stopping = true;
-  }
-  state_->work_available.notify_all();
-  for (std::thread& thread : state_->threads) thread.join();
-}
-
-void ReadEngine::start_threads() {
-  State& state = *state_;
-  state.threads.reserve(threads_);
-  for (std::size_t t = 0; t < threads_; ++t) state.threads.emplace_back(&ReadEngine::run_reader, std::ref(state));
-}
-
-void ReadEngine::run_reader(State& state) {
-  for (;;) {
-    Run run;
-    {
-      std::unique_lock<std::mutex> lock(state.mutex);
-      state.work_available.wait(lock, [&] { return state.stopping || !state.runs.empty(); });
-      if (state.runs.empty()) return;  // stopping, and nothing left to read
-      run = state.runs.front();
-      state.runs.pop_front();
-    }
-    Batch& batch = *run.batch;
-    bool failed;
-    {
-      std::lock_guard<std::mutex> lock(batch.mutex);
-      failed = !batch.error.empty();
-    }
-    std::string error;
-    if (!failed) {  // after one failure the batch is lost: its other reads are skipped
-      try {
-        read_run(run);
-      } catch (const std::exception& caught) {
-        error = caught.what();
-      }
-    }
     std::lock_guard<std::mutex> lock(batch.mutex);
-    if (!error.empty() && batch.error.empty()) batch.error = std::move(error);
-    if (--batch.runs_left == 0) batch.finished.notify_all();
+    failed = !batch.error.empty();
   }
+  std::string error;
+  if (!failed) {  // after one failure the batch is lost: its other reads are skipped
+    try {
+      read_run(run);
+    } catch (const std::exception& caught) {
+      error = caught.what();
+    }
+  }
+  std::lock_guard<std::mutex> lock(batch.mutex);
+  if (!error.empty() && batch.error.empty()) batch.error = std::move(error);
+  if (--batch.runs_left == 0) batch.finished.notify_all();
 }
 
 void ReadEngine::read_run(const Run& run) {
@@ -178,13 +149,9 @@ void ReadEngine::read_rows(const std::vector<RowSpan>& spans, const ReadPlan& pl
     }
   }
   if (runs.empty()) return;
-  std::call_once(started_, [this] { start_threads(); });
+  std::call_once(started_, [this] { pool_ = std::make_unique<ThreadPool>(threads_); });
   batch.runs_left = runs.size();
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    state_->runs.insert(state_->runs.end(), runs.begin(), runs.end());
-  }
-  state_->work_available.notify_all();
+  for (const Run& run : runs) pool_->submit([run] { serve(run); });
   std::unique_lock<std::mutex> lock(batch.mutex);
   batch.finished.wait(lock, [&] { return batch.runs_left == 0; });
   if (!batch.error.empty()) throw SourceReadError(batch.error);

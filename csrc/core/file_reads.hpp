@@ -13,24 +13,22 @@
 //     waiting only for its own reads. It returns after every read it issued has finished
 //     (so `out` is no longer written), and throws SourceReadError when one failed or came
 //     back short (the file shrank): the message names the file.
-//   * The engine's threads start on the first read and are joined by the destructor,
-//     which callers invoke only once no read_rows() call is running. Fork: an engine
-//     destroyed in a forked child leaks its threads' bookkeeping instead of joining.
+//   * The engine's threads (a ThreadPool) start on the first read and are joined by the
+//     destructor, which callers invoke only once no read_rows() call is running. Fork:
+//     in a forked child usable() is false, and the pool leaks its bookkeeping there.
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "gather.hpp"
 #include "process_owner.hpp"
+#include "thread_pool.hpp"
 
 namespace pyloader {
 
@@ -85,7 +83,6 @@ bool row_cached(const ColumnView& piece, std::int64_t row);
 class ReadEngine {
  public:
   explicit ReadEngine(std::size_t threads);
-  ~ReadEngine();
   ReadEngine(const ReadEngine&) = delete;
   ReadEngine& operator=(const ReadEngine&) = delete;
 
@@ -116,21 +113,14 @@ class ReadEngine {
     std::int64_t offset;  // in the file
     std::size_t first_iov, iov_count;
   };
-  struct State {
-    std::mutex mutex;
-    std::condition_variable work_available;
-    std::deque<Run> runs;
-    bool stopping = false;
-    std::vector<std::thread> threads;
-  };
 
-  void start_threads();
-  static void run_reader(State& state);
+  // Reads one run and records its outcome in its batch; never throws (a pool task).
+  static void serve(const Run& run) noexcept;
   static void read_run(const Run& run);
 
   std::size_t threads_;
   std::once_flag started_;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<ThreadPool> pool_;  // started by the first read; fork-safe on its own
   ProcessOwner owner_;
 };
 

@@ -197,16 +197,7 @@ void gather_column(const Column& column, const ReadPlan& plan, std::size_t count
       gather_rows(piece, plan, begin, end, out);
     }
   };
-  if (column.pieces.size() == 1) return gather_piece(column.pieces.front(), 0, count);
-  const auto sources_begin = plan.sources.begin();
-  const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
-  auto range_begin = sources_begin;
-  for (const ColumnView& piece : column.pieces) {
-    const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
-    gather_piece(piece, static_cast<std::size_t>(range_begin - sources_begin),
-                 static_cast<std::size_t>(range_end - sources_begin));
-    range_begin = range_end;
-  }
+  for_each_piece(column, plan, count, gather_piece);
 }
 
 void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,

@@ -11,6 +11,7 @@
 //     from it explicitly (see file_reads.hpp); the gathers here only ever use `base`.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -83,6 +84,23 @@ struct ReadPlan {
 // count < 2^32 (positions are 32-bit). Costs O(count) for shuffled batches and at most
 // O(count log count) for any order of indices.
 void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan);
+
+// Calls visit(piece, begin, end) for every piece of `column`, with the range of plan
+// rows [begin, end) that lie in that piece (the plan's sources ascend, so each piece's
+// rows are one contiguous range of the plan).
+template <typename Visit>
+void for_each_piece(const Column& column, const ReadPlan& plan, std::size_t count, Visit&& visit) {
+  if (column.pieces.size() == 1) return visit(column.pieces.front(), std::size_t{0}, count);
+  const auto sources_begin = plan.sources.begin();
+  const auto sources_end = sources_begin + static_cast<std::ptrdiff_t>(count);
+  auto range_begin = sources_begin;
+  for (const ColumnView& piece : column.pieces) {
+    const auto range_end = std::lower_bound(range_begin, sources_end, piece.first_row + piece.rows);
+    visit(piece, static_cast<std::size_t>(range_begin - sources_begin),
+          static_cast<std::size_t>(range_end - sources_begin));
+    range_begin = range_end;
+  }
+}
 
 // Copies all `count` plan rows of a (possibly pieced) column into `out`, converting
 // elements when the column has an active cast (rows are then output_row_bytes() apart
