@@ -252,6 +252,14 @@ def is_stateful(obj) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
 
 
+def load_dataset_state(dataset, state) -> None:
+    """Loads a saved dataset state into `dataset`, refusing a dataset that cannot take it."""
+    if not is_stateful(dataset):
+        raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
+                         "load_state_dict()")
+    dataset.load_state_dict(state)
+
+
 def _dataset_iterator(torch_iterator):
     fetcher = getattr(torch_iterator, "_dataset_fetcher", None)
     return getattr(fetcher, "dataset_iter", None)
@@ -343,10 +351,7 @@ def resume_iterable(loader, resume: dict, progress):
         return RotatedWorkers(iterator, resume["next_worker"], loader.num_workers)
     dataset_state, iterator_state = resume.get("dataset_state"), resume.get("iterator_state")
     if dataset_state is not None:
-        if not is_stateful(loader.dataset):
-            raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
-                             "load_state_dict()")
-        loader.dataset.load_state_dict(dataset_state)
+        load_dataset_state(loader.dataset, dataset_state)
     if resume.get("stream_ended"):
         return EndedEpoch()
     # The iterator's creation draws its base seed (and a dataset may draw in __iter__)

@@ -17,8 +17,8 @@ from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
                       TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
-from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, reports_worker_states,
-                               resume_iterable, start_reporting_iterator)
+from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, load_dataset_state,
+                               reports_worker_states, resume_iterable, start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
 # What state_dict() reports about the current epoch.
@@ -366,10 +366,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             sampler.set_epoch(state["sampler_epoch"])
         self._progress = None  # whatever this loader did before is not the restored run
         if self._dataset_kind == _DatasetKind.Map and state.get("dataset_state") is not None:
-            if not is_stateful(self.dataset):
-                raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
-                                 "load_state_dict()")
-            self.dataset.load_state_dict(state["dataset_state"])
+            load_dataset_state(self.dataset, state["dataset_state"])
         if not state["in_epoch"] and state.get("sampler_state") is not None:
             load_sampler_state(self, state["sampler_state"])  # where the next epoch's sampler starts
         self._resume_state = dict(state) if state["in_epoch"] else None
@@ -386,10 +383,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                 self._resume_state = dict(state)  # the next epoch's workers start from these
             return
         if state.get("dataset_state") is not None:
-            if not is_stateful(self.dataset):
-                raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
-                                 "load_state_dict()")
-            self.dataset.load_state_dict(state["dataset_state"])
+            load_dataset_state(self.dataset, state["dataset_state"])
         elif not state.get("next_epoch_starts_workers", True) and state.get("order") == "iterable":
             warnings.warn(PERSISTENT_ITERABLE_WARNING, UserWarning, stacklevel=3)
 
