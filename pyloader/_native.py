@@ -400,8 +400,7 @@ class NativeIterator:
         files = None if io == "mmap" else columns.read_sources(smallest)
         self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
                                              columns.row_map, columns.casts, self._plan.paddings,
-                                             files=files, io=io if files is not None else "mmap",
-                                             read_threads=READS_IN_FLIGHT)
+                                             files=files, io=io, read_threads=READS_IN_FLIGHT)
         self._check_files()
         if self._stage is not None:
             self._stage.restart(self._loader._native_collate_executor())

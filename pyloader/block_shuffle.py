@@ -47,6 +47,4 @@ class BlockShuffleSampler(DistributedSampler):
                                                    self.window_blocks)
         else:
             base = _core.IndexOrder.sequential(rows)
-        if rows == 0:
-            return base.strided(0, 1, 0)
         return base.strided(self.rank * self.num_samples, 1, self.num_samples)

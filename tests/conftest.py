@@ -60,3 +60,10 @@ def assert_fork_mid_epoch_continues(loader, expected: list) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert torch.cat([first[1], *rest]).tolist() == expected
+
+
+def native_thread_count() -> int:
+    """Threads of this process, native ones included (threading sees only Python's)."""
+    import os
+
+    return len(os.listdir("/proc/self/task"))

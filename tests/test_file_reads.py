@@ -13,7 +13,7 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _core
-from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal
+from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal, native_thread_count
 
 ROWS = 3000
 
@@ -221,10 +221,6 @@ def test_a_pipeline_used_in_a_forked_child_copies_from_its_mapping(tmp_path):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-def native_thread_count():
-    return len(os.listdir("/proc/self/task"))
 
 
 def test_break_del_and_many_iterators_leave_no_reader_threads(files):

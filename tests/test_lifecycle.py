@@ -11,11 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from conftest import assert_fork_mid_epoch_continues
-
-
-def native_thread_count():
-    return len(os.listdir("/proc/self/task"))
+from conftest import assert_fork_mid_epoch_continues, native_thread_count
 
 
 def rss_bytes():
