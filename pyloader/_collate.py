@@ -16,8 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 
-import torch
 from torch.utils.data._utils.pin_memory import pin_memory
+
+from ._staging import staged_buffer_of, tensor_of
 
 
 class FailedBatch:
@@ -45,18 +46,18 @@ def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = Fal
         return _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded)
 
     def tensors_of(arrays):
-        tensors = list(map(torch.from_numpy, arrays))
+        tensors = list(map(tensor_of, arrays))
         if any_view:
             tensors = [t if view is None else t.view(view) for t, view in zip(tensors, views)]
         return tensors
 
     if collate_fn is None:
         if pin_device is None and not any_view and names is None and not bare:
-            return lambda arrays: list(map(torch.from_numpy, arrays))
+            return lambda arrays: list(map(tensor_of, arrays))
 
         def stacked(arrays):
             tensors = tensors_of(arrays)
-            if pin_device is not None:
+            if pin_device is not None and not _gathered_pinned(arrays):
                 tensors = [t.pin_memory() for t in tensors]
             if bare:
                 return tensors[0]
@@ -76,6 +77,13 @@ def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = Fal
     return collated
 
 
+def _gathered_pinned(arrays) -> bool:
+    """Whether the pipeline gathered this batch into a pinned block (staging), which
+    the batch's tensors view: then nothing is left to pin."""
+    staged = staged_buffer_of(arrays)
+    return staged is not None and staged.host is not None
+
+
 def _samples(rows, names, bare) -> list:
     if bare:
         return [row[0] for row in rows]
@@ -86,22 +94,22 @@ def _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded):
     from .records import PaddedBatch
 
     def fixed(array, view):
-        tensor = torch.from_numpy(array)
+        tensor = tensor_of(array)
         return tensor if view is None else tensor.view(view)
 
     if padded:
         def padded_batch(arrays):
-            fields = [PaddedBatch(torch.from_numpy(column[0]), torch.from_numpy(column[1]),
-                                  None if column[2] is None else torch.from_numpy(column[2]))
+            fields = [PaddedBatch(tensor_of(column[0]), tensor_of(column[1]),
+                                  None if column[2] is None else tensor_of(column[2]))
                       if is_ragged else fixed(column, view)
                       for column, is_ragged, view in zip(arrays, ragged, views)]
             batch = fields[0] if bare else (fields if names is None else dict(zip(names, fields)))
-            return batch if pin_device is None else pin_memory(batch, pin_device)
+            return batch if pin_device is None or _gathered_pinned(arrays) else pin_memory(batch, pin_device)
 
         return padded_batch
 
     def collated(arrays):
-        per_column = [torch.from_numpy(column[0]).split(column[1].tolist()) if is_ragged
+        per_column = [tensor_of(column[0]).split(column[1].tolist()) if is_ragged
                       else fixed(column, view).unbind(0)
                       for column, is_ragged, view in zip(arrays, ragged, views)]
         batch = collate_fn(_samples(zip(*per_column), names, bare))

@@ -339,6 +339,15 @@ class NativeIterator:
         self._pipeline = None
 
         pinned_for = pin_device(loader, stacklevel=4)  # __init__ < _start_epoch < __iter__ < user
+        staging = loader._staging_for(pinned_for)
+        python_collate = plan.collate_fn is not None and plan.paddings is None
+        # Natively collated batches are staged by the pipeline; a custom collate_fn's
+        # output is built by Python, then pinned or moved with torch.
+        self._staging = staging if staging is not None and not python_collate else None
+        self._delivery = staging.delivery() if staging is not None and staging.device is not None else None
+        self._move_collated = self._delivery is not None and python_collate
+        if staging is not None and staging.device is not None:
+            pinned_for = None  # staged in pinned memory internally; batches leave on the device
         self._finish = finish_batch(columns, None if plan.paddings else plan.collate_fn, pinned_for,
                                     padded=plan.paddings is not None)
         if resume is not None and resume["order"] != self._progress.order:
@@ -356,7 +365,6 @@ class NativeIterator:
         # With workers, batches that need Python work (a custom collate_fn, pinning) are
         # finished on worker threads; plain stacked batches come straight from the pipeline.
         self._stage = None
-        python_collate = plan.collate_fn is not None and plan.paddings is None
         if loader.num_workers > 0 and (python_collate or pinned_for is not None):
             self._stage = CollateStage(loader._native_collate_executor(), self._finish,
                                        collate_depth(loader))
@@ -401,6 +409,8 @@ class NativeIterator:
         self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
                                              columns.row_map, columns.casts, self._plan.paddings,
                                              files=files, io=io, read_threads=READS_IN_FLIGHT)
+        if self._staging is not None:
+            self._staging.attach(self._pipeline)
         self._check_files()
         if self._stage is not None:
             self._stage.restart(self._loader._native_collate_executor())
@@ -435,8 +445,12 @@ class NativeIterator:
                     if result.__class__ is FailedBatch:
                         raise result.error
                     batch = self._finish(result)
+                    if self._delivery is not None and not self._move_collated:
+                        self._delivery.hand_over(result)
                 else:
                     batch = self._stage.next(self._source, self._pipeline, self._timeout)
+                if self._move_collated:
+                    batch = self._delivery.move(batch)
             except StopIteration:
                 self._progress.finished = True
                 self._close()
@@ -483,6 +497,8 @@ class NativeIterator:
             self._stage.close()
         self._source.close()
         self._pipeline.close()
+        if self._delivery is not None:
+            self._delivery.close()
 
     def __del__(self) -> None:
         pipeline = getattr(self, "_pipeline", None)
@@ -491,6 +507,9 @@ class NativeIterator:
         stage = getattr(self, "_stage", None)
         if stage is not None:
             stage.close()
+        delivery = getattr(self, "_delivery", None)
+        if delivery is not None:
+            delivery.close()
 
 
 # Explicit reads kept in flight per pipeline (io="read"/"auto"): local SSDs and network

@@ -507,6 +507,7 @@ class TrackedIterator:
     def __init__(self, iterator, progress: EpochProgress) -> None:
         self._iterator = iterator
         self.progress = progress
+        self.deliver = None  # applied to each batch on its way out (device=: moves it there)
 
     def __iter__(self):
         return self
@@ -534,7 +535,7 @@ class TrackedIterator:
         self.progress.passed_batch()
         if self.progress.out_of_order:
             self.progress.delivered_out_of_order(out_of_order_delivered(self._iterator))
-        return batch
+        return batch if self.deliver is None else self.deliver(batch)
 
     def __len__(self) -> int:
         return len(self._iterator)

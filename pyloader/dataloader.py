@@ -11,7 +11,7 @@ import torch
 import torch.utils.data
 from torch.utils.data.dataloader import _DatasetKind
 
-from . import _core, _fork
+from . import _core, _fork, _staging
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
@@ -55,6 +55,13 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             reads explicitly the batches whose rows are not in the page cache, for rows
             of 2 KiB or more (smaller rows share pages, where the kernel's read-around
             is the faster reader), and copies cached ones from the mapping.
+        device: a CUDA device (``"cuda"``, ``"cuda:1"``, a ``torch.device``) to deliver
+            batches on. Native batches are gathered into pinned memory and copied by the
+            native threads on a stream of their own as soon as each is gathered; the
+            caller's current stream waits for the copy on the device (no host
+            synchronisation). ``"cuda"`` means ``cuda:$LOCAL_RANK`` under torchrun, else
+            the current device. Other batches are moved with torch after collating.
+            Raises RuntimeError when CUDA is not available.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
@@ -62,7 +69,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                  worker_init_fn=None, multiprocessing_context=None, generator=None, *,
                  prefetch_factor=None, persistent_workers=False, pin_memory_device="",
                  in_order=True, snapshot_every_n_steps: int | None = 1, num_threads: int | None = None,
-                 native: bool | None = None, worker_mode: str = "process", io: str = "auto"):
+                 native: bool | None = None, worker_mode: str = "process", io: str = "auto", device=None):
         self.worker_mode = worker_mode  # read by check_worker_number_rationality during init
         super().__init__(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers,
                          collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
@@ -94,6 +101,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self.num_threads = num_threads
         self.native = native
         self.io = io
+        self.device = _staging.resolve_device(device)
+        self._staging = _fork.PerProcess(lambda loader: _staging.Staging(loader.device))
         # torch sets prefetch_factor to 2 whenever there are workers; the native gather
         # depth follows it only when the caller chose it.
         self._prefetch_factor_given = prefetch_factor is not None
@@ -183,13 +192,22 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             return self._resumed_index_sampler
         return super()._index_sampler
 
+    def _staging_for(self, pinned_for: str | None):
+        """The loader's Staging when batches go to a device or pinned CUDA memory, else None."""
+        if self.device is None and pinned_for != "cuda":
+            return None
+        return self._staging.get(self)
+
     def __iter__(self):
         resume, self._resume_state = self._resume_state, None
         try:
-            return self._start_epoch(resume)
+            iterator = self._start_epoch(resume)
         except BaseException:
             self._resume_state = resume  # a failed resume can be retried, not lost
             raise
+        if self.device is not None and isinstance(iterator, TrackedIterator):
+            iterator.deliver = self._staging.get(self).delivery().move
+        return iterator
 
     def _start_epoch(self, resume: dict | None):
         plan = self._plan()

@@ -67,3 +67,36 @@ def native_thread_count() -> int:
     import os
 
     return len(os.listdir("/proc/self/task"))
+
+
+@pytest.fixture(scope="session")
+def stand_in_driver(tmp_path_factory):
+    """The stand-in CUDA driver, compiled once per session."""
+    from stand_in_cuda import StandInDriver, build
+
+    return StandInDriver(build(str(tmp_path_factory.mktemp("stand_in_cuda"))))
+
+
+@pytest.fixture
+def stand_in_cuda(stand_in_driver, monkeypatch):
+    """Makes pyloader's device staging run against the stand-in driver: device="cuda:0"
+    is accepted, and device blocks are host tensors. Yields the driver; weak references
+    to the backends opened are in `stand_in_driver.backends`."""
+    import weakref
+
+    from pyloader import _staging
+    from stand_in_cuda import StandInBackend
+
+    backends = []
+
+    def open_backend(device, copies):
+        backend = StandInBackend(stand_in_driver, device, copies)
+        backends.append(weakref.ref(backend))
+        return backend
+
+    monkeypatch.setattr(_staging, "cuda_available", lambda: True)
+    monkeypatch.setattr(_staging, "open_backend", open_backend)
+    stand_in_driver.backends = backends
+    stand_in_driver.configure(delay_us=300)
+    yield stand_in_driver
+    stand_in_driver.configure(delay_us=300)

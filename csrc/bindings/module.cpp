@@ -5,5 +5,6 @@ PYBIND11_MODULE(_core, module) {
   pyloader::bindings::register_order(module);
   pyloader::bindings::register_gather(module);
   pyloader::bindings::register_ragged(module);
+  pyloader::bindings::register_staging(module);
   pyloader::bindings::register_pipeline(module);
 }

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "column_arrays.hpp"
 #include "ragged_source.hpp"
 #include "registry.hpp"
+#include "staged_buffer.hpp"
 
 namespace py = pybind11;
 
@@ -269,29 +271,64 @@ class PythonBatchPipeline {
   // Stops the pipeline: waits for running gathers and drops queued ones; a next() in
   // progress on another thread finishes first. The source arrays stay referenced until
   // this object is destroyed (a gather may still be reading them until the pipeline
-  // is gone). Batches already handed out stay valid.
+  // is gone), and so do supplied blocks unless the pipeline stopped here. Batches
+  // already handed out stay valid.
   void close() {
     if (!pipeline_) return;
     std::shared_ptr<BatchPipeline> closing = std::move(pipeline_);
+    const bool last = closing.use_count() == 1;  // the GIL keeps a Consumer from copying it meanwhile
     release_without_gil(closing);
+    if (last) supplied_.clear();  // the pipeline is gone, and its copies done: nothing uses them
+  }
+
+  // Batches are gathered into host blocks from `host_allocator(nbytes)` (a uint8
+  // tensor of at least nbytes, or None: use the pipeline's own memory), and copied by
+  // `copier` into device blocks from `device_allocator(nbytes)`. The allocators are
+  // called on the consumer's thread, ahead of need.
+  void set_staging(const py::object& host_allocator, const py::object& device_allocator,
+                   std::shared_ptr<DeviceCopier> copier) {
+    Consumer consumer(*this);
+    Staging staging;
+    if (!host_allocator.is_none()) {
+      host_blocks_ = std::make_shared<SuppliedBlocks>();
+      host_allocator_ = host_allocator;
+      staging.host = host_blocks_;
+    }
+    if (!device_allocator.is_none()) {
+      if (!copier) throw py::value_error("device staging needs a DeviceCopier");
+      device_blocks_ = std::make_shared<SuppliedBlocks>();
+      device_allocator_ = device_allocator;
+      staging.device = device_blocks_;
+      staging.copier = std::move(copier);
+    }
+    consumer.pipeline().set_staging(std::move(staging));
+    staged_ = true;
   }
 
   void enqueue_indices(py::handle indices) {
     std::vector<std::int64_t> rows = indices_from_python(indices);
     Consumer consumer(*this);
+    expected_rows_ = rows.size();
+    top_up_supplies(consumer.pipeline());
     consumer.pipeline().enqueue_indices(std::move(rows));
   }
 
   void enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count) {
     Consumer consumer(*this);
+    expected_rows_ = count;
+    top_up_supplies(consumer.pipeline());
     consumer.pipeline().enqueue_positions(order, first, count);
   }
 
   void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
                           std::uint64_t batch_size) {
     Consumer consumer(*this);
+    expected_rows_ = batch_size;
+    top_up_supplies(consumer.pipeline());
     consumer.pipeline().schedule_positions(order, first, end, batch_size);
   }
+
+  std::size_t supplied_blocks() const { return supplied_.size(); }
 
   std::size_t in_flight() {
     if (!pipeline_) return 0;
@@ -346,6 +383,12 @@ class PythonBatchPipeline {
         if (bounded && clock::now() >= deadline) return py::none();
       }
     }
+    if (staged_) {
+      if (const std::optional<std::size_t> unstaged = pipeline.front_unstaged_bytes()) {
+        supply(*device_blocks_, device_allocator_, std::max<std::size_t>(*unstaged, 1));  // for pop_front to copy it
+      }
+      top_up_supplies(pipeline);  // for the batch pop_front() enqueues
+    }
     const std::uint64_t popped_before = pipeline.popped();
     GatheredBatch batch;
     try {
@@ -354,10 +397,21 @@ class PythonBatchPipeline {
       last_error_consumed_batch_ = pipeline.popped() != popped_before;
       throw;
     }
-    py::capsule owner(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
+    largest_batch_bytes_ = std::max(largest_batch_bytes_, batch.bytes);
+    py::capsule capsule(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
-    const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(owner.get_pointer())->get();
+    const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(capsule.get_pointer())->get();
+    py::object owner = capsule;
+    if (staged_) {
+      StagedBuffer staged;
+      staged.address = reinterpret_cast<std::uintptr_t>(base);
+      staged.host = take_supplied(batch.host_token);
+      staged.device = take_supplied(batch.device_token);
+      staged.fence = std::move(batch.fence);
+      staged.keep_alive = capsule;
+      owner = py::cast(std::move(staged));
+    }
     const auto rows = static_cast<py::ssize_t>(batch.rows);
     py::tuple columns(output_.size());
     for (std::size_t k = 0; k < output_.size(); ++k) {
@@ -432,8 +486,68 @@ class PythonBatchPipeline {
     }
   }
 
+  // What a batch of the next request will need: exact for fixed-size columns, the
+  // largest batch so far otherwise (0: nothing known yet).
+  std::size_t expected_batch_bytes(const BatchPipeline& pipeline) const {
+    const std::size_t fixed = pipeline.fixed_batch_bytes(expected_rows_);
+    return fixed > 0 ? fixed : largest_batch_bytes_;
+  }
+
+  // Keeps a block ready for every batch about to be requested (host) and for every
+  // batch in flight (device), so that pinned and device memory stay within about two
+  // prefetch depths.
+  void top_up_supplies(const BatchPipeline& pipeline) {
+    if (!staged_) return;
+    const std::size_t bytes = expected_batch_bytes(pipeline);
+    if (bytes == 0) return;
+    const std::size_t depth = pipeline.max_in_flight();
+    if (host_blocks_) {
+      for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
+      const std::size_t wanted = depth - std::min(depth, pipeline.in_flight()) + 1;
+      while (host_blocks_->size() < wanted && supply(*host_blocks_, host_allocator_, bytes)) {
+      }
+    }
+    if (device_blocks_) {
+      for (std::uint64_t token : device_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
+      while (device_blocks_->size() < depth && supply(*device_blocks_, device_allocator_, bytes)) {
+      }
+    }
+  }
+
+  // One block from `allocator`; false when it declined (returned None).
+  bool supply(SuppliedBlocks& blocks, const py::object& allocator, std::size_t bytes) {
+    py::object tensor = allocator(bytes);
+    if (tensor.is_none()) return false;
+    const auto address = tensor.attr("data_ptr")().cast<std::uintptr_t>();
+    const auto size = tensor.attr("nbytes").cast<std::size_t>();
+    if (size < bytes) {
+      throw py::value_error("the allocator returned " + std::to_string(size) + " bytes, " + std::to_string(bytes) +
+                            " were asked for");
+    }
+    const std::uint64_t token = next_token_++;
+    supplied_.emplace(token, std::move(tensor));
+    blocks.supply(SuppliedBlock{reinterpret_cast<std::byte*>(address), size, token});
+    return true;
+  }
+
+  py::object take_supplied(std::uint64_t token) {
+    if (token == 0) return py::none();
+    auto found = supplied_.find(token);
+    if (found == supplied_.end()) return py::none();
+    py::object tensor = std::move(found->second);
+    supplied_.erase(found);
+    return tensor;
+  }
+
   std::timed_mutex consumer_mutex_;
   bool last_error_consumed_batch_ = false;  // written by next() under the consumer lock
+  bool staged_ = false;
+  std::shared_ptr<SuppliedBlocks> host_blocks_, device_blocks_;
+  py::object host_allocator_, device_allocator_;
+  std::map<std::uint64_t, py::object> supplied_;  // token -> tensor, until delivered; outlives pipeline_
+  std::uint64_t next_token_ = 1;
+  std::uint64_t expected_rows_ = 0;
+  std::size_t largest_batch_bytes_ = 0;
 
   struct Output {
     bool ragged;
@@ -493,6 +607,14 @@ void register_pipeline(py::module_& module) {
            "(values, lengths, mask): values padded to (rows, width, ...) with a bool mask "
            "(None unless asked for), or packed to (total rows, ...) with mask None.")
       .def("close", &PythonBatchPipeline::close)
+      .def("set_staging", &PythonBatchPipeline::set_staging, py::arg("host_allocator") = py::none(),
+           py::arg("device_allocator") = py::none(), py::arg("copier") = nullptr,
+           "Gather into blocks from `host_allocator(nbytes)` (uint8 tensors, or None to use "
+           "the pipeline's memory) and copy each batch with `copier` into blocks from "
+           "`device_allocator(nbytes)` as soon as it is gathered. Batch arrays then have a "
+           "StagedBuffer as their base. Before the first request only.")
+      .def_property_readonly("supplied_blocks", &PythonBatchPipeline::supplied_blocks,
+                             "Supplied blocks not yet delivered with a batch.")
       .def_property_readonly("front_ready", &PythonBatchPipeline::front_ready,
                              "Whether next() would return the oldest batch without waiting.")
       .def_property_readonly("popped", &PythonBatchPipeline::popped,

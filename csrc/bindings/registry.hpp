@@ -9,5 +9,6 @@ void register_order(pybind11::module_& module);
 void register_gather(pybind11::module_& module);
 void register_pipeline(pybind11::module_& module);
 void register_ragged(pybind11::module_& module);
+void register_staging(pybind11::module_& module);
 
 }  // namespace pyloader::bindings

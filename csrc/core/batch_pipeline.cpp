@@ -29,6 +29,10 @@ struct BatchPipeline::Slot {
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
+  std::size_t bytes = 0;
+  std::optional<SuppliedBlock> host_block;  // staging: the supplied blocks this batch took
+  std::uint64_t device_token = 0;
+  std::shared_ptr<CopyFence> fence;
   // Ragged columns: each record's span, where packed records start, the batch layout.
   std::vector<std::vector<RecordSpan>> spans;
   std::vector<std::vector<std::int64_t>> starts;
@@ -109,8 +113,20 @@ BatchPipeline::~BatchPipeline() {
   // Queued gathers that have not started skip their copy; running ones finish. Either
   // way no worker reads the columns once this returns, so their owner may free them.
   sync_->cancelled.store(true, std::memory_order_relaxed);
-  std::unique_lock<std::mutex> lock(sync_->mutex);
-  sync_->completed.wait(lock, [this] { return sync_->tasks_outstanding == 0; });
+  {
+    std::unique_lock<std::mutex> lock(sync_->mutex);
+    sync_->completed.wait(lock, [this] { return sync_->tasks_outstanding == 0; });
+  }
+  // The owner frees supplied host blocks once this returns: copies still reading
+  // them must have finished.
+  for (const auto& slot : slots_) {
+    if (!slot->fence) continue;
+    try {
+      slot->fence->wait();
+    } catch (...) {
+      // A failed copy has stopped reading its source.
+    }
+  }
 }
 
 void BatchPipeline::check_capacity() const {
@@ -204,9 +220,9 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     slot->column_offsets.push_back(batch_bytes);
     batch_bytes += slot->rows * static_cast<std::size_t>(column.output_row_bytes());
   }
-  slot->buffer = buffers_->acquire(batch_bytes);
+  take_buffer(*slot, batch_bytes);
   slots_.push_back(slot);
-  if (batch_bytes <= inline_limit_bytes_) {
+  if (batch_bytes <= inline_limit_bytes_ && !staging_.device) {  // a copy is worth a worker
     gather_if_unclaimed(*slot);
     return;
   }
@@ -238,7 +254,10 @@ void BatchPipeline::submit_gather(std::shared_ptr<Slot> slot) {
 
 bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
   if (!slot.claim()) return false;
-  if (!sync_->cancelled.load(std::memory_order_relaxed)) fill(slot);
+  if (!sync_->cancelled.load(std::memory_order_relaxed)) {
+    fill(slot);
+    if (!slot.error && staging_.device) stage_to_device(slot);
+  }
   std::lock_guard<std::mutex> lock(sync_->mutex);
   slot.state.store(Slot::kDone, std::memory_order_release);
   sync_->completed.notify_all();
@@ -417,7 +436,53 @@ void BatchPipeline::allocate_ragged(Slot& slot) {
     slot.layouts.push_back(layout);
     slot.ragged_widths.push_back(layout.width);
   }
-  slot.buffer = buffers_->acquire(batch_bytes);
+  take_buffer(slot, batch_bytes);
+}
+
+void BatchPipeline::take_buffer(Slot& slot, std::size_t bytes) {
+  slot.bytes = bytes;
+  if (staging_.host) {
+    if (std::optional<SuppliedBlock> block = staging_.host->take(bytes)) {
+      slot.buffer = std::shared_ptr<std::byte>(block->data, [](std::byte*) {});  // the owner frees it
+      slot.host_block = block;
+      return;
+    }
+  }
+  slot.buffer = buffers_->acquire(bytes);
+}
+
+void BatchPipeline::stage_to_device(Slot& slot) noexcept {
+  std::optional<SuppliedBlock> block = staging_.device->take(slot.bytes);
+  if (!block) return;
+  try {
+    slot.fence = staging_.copier->copy(reinterpret_cast<CuDevicePtr>(block->data), slot.buffer.get(), slot.bytes);
+    slot.device_token = block->token;
+  } catch (...) {
+    staging_.device->give_back(*block);
+    slot.error = std::current_exception();
+  }
+}
+
+void BatchPipeline::set_staging(Staging staging) {
+  if (!slots_.empty() || popped_ != 0) throw std::logic_error("set_staging() after the first batch");
+  if (staging.device && !staging.copier) throw std::invalid_argument("device blocks need a copier");
+  staging_ = std::move(staging);
+}
+
+std::size_t BatchPipeline::fixed_batch_bytes(std::uint64_t rows) const {
+  if (!ragged_.empty()) return 0;
+  std::size_t bytes = 0;
+  for (const Column& column : columns_) {
+    bytes = align_up(bytes, kColumnAlignment) + rows * static_cast<std::size_t>(column.output_row_bytes());
+  }
+  return bytes;
+}
+
+std::optional<std::size_t> BatchPipeline::front_unstaged_bytes() const noexcept {
+  if (!staging_.device || !front_ready()) return std::nullopt;
+  const Slot& front = *slots_.front();
+  if (front.error || front.device_token != 0) return std::nullopt;
+  return front.bytes;
 }
 
 bool BatchPipeline::front_ready() const noexcept {
@@ -440,6 +505,10 @@ GatheredBatch BatchPipeline::pop_front() {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
   while (!wait_front(std::chrono::hours(1))) {
   }
+  if (front_unstaged_bytes()) {
+    stage_to_device(*slots_.front());  // no block fitted when it was gathered; the owner supplied one since
+    if (front_unstaged_bytes()) throw std::logic_error("BatchPipeline: no device block fits the oldest batch");
+  }
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();
   try {
@@ -449,9 +518,13 @@ GatheredBatch BatchPipeline::pop_front() {
     throw;
   }
   ++popped_;
-  if (slot->error) std::rethrow_exception(slot->error);
-  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets),
-                       std::move(slot->ragged_widths), slot->rows};
+  if (slot->error) {
+    if (slot->host_block) staging_.host->give_back(*slot->host_block);  // nothing reads it any more
+    std::rethrow_exception(slot->error);
+  }
+  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), std::move(slot->ragged_widths),
+                       slot->rows, slot->bytes, slot->host_block ? slot->host_block->token : 0,
+                       slot->device_token, std::move(slot->fence)};
 }
 
 }  // namespace pyloader

@@ -28,6 +28,13 @@
 //     explicit reads at depth instead of page faults, as set_io_mode() says; the batch
 //     bytes are the same either way. A failed or short read fails that batch with
 //     SourceReadError naming the file.
+//   * Staging (set_staging): a batch is gathered into a supplied host block when one
+//     fits (else into the pipeline's own pool), and, with device blocks and a copier,
+//     copied to a supplied device block by the thread that gathered it, as soon as it
+//     is gathered; pop_front() copies a batch no block fitted. A delivered batch names
+//     its blocks by token and carries the copy's fence. A host buffer is not reused
+//     before its copy's fence is done: the destructor waits for the fences of batches
+//     never delivered, and a delivered batch's owner waits for its own.
 #pragma once
 
 #include <atomic>
@@ -45,11 +52,13 @@
 #include <vector>
 
 #include "buffer_pool.hpp"
+#include "device_copier.hpp"
 #include "file_reads.hpp"
 #include "gather.hpp"
 #include "permutation.hpp"
 #include "process_owner.hpp"
 #include "ragged.hpp"
+#include "supplied_blocks.hpp"
 #include "thread_pool.hpp"
 
 namespace pyloader {
@@ -63,6 +72,18 @@ struct GatheredBatch {
   std::vector<std::size_t> column_offsets;
   std::vector<std::int64_t> ragged_widths;
   std::size_t rows = 0;
+  std::size_t bytes = 0;             // of the batch's layout, from buffer on
+  std::uint64_t host_token = 0;      // the supplied host block it was gathered into (0: own pool)
+  std::uint64_t device_token = 0;    // the supplied device block it was copied to (0: none)
+  std::shared_ptr<CopyFence> fence;  // done once that copy is
+};
+
+// Where batches are written (see the class contract). Either part may be empty; a
+// device part needs both its blocks and its copier.
+struct Staging {
+  std::shared_ptr<SuppliedBlocks> host;
+  std::shared_ptr<SuppliedBlocks> device;
+  std::shared_ptr<const DeviceCopier> copier;
 };
 
 // Optional indirection from dataset rows to column rows: dataset row k is column row
@@ -113,6 +134,16 @@ class BatchPipeline {
   // reads in flight at most. Precondition: no batch requested yet.
   void set_io_mode(IoMode mode, std::size_t read_threads);
   IoMode io_mode() const noexcept { return io_mode_; }
+
+  // Precondition: no batch requested yet. Throws std::invalid_argument for device
+  // blocks without a copier.
+  void set_staging(Staging staging);
+  // The bytes of a batch of `rows` rows when every column has a fixed row size; 0
+  // for pipelines with variable-length columns (their size depends on the records).
+  std::size_t fixed_batch_bytes(std::uint64_t rows) const;
+  // When the oldest batch is gathered without error but not yet copied to the device
+  // (device staging only): its bytes, the size of device block pop_front() needs.
+  std::optional<std::size_t> front_unstaged_bytes() const noexcept;
   // Batches whose rows were read explicitly so far (at least one column), for tests
   // and diagnostics.
   std::uint64_t explicitly_read_batches() const noexcept {
@@ -167,6 +198,10 @@ class BatchPipeline {
   // Sizes the batch from its records' lengths and takes its buffer (ragged pipelines).
   void allocate_ragged(Slot& slot);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
+  void take_buffer(Slot& slot, std::size_t bytes);
+  // Copies a gathered batch to a supplied device block, if one fits; a failure
+  // becomes the batch's error.
+  void stage_to_device(Slot& slot) noexcept;
 
   std::vector<Column> columns_;
   IoMode io_mode_ = IoMode::kMmap;
@@ -180,6 +215,7 @@ class BatchPipeline {
   std::size_t inline_limit_bytes_;
   std::shared_ptr<ThreadPool> pool_;
   std::shared_ptr<BufferPool> buffers_;
+  Staging staging_;
   std::deque<std::shared_ptr<Slot>> slots_;
   std::uint64_t popped_ = 0;
 

@@ -1,0 +1,277 @@
+// A stand-in for the CUDA driver library, for testing device staging without a GPU.
+//
+// "Device" memory is host memory: a device pointer is a host address. Each stream is a
+// thread that runs its work in order, and every copy waits a random while first, so
+// copies land well after cuMemcpyHtoDAsync returned and events complete late: a
+// caller that reuses a source before its copy's event, or reads a destination before
+// waiting for it, sees wrong bytes. Driver calls without a current context fail, as
+// the real driver's do.
+//
+// Knobs (read by cuInit from the environment):
+//   STAND_IN_CUDA_DEVICES       devices reported (default 1)
+//   STAND_IN_CUDA_COPY_DELAY_US longest wait before a copy runs (default 300)
+//   STAND_IN_CUDA_FAIL_COPY     the n-th copy (1-based) fails when issued (default never)
+// stand_in_configure(delay_us, fail_after) changes them at run time: copies wait up to
+// delay_us, and the fail_after-th copy from now fails (0: none).
+// Counters for tests: stand_in_copies(), stand_in_bytes_copied(), stand_in_retained_contexts(),
+// stand_in_live_events(), stand_in_calls_without_context().
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace {
+
+using Result = int;
+constexpr Result kSuccess = 0;
+constexpr Result kInvalidValue = 1;
+constexpr Result kInvalidDevice = 101;
+constexpr Result kInvalidContext = 201;
+constexpr Result kNotReady = 600;
+
+int devices = 1;
+int copy_delay_us = 300;
+long fail_copy = -1;
+std::atomic<long> copies{0};
+std::atomic<long long> bytes_copied{0};
+std::atomic<int> retained{0};
+std::atomic<int> live_events{0};
+std::atomic<int> calls_without_context{0};
+int contexts[16];  // the primary contexts' identities
+thread_local void* current_context = nullptr;
+
+Result needs_context() {
+  if (current_context != nullptr) return kSuccess;
+  ++calls_without_context;
+  return kInvalidContext;
+}
+
+struct Event {
+  std::mutex mutex;
+  std::condition_variable changed;
+  long recorded = 0;   // records issued
+  long completed = 0;  // records the stream has reached
+};
+
+struct Stream {
+  std::mutex mutex;
+  std::condition_variable work;
+  std::deque<std::function<void()>> queue;
+  bool stopping = false;
+  std::thread runner;
+
+  Stream() : runner([this] { run(); }) {}
+  ~Stream() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stopping = true;
+    }
+    work.notify_all();
+    runner.join();
+  }
+  void push(std::function<void()> step) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      queue.push_back(std::move(step));
+    }
+    work.notify_all();
+  }
+  void run() {
+    for (;;) {
+      std::function<void()> step;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        work.wait(lock, [this] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;
+        step = std::move(queue.front());
+        queue.pop_front();
+      }
+      step();
+    }
+  }
+};
+
+Stream& legacy_stream() {
+  static Stream* stream = new Stream();  // lives as long as the process
+  return *stream;
+}
+
+Stream& stream_of(void* handle) { return handle ? *static_cast<Stream*>(handle) : legacy_stream(); }
+
+int random_delay_us() {
+  static std::mutex mutex;
+  static std::mt19937 generator(12345);
+  std::lock_guard<std::mutex> lock(mutex);
+  return copy_delay_us > 0 ? static_cast<int>(generator() % static_cast<unsigned>(copy_delay_us + 1)) : 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+Result cuInit(unsigned) {
+  if (const char* value = std::getenv("STAND_IN_CUDA_DEVICES")) devices = std::atoi(value);
+  if (const char* value = std::getenv("STAND_IN_CUDA_COPY_DELAY_US")) copy_delay_us = std::atoi(value);
+  if (const char* value = std::getenv("STAND_IN_CUDA_FAIL_COPY")) fail_copy = std::atol(value);
+  return kSuccess;
+}
+
+Result cuDeviceGetCount(int* count) {
+  *count = devices;
+  return kSuccess;
+}
+
+Result cuDeviceGet(int* device, int ordinal) {
+  if (ordinal < 0 || ordinal >= devices) return kInvalidDevice;
+  *device = ordinal;
+  return kSuccess;
+}
+
+Result cuDevicePrimaryCtxRetain(void** context, int device) {
+  if (device < 0 || device >= devices || device >= 16) return kInvalidDevice;
+  *context = &contexts[device];
+  ++retained;
+  return kSuccess;
+}
+
+Result cuDevicePrimaryCtxRelease_v2(int) {
+  --retained;
+  return kSuccess;
+}
+
+Result cuCtxGetCurrent(void** context) {
+  *context = current_context;
+  return kSuccess;
+}
+
+Result cuCtxSetCurrent(void* context) {
+  current_context = context;
+  return kSuccess;
+}
+
+Result cuStreamCreate(void** stream, unsigned) {
+  if (Result r = needs_context()) return r;
+  *stream = new Stream();
+  return kSuccess;
+}
+
+Result cuStreamDestroy_v2(void* stream) {
+  if (Result r = needs_context()) return r;
+  delete static_cast<Stream*>(stream);  // finishes its queued work first
+  return kSuccess;
+}
+
+Result cuMemcpyHtoDAsync_v2(unsigned long long destination, const void* source, std::size_t bytes, void* stream) {
+  if (Result r = needs_context()) return r;
+  const long number = ++copies;
+  if (number == fail_copy) return kInvalidValue;
+  if (destination == 0 || source == nullptr) return kInvalidValue;
+  const int delay = random_delay_us();
+  stream_of(stream).push([=] {
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+    std::memcpy(reinterpret_cast<void*>(destination), source, bytes);
+    bytes_copied += static_cast<long long>(bytes);
+  });
+  return kSuccess;
+}
+
+Result cuEventCreate(void** event, unsigned) {
+  if (Result r = needs_context()) return r;
+  *event = new Event();
+  ++live_events;
+  return kSuccess;
+}
+
+Result cuEventDestroy_v2(void* event) {
+  if (Result r = needs_context()) return r;
+  --live_events;
+  // Work still queued may signal it: keep the memory (a test process is short-lived).
+  (void)event;
+  return kSuccess;
+}
+
+Result cuEventRecord(void* handle, void* stream) {
+  if (Result r = needs_context()) return r;
+  auto* event = static_cast<Event*>(handle);
+  long number;
+  {
+    std::lock_guard<std::mutex> lock(event->mutex);
+    number = ++event->recorded;
+  }
+  stream_of(stream).push([event, number] {
+    {
+      std::lock_guard<std::mutex> lock(event->mutex);
+      if (event->completed < number) event->completed = number;
+    }
+    event->changed.notify_all();
+  });
+  return kSuccess;
+}
+
+Result cuEventQuery(void* handle) {
+  if (Result r = needs_context()) return r;
+  auto* event = static_cast<Event*>(handle);
+  std::lock_guard<std::mutex> lock(event->mutex);
+  return event->completed >= event->recorded ? kSuccess : kNotReady;
+}
+
+Result cuEventSynchronize(void* handle) {
+  if (Result r = needs_context()) return r;
+  auto* event = static_cast<Event*>(handle);
+  std::unique_lock<std::mutex> lock(event->mutex);
+  const long target = event->recorded;
+  event->changed.wait(lock, [&] { return event->completed >= target; });
+  return kSuccess;
+}
+
+Result cuStreamWaitEvent(void* stream, void* handle, unsigned) {
+  if (Result r = needs_context()) return r;
+  auto* event = static_cast<Event*>(handle);
+  long target;
+  {
+    std::lock_guard<std::mutex> lock(event->mutex);
+    target = event->recorded;
+  }
+  stream_of(stream).push([event, target] {
+    std::unique_lock<std::mutex> lock(event->mutex);
+    event->changed.wait(lock, [&] { return event->completed >= target; });
+  });
+  return kSuccess;
+}
+
+Result cuGetErrorName(Result result, const char** name) {
+  switch (result) {
+    case kInvalidValue: *name = "CUDA_ERROR_INVALID_VALUE"; return kSuccess;
+    case kInvalidDevice: *name = "CUDA_ERROR_INVALID_DEVICE"; return kSuccess;
+    case kInvalidContext: *name = "CUDA_ERROR_INVALID_CONTEXT"; return kSuccess;
+    case kNotReady: *name = "CUDA_ERROR_NOT_READY"; return kSuccess;
+    default: return kInvalidValue;
+  }
+}
+
+Result cuGetErrorString(Result result, const char** message) {
+  const char* name = nullptr;
+  if (cuGetErrorName(result, &name) != kSuccess) return kInvalidValue;
+  *message = "reported by the stand-in driver";
+  return kSuccess;
+}
+
+void stand_in_configure(int delay_us, long fail_after) {
+  copy_delay_us = delay_us;
+  fail_copy = fail_after > 0 ? copies.load() + fail_after : -1;
+}
+
+long stand_in_copies() { return copies.load(); }
+long long stand_in_bytes_copied() { return bytes_copied.load(); }
+int stand_in_retained_contexts() { return retained.load(); }
+int stand_in_live_events() { return live_events.load(); }
+int stand_in_calls_without_context() { return calls_without_context.load(); }
+
+}  // extern "C"

@@ -1,0 +1,337 @@
+"""Device staging (DataLoader(device=...)) and pinned gathering, against a stand-in CUDA
+driver whose copies land late on stream threads: batches must equal the CPU loader's,
+held ones must stay intact, and host blocks must not be reused under a pending copy."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import pyloader
+from pyloader import _core
+from conftest import assert_batches_equal, native_thread_count
+
+DEVICE = "cuda:0"
+
+
+def _datasets(tmp_path):
+    rng = np.random.default_rng(7)
+    features = rng.standard_normal((3000, 24)).astype(np.float32)
+    labels = rng.integers(0, 10, 3000)
+    path = tmp_path / "features.npy"
+    np.save(path, features)
+    tokens = rng.integers(0, 50000, 40000).astype(np.uint16)
+    lengths = rng.integers(0, 40, 500)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = rng.integers(0, 1000, offsets[-1]).astype(np.int32)
+    return {
+        "tuple": (pyloader.ArrayDataset(features, labels), {}),
+        "dict": (pyloader.ArrayDataset(x=features, y=labels), {}),
+        "tensors": (pyloader.TensorDataset(torch.from_numpy(features), torch.from_numpy(labels)), {}),
+        "npy file": (pyloader.ArrayDataset(str(path), labels), {}),
+        "tokens": (pyloader.TokenWindows(tokens, block_size=64), {}),
+        "padded records": (pyloader.RaggedDataset(values, offsets),
+                           {"collate_fn": pyloader.PadCollate(return_mask=True)}),
+        "subset": (torch.utils.data.Subset(pyloader.ArrayDataset(features, labels), list(range(0, 3000, 3))), {}),
+    }
+
+
+KINDS = ["tuple", "dict", "tensors", "npy file", "tokens", "padded records", "subset"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_device_batches_equal_cpu_batches_and_stay_intact(stand_in_cuda, tmp_path, kind):
+    dataset, options = _datasets(tmp_path)[kind]
+    copies_before = stand_in_cuda.copies()
+    ours = pyloader.DataLoader(dataset, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(3),
+                               device=DEVICE, **options)
+    assert ours.uses_native_path
+    expected = list(pyloader.DataLoader(dataset, batch_size=64, shuffle=True,
+                                        generator=torch.Generator().manual_seed(3), **options))
+    held = []
+    for batch, want in zip(ours, expected):
+        assert_batches_equal(batch, want)  # as delivered
+        held.append(batch)
+    assert len(held) == len(expected)
+    for batch, want in zip(held, expected):  # after every later batch was staged
+        assert_batches_equal(batch, want)
+    assert stand_in_cuda.copies() - copies_before == len(expected)  # one copy per batch, by the pipeline
+
+
+def test_device_batches_view_device_blocks(stand_in_cuda):
+    data = np.arange(4000 * 8, dtype=np.float32).reshape(4000, 8)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data, np.arange(4000)), batch_size=100, device=DEVICE)
+    features, labels = next(iter(loader))
+    # Views of one block of the device allocator (here a host tensor filled with 0xAB
+    # before the copy): the pipeline's copy wrote them, not a CPU gather.
+    assert features.untyped_storage().data_ptr() == labels.untyped_storage().data_ptr()
+    assert features.untyped_storage().nbytes() >= features.nbytes + labels.nbytes
+    assert torch.equal(features, torch.from_numpy(data[:100]))
+
+
+@pytest.mark.parametrize("delay_us", [0, 3000])
+def test_host_blocks_are_not_reused_under_a_pending_copy(stand_in_cuda, monkeypatch, delay_us):
+    # The consumer does not wait on the host (as a GPU stream waits on the device), and
+    # copies wait up to 3 ms before reading their source: a host block let go when its
+    # batch was handed over would be refilled with a later batch (or freed and reused)
+    # before its copy read it.
+    from stand_in_cuda import StandInBackend
+
+    monkeypatch.setattr(StandInBackend, "asynchronous", True)
+    stand_in_cuda.configure(delay_us=delay_us)
+    data = np.random.default_rng(0).integers(0, 1 << 30, (20000, 32)).astype(np.int32)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=128, shuffle=True,
+                                 generator=torch.Generator().manual_seed(1), device=DEVICE)
+    native = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=128, shuffle=True,
+                                 generator=torch.Generator().manual_seed(1))
+    held = [batch for (batch,) in loader]
+    (backend,) = [ref() for ref in stand_in_cuda.backends]
+    for fence in backend.pending:
+        fence.wait()
+    for batch, (want,) in zip(held, native, strict=True):
+        assert torch.equal(batch, want)
+
+
+def test_custom_collate_batches_are_moved_after_collating(stand_in_cuda):
+    data = np.arange(1000 * 4, dtype=np.float32).reshape(1000, 4)
+
+    def collate(samples):
+        return {"x": torch.stack([s[0] for s in samples]) * 2, "n": len(samples)}
+
+    ours = list(pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=50, collate_fn=collate, device=DEVICE))
+    theirs = list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(data)), batch_size=50,
+                                              collate_fn=collate))
+    for a, b in zip(ours, theirs):
+        assert_batches_equal(a, b)
+    assert stand_in_cuda.copies() >= 0 and len(ours) == 20
+
+
+def test_torch_path_batches_are_moved(stand_in_cuda):
+    class Squares(torch.utils.data.Dataset):
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, index):
+            return torch.tensor([index, index * index])
+
+    loader = pyloader.DataLoader(Squares(), batch_size=10, device=DEVICE)
+    assert not loader.uses_native_path
+    assert_batches_equal(list(loader), list(torch.utils.data.DataLoader(Squares(), batch_size=10)))
+
+
+def test_distributed_sampler_with_device(stand_in_cuda):
+    data = np.arange(1000, dtype=np.int64)
+
+    def loader(rank, **device):
+        sampler = pyloader.DistributedSampler(pyloader.ArrayDataset(data), num_replicas=2, rank=rank, seed=5)
+        return pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=32, sampler=sampler, **device)
+
+    seen = []
+    for rank in range(2):
+        for (a,), (b,) in zip(loader(rank, device=DEVICE), loader(rank), strict=True):
+            assert torch.equal(a, b)
+            seen.append(a)
+    assert sorted(torch.cat(seen).tolist()) == list(range(1000))
+
+
+def test_exact_resume_with_device(stand_in_cuda):
+    data = np.arange(5000, dtype=np.int64)
+    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, shuffle=True,  # noqa: E731
+                                       generator=torch.Generator().manual_seed(9), device=DEVICE)
+    uninterrupted = [b.clone() for (b,) in make()]
+    loader = make()
+    iterator = iter(loader)
+    first = [next(iterator)[0].clone() for _ in range(17)]
+    state = loader.state_dict()
+    del iterator
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = [b for (b,) in resumed]
+    for a, b in zip(first + rest, uninterrupted, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_break_close_and_del_during_pending_copies(stand_in_cuda):
+    stand_in_cuda.configure(delay_us=5000)
+    data = np.arange(20000 * 16, dtype=np.float32).reshape(20000, 16)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=256, shuffle=True, device=DEVICE)
+    next(iter(loader))  # the loader's gather threads and copy stream exist from here on
+    gc.collect()
+    threads = native_thread_count()
+    for _ in range(5):
+        for k, batch in enumerate(loader):
+            if k == 2:
+                break
+        iterator = iter(loader)
+        next(iterator)
+        iterator.close()
+        iterator = iter(loader)
+        next(iterator)
+        del iterator
+        gc.collect()
+    assert native_thread_count() <= threads  # no thread per iterator
+    stand_in_cuda.configure(delay_us=0)
+    assert torch.equal(torch.sort(torch.cat([b[:, 0] for (b,) in loader])).values, torch.from_numpy(data[:, 0]))
+
+
+def test_many_loaders_leave_no_threads_or_contexts(stand_in_cuda):
+    data = np.zeros((1000, 8), dtype=np.float32)
+    list(pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE))
+    gc.collect()
+    threads, contexts = native_thread_count(), stand_in_cuda.retained_contexts()
+    for _ in range(20):
+        loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+        list(loader)
+        del loader
+    gc.collect()
+    assert native_thread_count() <= threads
+    assert stand_in_cuda.retained_contexts() <= contexts
+    assert stand_in_cuda.calls_without_context() == 0  # every thread bound the context first
+
+
+def test_failed_copy_raises_and_the_loader_recovers(stand_in_cuda):
+    data = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    stand_in_cuda.configure(delay_us=0, fail_after=3)
+    with pytest.raises(_core.CudaError, match="cuMemcpyHtoDAsync failed: CUDA_ERROR_INVALID_VALUE"):
+        list(loader)
+    stand_in_cuda.configure(delay_us=0)
+    assert torch.equal(torch.cat([b for (b,) in loader]), torch.from_numpy(data))
+
+
+def test_pinning_failure_falls_back_to_pageable_with_one_warning(stand_in_cuda, monkeypatch):
+    from stand_in_cuda import StandInBackend
+
+    monkeypatch.setattr(StandInBackend, "fail_pinning", True)
+    data = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    with pytest.warns(RuntimeWarning, match="pinned memory could not be allocated") as caught:
+        batches = [b for (b,) in loader]
+        batches += [b for (b,) in loader]
+    assert sum("pinned memory" in str(w.message) for w in caught) == 1
+    assert torch.equal(torch.cat(batches), torch.cat([torch.from_numpy(data)] * 2))
+
+
+def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
+    from pyloader import _native
+
+    monkeypatch.setattr(_native, "pin_device", lambda loader, stacklevel: "cuda")
+    data = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    labels = np.arange(3000)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data, labels), batch_size=100, pin_memory=True)
+    batches = list(loader)
+    (backend,) = [ref() for ref in stand_in_cuda.backends]
+    blocks = backend.host_addresses
+    for features, ids in batches:  # no second copy: the batch views the pinned block it was gathered into
+        assert features.untyped_storage().data_ptr() in blocks
+        assert ids.untyped_storage().data_ptr() == features.untyped_storage().data_ptr()
+    assert torch.equal(torch.cat([f for f, _ in batches]), torch.from_numpy(data))
+    assert backend.copier is None  # pinning alone copies nothing to a device
+
+
+def test_sigint_while_copies_pending(stand_in_cuda):
+    stand_in_cuda.configure(delay_us=20000)
+    big = np.ones((64, 1 << 18), dtype=np.uint8)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, device=DEVICE)
+    timer = threading.Timer(0.002, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(100):
+                for _ in loader:
+                    pass
+    finally:
+        timer.cancel()
+    stand_in_cuda.configure(delay_us=0)
+    assert all(bool((b == 1).all()) for (b,) in loader)
+
+
+def test_fork_after_staging_started_fails_clearly_in_the_child(stand_in_cuda):
+    data = np.arange(2000, dtype=np.int64)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    iterator = iter(loader)
+    next(iterator)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        message = b"no error"
+        try:
+            list(iterator)
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            message = f"{type(error).__name__}: {error}".encode()
+        finally:
+            os.write(write, message[:500])
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    reported = os.read(read, 500).decode()
+    os.close(read)
+    assert os.WIFEXITED(status)
+    assert "forked" in reported and "CudaError" in reported
+    assert torch.equal(torch.cat([b for (b,) in iterator]), torch.from_numpy(data[100:]))
+
+
+def test_device_argument_errors():
+    with pytest.raises(ValueError, match="CUDA device"):
+        pyloader.DataLoader(pyloader.ArrayDataset(np.zeros(4)), device="cpu")
+    with pytest.raises(ValueError, match="CUDA device"):
+        pyloader.DataLoader(pyloader.ArrayDataset(np.zeros(4)), device="not a device")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pyloader.DataLoader(pyloader.ArrayDataset(np.zeros(4)), device="cuda")
+
+
+def test_pin_memory_without_cuda_warns_as_torch_does():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine pins")
+    data = np.arange(100, dtype=np.float32)
+    with pytest.warns(UserWarning, match="no accelerator is found"):
+        batches = list(pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=10, pin_memory=True))
+    assert torch.equal(torch.cat([b for (b,) in batches]), torch.from_numpy(data))
+
+
+def test_missing_driver_is_a_clear_error(tmp_path):
+    with pytest.raises(_core.CudaError, match="cannot load the CUDA driver"):
+        _core.DeviceCopier(str(tmp_path / "libcuda.so.1"), 0, 0)
+
+
+def test_pipeline_supplies_stay_bounded(stand_in_cuda):
+    copier = _core.DeviceCopier(stand_in_cuda.path, 0, 0)
+    data = np.arange(50000 * 8, dtype=np.float32).reshape(50000, 8)
+    pipeline = _core.BatchPipeline([data], _core.ThreadPool(2), 6)
+    allocated = {"host": 0, "device": 0}
+
+    def allocator(kind):
+        def allocate(nbytes):
+            allocated[kind] += 1
+            return torch.empty(nbytes, dtype=torch.uint8)
+        return allocate
+
+    pipeline.set_staging(allocator("host"), allocator("device"), copier)
+    order = _core.IndexOrder.shuffled(50000, 4)
+    pipeline.schedule_positions(order, 0, 50000, 500)
+    expected = data[np.array(order.take(0, 50000))]
+    delivered = 0
+    while True:
+        try:
+            (batch,) = pipeline.next()
+        except StopIteration:
+            break
+        staged = batch.base
+        staged.fence.wait()
+        start = batch.ctypes.data - staged.address
+        on_device = staged.device[start:start + batch.nbytes].view(torch.float32).view(batch.shape)
+        assert np.array_equal(on_device.numpy(), expected[delivered * 500:(delivered + 1) * 500])
+        delivered += 1
+        # Host: one per batch in flight, plus one; device: as many again ahead of need.
+        assert pipeline.supplied_blocks <= (6 + 1) + 2 * 6
+    assert delivered == 100
+    assert allocated["host"] <= 100 + 7 and allocated["device"] <= 100 + 6
+    pipeline.close()
+    assert pipeline.supplied_blocks == 0
