@@ -12,8 +12,8 @@ constexpr std::size_t kColumnAlignment = 64;
 // Below this many bytes per batch a worker hand-off (queue, wake-up, completion
 // signal: several microseconds) costs more than copying on the calling thread.
 constexpr std::size_t kInlineLimitBytes = 16 * 1024;
-// Windows of a block-shuffled order read ahead beyond those a requested batch touches.
-constexpr std::uint64_t kWindowsAhead = 1;
+// Batches of a block-shuffled order read ahead at least, past the one requested.
+constexpr std::uint64_t kBatchesAhead = 4;
 // Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
 // each batch before taking the next never makes the pool allocate.
 constexpr std::size_t kSpareBuffers = 2;
@@ -323,10 +323,18 @@ bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t fi
       read_ahead_end_ = first;
     }
     read_ahead_first_ = first;
-    // Through the window holding the batch's last position, then kWindowsAhead more.
-    order.block_window(first + count - 1, window);
+    // Through the window holding the position kBatchesAhead batches or half a window
+    // (the larger) past the batch's last one: the next window then starts once the
+    // batches are half way through the current one, since issued at once its reads
+    // would share the disk with the current one's, which the batches are waiting for
+    // (measured: windows of 64 blocks of 1024 rows read 1.5x faster so); small windows
+    // are still read a few batches ahead.
+    const std::uint64_t last = first + count - 1;
+    order.block_window(last, window);
+    const std::uint64_t ahead = std::max((window.end - window.first) / 2, kBatchesAhead * count);
+    const std::uint64_t goal = order.size() - last > ahead ? last + ahead : order.size() - 1;
     std::uint64_t target = window.end;
-    for (std::uint64_t k = 0; k < kWindowsAhead && target < order.size(); ++k) {
+    while (target <= goal) {
       order.block_window(target, window);
       target = window.end;
     }
