@@ -30,9 +30,10 @@
 //     SourceReadError naming the file.
 //   * Block-shuffled orders (IndexOrder::block_window) in IoMode::kAuto: requesting a
 //     batch asks the kernel to read the whole blocks of the windows its positions lie
-//     in, and of the next window, into the page cache (large sequential reads on the
-//     ReadEngine's threads, each window once, at most the current windows and one more
-//     ahead), and the batch is then copied from the mapping, not read row by row.
+//     in into the page cache, and those of the next window once the batch is half way
+//     through its window or a few batches from its end (large sequential reads on the
+//     ReadEngine's threads; each window once; at most about one window ahead), and the
+//     batch is then copied from the mapping, not read row by row.
 //     Advice only: the bytes are the same, a truncated file is still caught by the
 //     SIGBUS guard. Not with a row map (its rows need not be the blocks' rows).
 #pragma once
