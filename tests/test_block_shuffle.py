@@ -2,6 +2,7 @@
 same batches on the native path as on torch's, sharded by rank, and exact resume."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -109,3 +110,71 @@ def test_bad_arguments_and_elastic_merge_are_refused():
         states.append(loader.state_dict())
     with pytest.raises(ValueError, match="DistributedSampler"):
         pyloader.DistributedSampler.merge_states(states)
+
+
+def _epoch_and_windows_read_ahead(loader, explicit_reads=None):
+    """The epoch's batches and how many windows the pipeline read ahead (and, given a
+    list, appends how many batches it read explicitly)."""
+    iterator = iter(loader)
+    batches = [next(iterator) for _ in range(len(loader) - 1)]
+    windows = iterator._pipeline.windows_read_ahead
+    if explicit_reads is not None:
+        explicit_reads.append(iterator._pipeline.explicitly_read_batches)
+    return batches + list(iterator), windows
+
+
+def _evict(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # dirty pages (a file just written) are not dropped
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+@pytest.mark.parametrize("io", ["auto", "mmap", "read"])
+@pytest.mark.parametrize("world,rank", [(1, 0), (3, 1)])
+def test_block_batches_over_a_file_are_unchanged_by_window_read_ahead(tmp_path, io, world, rank):
+    rows = 4000
+    data = np.random.default_rng(3).random((rows, 700), dtype=np.float32)  # 2800-byte rows: explicit-read size
+    path = str(tmp_path / "features.npy")
+    np.save(path, data)
+    labels = np.arange(rows)
+    dataset = pyloader.ArrayDataset(np.load(path, mmap_mode="r"), labels)
+    sampler = pyloader.BlockShuffleSampler(dataset, 32, 4, num_replicas=world, rank=rank, seed=6)
+    loader = pyloader.DataLoader(dataset, batch_size=50, sampler=sampler, io=io)
+    assert loader.uses_native_path
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        order = np.array(list(sampler))
+        _evict(path)  # cold: "auto" would read these rows explicitly, were they not read ahead
+        explicit = []
+        batches, windows = _epoch_and_windows_read_ahead(loader, explicit)
+        assert len(batches) == -(-len(order) // 50)
+        for k, (features, batch_labels) in enumerate(batches):
+            assert torch.equal(batch_labels, torch.from_numpy(labels[order[k * 50:(k + 1) * 50]]))
+            assert torch.equal(features, torch.from_numpy(data[order[k * 50:(k + 1) * 50]]))
+        # Only io="auto" reads windows ahead: "read" reads every batch explicitly, and
+        # "mmap" has no file descriptors to advise.
+        assert (windows > 0) == (io == "auto")
+        if io == "auto":
+            assert explicit == [0]  # copied from the mapping
+
+
+def test_block_batches_of_in_memory_arrays_read_nothing_ahead():
+    data = np.random.default_rng(4).random((3000, 700), dtype=np.float32)
+    dataset = pyloader.ArrayDataset(data)
+    sampler = pyloader.BlockShuffleSampler(dataset, 32, 4, seed=1)
+    loader = pyloader.DataLoader(dataset, batch_size=64, sampler=sampler)
+    batches, windows = _epoch_and_windows_read_ahead(loader)
+    order = np.array(list(sampler))
+    assert windows == 0
+    for k, (features,) in enumerate(batches):
+        assert torch.equal(features, torch.from_numpy(data[order[k * 64:(k + 1) * 64]]))
+
+
+def test_shuffled_batches_over_a_file_read_nothing_ahead(tmp_path):
+    path = str(tmp_path / "features.npy")
+    np.save(path, np.random.default_rng(5).random((3000, 700), dtype=np.float32))
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.load(path, mmap_mode="r")), batch_size=64, shuffle=True)
+    assert _epoch_and_windows_read_ahead(loader)[1] == 0

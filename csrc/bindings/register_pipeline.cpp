@@ -340,6 +340,11 @@ class PythonBatchPipeline {
     Consumer consumer(*this);
     return consumer.pipeline().explicitly_read_batches();
   }
+  std::uint64_t windows_read_ahead() {
+    if (!pipeline_) return 0;
+    Consumer consumer(*this);
+    return consumer.pipeline().windows_read_ahead();
+  }
   std::uint64_t popped() {
     Consumer consumer(*this);
     return consumer.pipeline().popped();
@@ -624,6 +629,8 @@ void register_pipeline(py::module_& module) {
                              "(its gather failed; the batch is consumed) rather than a failed call.")
       .def_property_readonly("explicitly_read_batches", &PythonBatchPipeline::explicitly_read_batches,
                              "Batches whose rows were read from their files explicitly so far.")
+      .def_property_readonly("windows_read_ahead", &PythonBatchPipeline::windows_read_ahead,
+                             "Windows of block-shuffled orders whose blocks were read ahead so far.")
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
       .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
 }

@@ -12,6 +12,8 @@ constexpr std::size_t kColumnAlignment = 64;
 // Below this many bytes per batch a worker hand-off (queue, wake-up, completion
 // signal: several microseconds) costs more than copying on the calling thread.
 constexpr std::size_t kInlineLimitBytes = 16 * 1024;
+// Batches of a block-shuffled order read ahead at least, past the one requested.
+constexpr std::uint64_t kBatchesAhead = 4;
 // Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
 // each batch before taking the next never makes the pool allocate.
 constexpr std::size_t kSpareBuffers = 2;
@@ -26,6 +28,7 @@ struct BatchPipeline::Slot {
   std::vector<std::int64_t> indices;
   std::optional<IndexOrder> order;  // set for position requests; indices computed by fill()
   std::uint64_t first_position = 0;
+  bool read_ahead = false;  // its rows' blocks were read ahead: copied from the mapping
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
@@ -175,6 +178,7 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
   slot->rows = static_cast<std::size_t>(count);
   slot->order = order;
   slot->first_position = first;
+  slot->read_ahead = read_ahead_windows(order, first, count);
   start(std::move(slot));
 }
 
@@ -322,9 +326,64 @@ void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
   for (const Column& column : columns_) {
     if (readable_from_file(column)) {
       reads_ = std::make_unique<ReadEngine>(read_threads);
-      return;
+      break;
     }
   }
+  read_ahead_ = reads_ && mode == IoMode::kAuto && !row_map_;
+}
+
+bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first,
+                                       std::uint64_t count) noexcept {
+  BlockWindow window;
+  if (!read_ahead_ || count == 0 || !reads_->usable() || !order.block_window(first, window)) return false;
+  try {
+    if (!read_ahead_order_ || !read_ahead_order_->same_block_order(order) || first < read_ahead_first_) {
+      read_ahead_order_ = order;  // a new order, or positions requested again
+      read_ahead_end_ = first;
+    }
+    read_ahead_first_ = first;
+    // Through the window holding the position kBatchesAhead batches or half a window
+    // (the larger) past the batch's last one: the next window then starts once the
+    // batches are half way through the current one, since issued at once its reads
+    // would share the disk with the current one's, which the batches are waiting for
+    // (measured: windows of 64 blocks of 1024 rows read 1.5x faster so); small windows
+    // are still read a few batches ahead.
+    const std::uint64_t last = first + count - 1;
+    order.block_window(last, window);
+    const std::uint64_t ahead = std::max((window.end - window.first) / 2, kBatchesAhead * count);
+    const std::uint64_t goal = order.size() - last > ahead ? last + ahead : order.size() - 1;
+    std::uint64_t target = window.end;
+    while (target <= goal) {
+      order.block_window(target, window);
+      target = window.end;
+    }
+    for (std::uint64_t p = std::max(first, read_ahead_end_); p < target; p = window.end) {
+      order.block_window(p, window);
+      read_ahead_window(order, window);
+    }
+    read_ahead_end_ = std::max(read_ahead_end_, target);
+  } catch (...) {
+    // Only allocation can fail: the reads not queued are left to the gather.
+  }
+  return true;
+}
+
+void BatchPipeline::read_ahead_window(const IndexOrder& order, const BlockWindow& window) {
+  for (std::uint64_t k = 0; k < window.blocks; ++k) {
+    const RowRange block = order.window_block(window, k);
+    const auto first = static_cast<std::int64_t>(block.first);
+    const auto end = static_cast<std::int64_t>(block.first + block.rows);
+    for (const Column& column : columns_) {
+      for (const ColumnView& piece : column.pieces) {
+        const std::int64_t lo = std::max(first, piece.first_row);
+        const std::int64_t hi = std::min(end, piece.first_row + piece.rows);
+        if (lo >= hi || !piece.file || piece.row_stride != piece.row_bytes) continue;
+        reads_->read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_bytes,
+                           (hi - lo) * piece.row_bytes);
+      }
+    }
+  }
+  windows_read_ahead_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool BatchPipeline::readable_from_file(const Column& column) const noexcept {
@@ -348,6 +407,7 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   for (std::size_t c = 0; c < columns_.size(); ++c) {
     const Column& column = columns_[c];
     if (!readable_from_file(column)) continue;
+    if (io_mode_ == IoMode::kAuto && slot.read_ahead) continue;  // its blocks are arriving in the cache
     auto piece_of = [&](std::int64_t row) -> const ColumnView& {
       auto next = std::upper_bound(column.pieces.begin(), column.pieces.end(), row,
                                    [](std::int64_t r, const ColumnView& p) { return r < p.first_row; });

@@ -35,6 +35,14 @@
 //     its blocks by token and carries the copy's fence. A host buffer is not reused
 //     before its copy's fence is done: the destructor waits for the fences of batches
 //     never delivered, and a delivered batch's owner waits for its own.
+//   * Block-shuffled orders (IndexOrder::block_window) in IoMode::kAuto: requesting a
+//     batch asks the kernel to read the whole blocks of the windows its positions lie
+//     in into the page cache, and those of the next window once the batch is half way
+//     through its window or a few batches from its end (large sequential reads on the
+//     ReadEngine's threads; each window once; at most about one window ahead), and the
+//     batch is then copied from the mapping, not read row by row.
+//     Advice only: the bytes are the same, a truncated file is still caught by the
+//     SIGBUS guard. Not with a row map (its rows need not be the blocks' rows).
 #pragma once
 
 #include <atomic>
@@ -150,6 +158,11 @@ class BatchPipeline {
     return explicitly_read_.load(std::memory_order_relaxed);
   }
 
+  // Windows of block-shuffled orders read ahead so far, for tests and diagnostics.
+  std::uint64_t windows_read_ahead() const noexcept {
+    return windows_read_ahead_.load(std::memory_order_relaxed);
+  }
+
   std::size_t in_flight() const noexcept { return slots_.size(); }
   // Requests removed by pop_front() so far, failed ones included: a caller that sees
   // pop_front() throw tells a failed batch (consumed) from a failed call by this count.
@@ -192,6 +205,11 @@ class BatchPipeline {
   };
   // Reads the fixed columns that IoMode says to read explicitly; marks them in `done`.
   void read_from_files(Slot& slot, const ReadPlan& plan, std::vector<char>& done);
+  // Reads ahead the windows of positions [first, first + count) of `order` not read
+  // ahead yet, and the next window; true when the order's batches are read ahead
+  // (then they are copied from the mapping). Never throws: it is advice.
+  bool read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept;
+  void read_ahead_window(const IndexOrder& order, const BlockWindow& window);
   bool readable_from_file(const Column& column) const noexcept;
   static void copy_columns(void* job);
   static void locate_ragged(void* job);
@@ -207,6 +225,12 @@ class BatchPipeline {
   IoMode io_mode_ = IoMode::kMmap;
   std::unique_ptr<ReadEngine> reads_;
   std::atomic<std::uint64_t> explicitly_read_{0};
+  bool read_ahead_ = false;  // IoMode::kAuto with file-backed columns and no row map
+  // Block orders: positions of read_ahead_order_ in [read_ahead_first_, read_ahead_end_)
+  // lie in windows already read ahead.
+  std::optional<IndexOrder> read_ahead_order_;
+  std::uint64_t read_ahead_first_ = 0, read_ahead_end_ = 0;
+  std::atomic<std::uint64_t> windows_read_ahead_{0};
   std::vector<RaggedColumn> ragged_;
   std::int64_t rows_;         // dataset rows: what indices and orders range over
   std::int64_t source_rows_;  // column rows

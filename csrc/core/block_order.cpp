@@ -51,4 +51,30 @@ std::uint64_t BlockShuffle::operator()(std::uint64_t position) const noexcept {
   return blocks_(first_block + offset / block_rows_) * block_rows_ + offset % block_rows_;
 }
 
+BlockWindow BlockShuffle::window(std::uint64_t position) const noexcept {
+  BlockWindow window;
+  if (tail_rows_ != 0 && position >= tail_start_ && position < tail_start_ + tail_rows_) {
+    window.first = window.id = tail_start_;
+    window.end = tail_start_ + tail_rows_;
+    window.blocks = 1;
+    window.tail = true;
+    return window;
+  }
+  // As in operator(): positions after the tail's window come tail_rows_ later. The
+  // tail's window starts at a window boundary, so no window straddles it.
+  const std::uint64_t shift = tail_rows_ != 0 && position >= tail_start_ ? tail_rows_ : 0;
+  const std::uint64_t window_positions = window_blocks_ * block_rows_;
+  const std::uint64_t index = (position - shift) / window_positions;
+  window.first_block = index * window_blocks_;
+  window.blocks = std::min(window_blocks_, full_blocks_ - window.first_block);
+  window.first = window.id = index * window_positions + shift;
+  window.end = window.first + window.blocks * block_rows_;
+  return window;
+}
+
+RowRange BlockShuffle::window_block(const BlockWindow& window, std::uint64_t k) const noexcept {
+  if (window.tail) return RowRange{full_blocks_ * block_rows_, tail_rows_};
+  return RowRange{blocks_(window.first_block + k) * block_rows_, block_rows_};
+}
+
 }  // namespace pyloader

@@ -25,6 +25,13 @@ class BlockShuffle {
 
   std::uint64_t operator()(std::uint64_t position) const noexcept;
 
+  // The window holding `position` (< rows()), in this shuffle's positions: positions
+  // [first, end) visit exactly the rows of its `blocks` blocks, and the windows of an
+  // epoch visit every block once (the tail's window holds the short block alone). O(1).
+  BlockWindow window(std::uint64_t position) const noexcept;
+  // Rows of block k (< window.blocks) of `window` (returned by window() of this shuffle).
+  RowRange window_block(const BlockWindow& window, std::uint64_t k) const noexcept;
+
   std::uint64_t rows() const noexcept { return rows_; }
   std::uint64_t block_rows() const noexcept { return block_rows_; }
   std::uint64_t window_blocks() const noexcept { return window_blocks_; }

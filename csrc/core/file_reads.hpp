@@ -100,6 +100,13 @@ class ReadEngine {
   // a batch spread over many pieces or columns still keeps the engine's depth.
   void read_rows(const std::vector<RowSpan>& spans, const ReadPlan& plan);
 
+  // Asks the kernel to read bytes [offset, offset + length) of `file` into the page
+  // cache, and returns without waiting: posix_fadvise(WILLNEED) calls on the engine's
+  // threads, which hold `file` open until they are done. Advice only: a failure changes
+  // speed, not results, and bytes past the end of the file (truncated) are not read.
+  // Precondition: usable().
+  void read_ahead(std::shared_ptr<const FileSource> file, std::int64_t offset, std::int64_t length);
+
   std::size_t threads() const noexcept { return threads_; }
   // False in a forked child, which has none of the engine's threads: reads there would
   // wait forever, so callers copy from the mapping instead.
@@ -117,6 +124,7 @@ class ReadEngine {
   // Reads one run and records its outcome in its batch; never throws (a pool task).
   static void serve(const Run& run) noexcept;
   static void read_run(const Run& run);
+  ThreadPool& pool();
 
   std::size_t threads_;
   std::once_flag started_;

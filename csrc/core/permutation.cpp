@@ -99,6 +99,23 @@ IndexOrder IndexOrder::block_shuffled(std::uint64_t rows, std::uint64_t seed, st
   return order;
 }
 
+bool IndexOrder::block_window(std::uint64_t position, BlockWindow& window) const noexcept {
+  if (!blocks_ || stride_ != 1) return false;
+  const std::uint64_t base = base_position(position);
+  BlockWindow found = blocks_->window(base);
+  // Stride 1: this order's position p is base (offset + p) mod rows, so the window's
+  // positions lie base - found.first before and found.end - base after `position`.
+  const std::uint64_t before = base - found.first, after = found.end - base;
+  found.first = position >= before ? position - before : 0;
+  found.end = size_ - position > after ? position + after : size_;
+  window = found;
+  return true;
+}
+
+RowRange IndexOrder::window_block(const BlockWindow& window, std::uint64_t k) const noexcept {
+  return blocks_->window_block(window, k);
+}
+
 void IndexOrder::fill(std::uint64_t first, std::size_t count, std::int64_t* out) const noexcept {
   auto* values = reinterpret_cast<std::uint64_t*>(out);  // same size; every value < 2^63
   for (std::size_t k = 0; k < count; ++k) values[k] = base_position(first + k);

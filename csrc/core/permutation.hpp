@@ -57,6 +57,25 @@ class FeistelPermutation {
   std::array<std::uint64_t, kRounds> round_keys_;
 };
 
+// A window of a block shuffle (block_order.hpp): a run of consecutive positions whose
+// rows are exactly the rows of `blocks` whole blocks, each block a run of consecutive
+// rows. Filled by BlockShuffle::window() and IndexOrder::block_window(); read its blocks
+// with the same object's window_block().
+struct BlockWindow {
+  std::uint64_t first = 0, end = 0;  // positions [first, end) of the order asked
+  std::uint64_t blocks = 0;          // blocks the window holds (at least 1)
+  // The window's first position in the block shuffle itself: within one shuffle,
+  // distinct windows have distinct ids (a rank's share keeps the shuffle's ids).
+  std::uint64_t id = 0;
+  std::uint64_t first_block = 0;  // where its blocks start in the block visiting order
+  bool tail = false;              // the window of the last, shorter block
+};
+
+// Rows [first, first + rows) of the source.
+struct RowRange {
+  std::uint64_t first = 0, rows = 0;
+};
+
 // Which row comes at each position of an epoch: the single place where sample order is
 // decided for native samplers. A base order over `rows` rows is the identity or a
 // seeded shuffle: up to kTableRows rows an explicit Fisher-Yates table (a Feistel
@@ -92,6 +111,24 @@ class IndexOrder {
     if (!shuffled_) return base;
     if (blocks_) return block_row(base);
     return table_ ? (*table_)[base] : permutation_(base);
+  }
+
+  // Block-shuffled orders taken with stride 1 (the whole epoch, or a rank's contiguous
+  // share: strided(start, 1, count)): sets `window` to the block-shuffle window holding
+  // position `position`, its first and end in this order's positions, clipped to
+  // [0, size()) (a share may begin or end inside a window; a share padded past the end
+  // of the epoch meets its first windows again, with their ids), and returns true. O(1).
+  // False, leaving `window` as it was, for any other order (stride other than 1: each
+  // window's positions would be spread over several ranks). Precondition: position < size().
+  bool block_window(std::uint64_t position, BlockWindow& window) const noexcept;
+  // Rows of block k (< window.blocks) of a window that block_window() of this order (or
+  // of any order over the same block shuffle) returned.
+  RowRange window_block(const BlockWindow& window, std::uint64_t k) const noexcept;
+  // Whether both are block-shuffled orders over one block shuffle object (copies of an
+  // order, or strided() of it) with the same positions: then their windows are the same.
+  bool same_block_order(const IndexOrder& other) const noexcept {
+    return blocks_ != nullptr && blocks_ == other.blocks_ && offset_ == other.offset_ &&
+           stride_ == other.stride_ && size_ == other.size_;
   }
 
   // out[k] = (*this)(first + k) for k < count, faster than one call per position.

@@ -315,9 +315,129 @@ void explicit_reads_match_the_mapping() {
   ::unlink(path);
 }
 
+// BlockWindow: every position's window holds its row, a window's positions visit
+// exactly its blocks' rows, and the windows of an epoch visit every block once, for the
+// whole order and for ranks' contiguous shares (padded past the end, as torch pads).
+void block_windows_cover_every_block_once() {
+  struct Case {
+    std::uint64_t rows, block_rows, window_blocks, seed;
+  };
+  for (const Case& c : {Case{1, 1, 1, 0}, Case{10, 3, 2, 1}, Case{1000, 7, 3, 2}, Case{64, 8, 8, 3},
+                        Case{5, 8, 2, 4}, Case{100003, 64, 16, 5}, Case{4096, 16, 4, 6}, Case{1037, 100, 2, 7}}) {
+    const IndexOrder order = IndexOrder::block_shuffled(c.rows, c.seed, c.block_rows, c.window_blocks);
+    std::vector<char> row_seen(c.rows, 0);
+    std::set<std::uint64_t> ids;
+    std::uint64_t windows = 0;
+    for (std::uint64_t p = 0; p < c.rows;) {
+      pyloader::BlockWindow window;
+      CHECK(order.block_window(p, window));
+      CHECK(window.first == p && window.end > p && window.end <= c.rows);
+      CHECK(window.blocks >= 1 && window.blocks <= c.window_blocks);
+      CHECK(ids.insert(window.id).second);
+      std::set<std::uint64_t> block_rows;
+      for (std::uint64_t k = 0; k < window.blocks; ++k) {
+        const pyloader::RowRange block = order.window_block(window, k);
+        CHECK(block.rows == c.block_rows || (window.tail && block.rows == c.rows % c.block_rows));
+        CHECK(block.first + block.rows <= c.rows);
+        for (std::uint64_t r = block.first; r < block.first + block.rows && r < c.rows; ++r) {
+          CHECK(!row_seen[r]);  // no block in two windows, or twice in one
+          row_seen[r] = 1;
+          block_rows.insert(r);
+        }
+      }
+      std::set<std::uint64_t> visited;
+      for (std::uint64_t q = window.first; q < window.end; ++q) {
+        visited.insert(order(q));
+        pyloader::BlockWindow same;
+        CHECK(order.block_window(q, same) && same.id == window.id && same.first == window.first &&
+              same.end == window.end);
+      }
+      CHECK(visited == block_rows);
+      ++windows;
+      p = window.end;
+    }
+    CHECK(std::count(row_seen.begin(), row_seen.end(), 1) == static_cast<std::ptrdiff_t>(c.rows));
+    CHECK(windows == ids.size());
+    // Ranks' shares: strided(start, 1, count), padded from the start of the order.
+    for (std::uint64_t world : {2ULL, 3ULL}) {
+      const std::uint64_t count = (c.rows + world - 1) / world;
+      for (std::uint64_t rank = 0; rank < world; ++rank) {
+        const IndexOrder share = order.strided(rank * count, 1, count);
+        for (std::uint64_t p = 0; p < count; ++p) {
+          pyloader::BlockWindow window, whole;
+          CHECK(share.block_window(p, window));
+          CHECK(order.block_window((rank * count + p) % c.rows, whole));
+          CHECK(window.id == whole.id && window.first <= p && p < window.end && window.end <= count);
+          CHECK(window.end - window.first <= whole.end - whole.first);
+          bool found = false;
+          for (std::uint64_t k = 0; k < window.blocks; ++k) {
+            const pyloader::RowRange block = share.window_block(window, k);
+            found = found || (share(p) >= block.first && share(p) < block.first + block.rows);
+          }
+          CHECK(found);
+        }
+      }
+    }
+  }
+  // Other orders have no windows: shuffled, sequential, and strides other than 1.
+  pyloader::BlockWindow window;
+  CHECK(!IndexOrder::shuffled(100, 1).block_window(0, window));
+  CHECK(!IndexOrder::sequential(100).block_window(0, window));
+  CHECK(!IndexOrder::block_shuffled(100, 1, 4, 2).strided(1, 3, 30).block_window(0, window));
+}
+
+// A block-shuffled order over a file-backed column in IoMode::kAuto reads its windows
+// ahead and delivers the same bytes; non-block orders read nothing ahead; a file
+// truncated under it changes nothing for a column whose memory stays readable.
+void block_orders_read_their_windows_ahead() {
+  char path[] = "/tmp/pyloader_core_ahead_XXXXXX";
+  const int descriptor = ::mkstemp(path);
+  CHECK(descriptor >= 0);
+  constexpr std::int64_t kRows = 5000, kRowBytes = 2500;
+  constexpr std::int64_t kHeader = 64;
+  std::vector<std::byte> contents(static_cast<std::size_t>(kHeader + kRows * kRowBytes));
+  for (std::size_t k = 0; k < contents.size(); ++k) contents[k] = static_cast<std::byte>((k * 2654435761U) >> 11);
+  CHECK(::write(descriptor, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+  // Two pieces, so that blocks straddle a piece boundary.
+  ColumnView first{contents.data() + kHeader, 1800, kRowBytes, kRowBytes, 0};
+  first.file = std::make_shared<const pyloader::FileSource>(path, kHeader);
+  ColumnView second{contents.data() + kHeader + 1800 * kRowBytes, kRows - 1800, kRowBytes, kRowBytes, 1800};
+  second.file = std::make_shared<const pyloader::FileSource>(path, kHeader + 1800 * kRowBytes);
+  Column column;
+  column.pieces = {first, second};
+  auto pool = std::make_shared<ThreadPool>(2);
+  const IndexOrder whole = IndexOrder::block_shuffled(kRows, 3, 64, 4);
+  for (const IndexOrder& order : {whole, whole.strided(1700, 1, 2500), IndexOrder::shuffled(kRows, 3)}) {
+    BatchPipeline pipeline({column}, pool, 3);
+    pipeline.set_io_mode(pyloader::IoMode::kAuto, 8);
+    constexpr std::uint64_t kBatch = 100;
+    pipeline.schedule_positions(order, 0, order.size(), kBatch);
+    for (std::uint64_t first_position = 0; first_position < order.size(); first_position += kBatch) {
+      if (first_position == 1000) CHECK(::ftruncate(descriptor, kHeader + 10 * kRowBytes) == 0);
+      GatheredBatch batch = pipeline.pop_front();
+      CHECK(batch.rows == std::min<std::uint64_t>(kBatch, order.size() - first_position));
+      for (std::size_t p = 0; p < batch.rows; ++p) {
+        const std::byte* row = contents.data() + kHeader + order(first_position + p) * kRowBytes;
+        CHECK(std::memcmp(batch.buffer.get() + p * kRowBytes, row, kRowBytes) == 0);
+      }
+    }
+    // Each window its positions touch, once (windows ahead stop at the order's end).
+    std::uint64_t windows = 0;
+    pyloader::BlockWindow window;
+    for (std::uint64_t p = 0; p < order.size() && order.block_window(p, window); p = window.end) ++windows;
+    CHECK(pipeline.windows_read_ahead() == windows);
+    CHECK(pipeline.explicitly_read_batches() == 0);  // the column's memory is resident
+    CHECK(::ftruncate(descriptor, static_cast<off_t>(contents.size())) == 0);
+  }
+  ::close(descriptor);
+  ::unlink(path);
+}
+
 }  // namespace
 
 int main() {
+  block_windows_cover_every_block_once();
+  block_orders_read_their_windows_ahead();
   explicit_reads_match_the_mapping();
   casts_widen_signed_and_unsigned_integers();
   ragged_batches_pack_and_pad_across_pieces();
