@@ -20,8 +20,14 @@ def test_core_under_sanitizers(tmp_path, sanitizers):
     built = subprocess.run(["cmake", "--build", str(build), "--target", "core_tests"],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    # The stand-in CUDA driver, built with the same sanitizers, so that the staging
+    # tests run too and their copies' synchronisation is visible to them.
+    driver = tmp_path / "libstand_in_cuda.so"
+    subprocess.run([TOOLS[2], "-std=c++17", "-g", "-O1", "-shared", "-fPIC", "-pthread", f"-fsanitize={sanitizers}",
+                    "-o", str(driver), os.path.join(ROOT, "tests", "stand_in_cuda", "stand_in_cuda.cpp")],
+                   check=True, timeout=300)
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", TSAN_OPTIONS="halt_on_error=1",
-               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1", STAND_IN_CUDA_DRIVER=str(driver))
     result = subprocess.run([str(build / "core_tests")], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "core tests: 0 failure(s)" in result.stdout

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <map>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -13,9 +15,11 @@
 #include <vector>
 
 #include "core/batch_pipeline.hpp"
+#include "core/device_copier.hpp"
 #include "core/file_reads.hpp"
 #include "core/gather.hpp"
 #include "core/permutation.hpp"
+#include "core/supplied_blocks.hpp"
 #include "core/thread_pool.hpp"
 
 namespace {
@@ -433,9 +437,87 @@ void block_orders_read_their_windows_ahead() {
   ::unlink(path);
 }
 
+
+// Host blocks supplied by the owner are used when they fit and named by token; device
+// staging (run when STAND_IN_CUDA_DRIVER names the stand-in driver library) copies
+// each batch as it is gathered, and a destroyed pipeline waits for pending copies.
+void staging_uses_supplied_blocks_and_copies_to_the_device() {
+  const std::int64_t rows = 20000;
+  std::vector<std::int64_t> data(rows);
+  std::iota(data.begin(), data.end(), 0);
+  Column column;
+  column.pieces.push_back(ColumnView{reinterpret_cast<const std::byte*>(data.data()), rows, 8, 8, 0});
+  auto pool = std::make_shared<ThreadPool>(3);
+  const std::size_t batch_rows = 500;
+  const std::size_t batch_bytes = batch_rows * 8;
+
+  pyloader::SuppliedBlocks blocks;
+  std::vector<std::vector<std::byte>> small(2, std::vector<std::byte>(100));
+  blocks.supply({small[0].data(), small[0].size(), 1});
+  blocks.supply({small[1].data(), small[1].size(), 2});
+  CHECK(!blocks.take(101));
+  CHECK(blocks.take(50)->token == 1);
+  CHECK(blocks.discard_smaller_than(101) == std::vector<std::uint64_t>{2});
+  CHECK(blocks.size() == 0);
+
+  const char* driver_path = std::getenv("STAND_IN_CUDA_DRIVER");
+  std::shared_ptr<const pyloader::DeviceCopier> copier;
+  if (driver_path) copier = std::make_shared<const pyloader::DeviceCopier>(pyloader::CudaDriver::load(driver_path), 0, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    std::map<std::uint64_t, std::vector<std::byte>> host, device;  // token -> memory, owned here
+    pyloader::Staging staging;
+    staging.host = std::make_shared<pyloader::SuppliedBlocks>();
+    if (copier) {
+      staging.device = std::make_shared<pyloader::SuppliedBlocks>();
+      staging.copier = copier;
+    }
+    std::uint64_t token = 1;
+    auto supply = [&](pyloader::SuppliedBlocks& to, std::map<std::uint64_t, std::vector<std::byte>>& owner) {
+      auto& memory = owner[token] = std::vector<std::byte>(batch_bytes);
+      to.supply({memory.data(), memory.size(), token++});
+    };
+    for (int k = 0; k < 4; ++k) supply(*staging.host, host);  // fewer than the batches in flight
+    if (copier) {
+      for (int k = 0; k < 8; ++k) supply(*staging.device, device);
+    }
+    {
+      BatchPipeline pipeline({column}, pool, 8);
+      pipeline.set_staging(staging);
+      CHECK(pipeline.fixed_batch_bytes(batch_rows) == batch_bytes);
+      const IndexOrder order = IndexOrder::shuffled(static_cast<std::uint64_t>(rows), round);
+      pipeline.schedule_positions(order, 0, rows, batch_rows);
+      std::uint64_t position = 0;
+      std::size_t supplied_used = 0;
+      while (pipeline.in_flight() > 0 && position < rows / 2) {
+        if (copier) {
+          while (!pipeline.front_ready()) pipeline.wait_front(std::chrono::milliseconds(10));
+          if (pipeline.front_unstaged_bytes()) supply(*staging.device, device);
+        }
+        GatheredBatch batch = pipeline.pop_front();
+        CHECK(batch.bytes == batch_rows * 8);
+        if (batch.host_token != 0) {
+          ++supplied_used;
+          CHECK(batch.buffer.get() == host.at(batch.host_token).data());
+        }
+        const std::int64_t* values = reinterpret_cast<const std::int64_t*>(batch.buffer.get());
+        if (copier) {
+          CHECK(batch.device_token != 0 && batch.fence);
+          batch.fence->wait();
+          values = reinterpret_cast<const std::int64_t*>(device.at(batch.device_token).data());
+        }
+        for (std::size_t k = 0; k < batch.rows; ++k) CHECK(values[k] == static_cast<std::int64_t>(order(position + k)));
+        position += batch.rows;
+        if (!copier && position < 4 * batch_rows) supply(*staging.host, host);
+      }
+      CHECK(supplied_used >= 4);
+    }  // destroyed with copies pending: it waits for them before the blocks go
+  }
+}
+
 }  // namespace
 
 int main() {
+  staging_uses_supplied_blocks_and_copies_to_the_device();
   block_windows_cover_every_block_once();
   block_orders_read_their_windows_ahead();
   explicit_reads_match_the_mapping();

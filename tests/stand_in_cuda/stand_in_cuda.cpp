@@ -23,6 +23,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -59,6 +60,14 @@ struct Event {
   long recorded = 0;   // records issued
   long completed = 0;  // records the stream has reached
 };
+
+// What a CUevent handle points to: work queued on streams holds the event itself, so
+// destroying the handle early (as the driver allows) frees it only once that work ran.
+struct EventHandle {
+  std::shared_ptr<Event> event = std::make_shared<Event>();
+};
+
+std::shared_ptr<Event> event_of(void* handle) { return static_cast<EventHandle*>(handle)->event; }
 
 struct Stream {
   std::mutex mutex;
@@ -184,7 +193,7 @@ Result cuMemcpyHtoDAsync_v2(unsigned long long destination, const void* source, 
 
 Result cuEventCreate(void** event, unsigned) {
   if (Result r = needs_context()) return r;
-  *event = new Event();
+  *event = new EventHandle();
   ++live_events;
   return kSuccess;
 }
@@ -192,14 +201,13 @@ Result cuEventCreate(void** event, unsigned) {
 Result cuEventDestroy_v2(void* event) {
   if (Result r = needs_context()) return r;
   --live_events;
-  // Work still queued may signal it: keep the memory (a test process is short-lived).
-  (void)event;
+  delete static_cast<EventHandle*>(event);
   return kSuccess;
 }
 
 Result cuEventRecord(void* handle, void* stream) {
   if (Result r = needs_context()) return r;
-  auto* event = static_cast<Event*>(handle);
+  std::shared_ptr<Event> event = event_of(handle);
   long number;
   {
     std::lock_guard<std::mutex> lock(event->mutex);
@@ -217,14 +225,14 @@ Result cuEventRecord(void* handle, void* stream) {
 
 Result cuEventQuery(void* handle) {
   if (Result r = needs_context()) return r;
-  auto* event = static_cast<Event*>(handle);
+  std::shared_ptr<Event> event = event_of(handle);
   std::lock_guard<std::mutex> lock(event->mutex);
   return event->completed >= event->recorded ? kSuccess : kNotReady;
 }
 
 Result cuEventSynchronize(void* handle) {
   if (Result r = needs_context()) return r;
-  auto* event = static_cast<Event*>(handle);
+  std::shared_ptr<Event> event = event_of(handle);
   std::unique_lock<std::mutex> lock(event->mutex);
   const long target = event->recorded;
   event->changed.wait(lock, [&] { return event->completed >= target; });
@@ -233,7 +241,7 @@ Result cuEventSynchronize(void* handle) {
 
 Result cuStreamWaitEvent(void* stream, void* handle, unsigned) {
   if (Result r = needs_context()) return r;
-  auto* event = static_cast<Event*>(handle);
+  std::shared_ptr<Event> event = event_of(handle);
   long target;
   {
     std::lock_guard<std::mutex> lock(event->mutex);
