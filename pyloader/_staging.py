@@ -78,10 +78,18 @@ def resolve_device(device) -> torch.device | None:
         raise RuntimeError(f"device={str(device)!r} was asked for, but CUDA is not available "
                            f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
     if device.index is None:
-        # Under torchrun each rank drives its own GPU, as DistributedDataParallel expects.
-        local_rank = os.environ.get("LOCAL_RANK")
-        device = torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
+        device = torch.device("cuda", _default_index())
     return device
+
+
+def _default_index() -> int:
+    """torchrun's LOCAL_RANK (each rank drives its own GPU, as DistributedDataParallel
+    expects) when that device exists; else the current device (launchers that show each
+    rank one GPU, or no launcher)."""
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
+        return int(local_rank)
+    return torch.cuda.current_device()
 
 
 def cuda_available() -> bool:

@@ -59,8 +59,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             batches on. Native batches are gathered into pinned memory and copied by the
             native threads on a stream of their own as soon as each is gathered; the
             caller's current stream waits for the copy on the device (no host
-            synchronisation). ``"cuda"`` means ``cuda:$LOCAL_RANK`` under torchrun, else
-            the current device. Other batches are moved with torch after collating.
+            synchronisation). ``"cuda"`` means ``cuda:$LOCAL_RANK`` under torchrun (when
+            that device exists), else the current device. Other batches are moved with torch after collating.
             Raises RuntimeError when CUDA is not available.
     """
 

@@ -296,6 +296,19 @@ def test_pin_memory_without_cuda_warns_as_torch_does():
     assert torch.equal(torch.cat([b for (b,) in batches]), torch.from_numpy(data))
 
 
+def test_cuda_without_index_follows_local_rank_when_that_device_exists(monkeypatch):
+    from pyloader import _staging
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert _staging._default_index() == 2
+    monkeypatch.setenv("LOCAL_RANK", "5")  # each rank sees fewer GPUs than ranks
+    assert _staging._default_index() == 0
+    monkeypatch.delenv("LOCAL_RANK")
+    assert _staging._default_index() == 0
+
+
 def test_missing_driver_is_a_clear_error(tmp_path):
     with pytest.raises(_core.CudaError, match="cannot load the CUDA driver"):
         _core.DeviceCopier(str(tmp_path / "libcuda.so.1"), 0, 0)
@@ -335,3 +348,54 @@ def test_pipeline_supplies_stay_bounded(stand_in_cuda):
     assert allocated["host"] <= 100 + 7 and allocated["device"] <= 100 + 6
     pipeline.close()
     assert pipeline.supplied_blocks == 0
+
+
+def test_batches_of_varying_size_each_get_a_device_block(stand_in_cuda):
+    # Padded batches change size from batch to batch: one that no supplied block fits
+    # is copied when due, into a block no gather thread can take first.
+    rng = np.random.default_rng(0)
+    for trial in range(25):
+        lengths = rng.integers(0, 200, 1500)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values = rng.integers(0, 1000, offsets[-1]).astype(np.int64)
+        dataset = pyloader.RaggedDataset(values, offsets)
+        options = dict(batch_size=8, shuffle=True, collate_fn=pyloader.PadCollate(), num_threads=8)
+        ours = pyloader.DataLoader(dataset, generator=torch.Generator().manual_seed(trial), device=DEVICE, **options)
+        cpu = pyloader.DataLoader(dataset, generator=torch.Generator().manual_seed(trial), **options)
+        for a, b in zip(ours, cpu, strict=True):
+            assert_batches_equal(a, b)
+
+
+def test_the_callers_current_context_is_left_as_it_was(stand_in_cuda):
+    import ctypes
+
+    driver = ctypes.CDLL(stand_in_cuda.path)
+    mine = ctypes.create_string_buffer(8)  # stands for another context, e.g. torch's current device's
+    driver.cuCtxSetCurrent(ctypes.cast(mine, ctypes.c_void_p))
+    current = ctypes.c_void_p()
+    try:
+        data = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+        loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+        for _ in loader:
+            driver.cuCtxGetCurrent(ctypes.byref(current))
+            assert current.value == ctypes.addressof(mine)
+    finally:
+        driver.cuCtxSetCurrent(None)
+
+
+def test_fences_in_a_forked_child_count_as_done(stand_in_cuda):
+    copier = _core.DeviceCopier(stand_in_cuda.path, 0, 0)
+    source, target = torch.arange(1000, dtype=torch.int32), torch.zeros(1000, dtype=torch.int32)
+    fence = copier.copy(target.data_ptr(), source.data_ptr(), 4000)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fence.wait()
+            code = 0 if fence.done() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    fence.wait()
+    assert torch.equal(source, target)

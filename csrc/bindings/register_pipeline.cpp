@@ -388,16 +388,17 @@ class PythonBatchPipeline {
         if (bounded && clock::now() >= deadline) return py::none();
       }
     }
+    std::optional<SuppliedBlock> front_block;
     if (staged_) {
-      if (const std::optional<std::size_t> unstaged = pipeline.front_unstaged_bytes()) {
-        supply(*device_blocks_, device_allocator_, std::max<std::size_t>(*unstaged, 1));  // for pop_front to copy it
-      }
       top_up_supplies(pipeline);  // for the batch pop_front() enqueues
+      if (const std::optional<std::size_t> unstaged = pipeline.front_unstaged_bytes()) {
+        front_block = allocate(device_allocator_, std::max<std::size_t>(*unstaged, 1));  // handed to pop_front alone
+      }
     }
     const std::uint64_t popped_before = pipeline.popped();
     GatheredBatch batch;
     try {
-      batch = pipeline.pop_front();  // the front is ready: this does not wait
+      batch = pipeline.pop_front(front_block);  // the front is ready: this does not wait
     } catch (...) {
       last_error_consumed_batch_ = pipeline.popped() != popped_before;
       throw;
@@ -467,7 +468,11 @@ class PythonBatchPipeline {
       if (!pipeline_) throw py::value_error("the pipeline is closed");
     }
     ~Consumer() {
-      if (pipeline_ && pipeline_ != owner_.pipeline_) release_without_gil(pipeline_);  // closed meanwhile
+      if (pipeline_ && pipeline_ != owner_.pipeline_) {  // closed meanwhile: the last user lets it go
+        const bool last = pipeline_.use_count() == 1;
+        release_without_gil(pipeline_);
+        if (last) owner_.supplied_.clear();  // as close() would have (this thread holds the GIL)
+      }
     }
     Consumer(const Consumer&) = delete;
     Consumer& operator=(const Consumer&) = delete;
@@ -519,10 +524,11 @@ class PythonBatchPipeline {
     }
   }
 
-  // One block from `allocator`; false when it declined (returned None).
-  bool supply(SuppliedBlocks& blocks, const py::object& allocator, std::size_t bytes) {
+  // One block from `allocator`, recorded under a new token; nothing when it declined
+  // (returned None).
+  std::optional<SuppliedBlock> allocate(const py::object& allocator, std::size_t bytes) {
     py::object tensor = allocator(bytes);
-    if (tensor.is_none()) return false;
+    if (tensor.is_none()) return std::nullopt;
     const auto address = tensor.attr("data_ptr")().cast<std::uintptr_t>();
     const auto size = tensor.attr("nbytes").cast<std::size_t>();
     if (size < bytes) {
@@ -531,7 +537,13 @@ class PythonBatchPipeline {
     }
     const std::uint64_t token = next_token_++;
     supplied_.emplace(token, std::move(tensor));
-    blocks.supply(SuppliedBlock{reinterpret_cast<std::byte*>(address), size, token});
+    return SuppliedBlock{reinterpret_cast<std::byte*>(address), size, token};
+  }
+
+  bool supply(SuppliedBlocks& blocks, const py::object& allocator, std::size_t bytes) {
+    std::optional<SuppliedBlock> block = allocate(allocator, bytes);
+    if (!block) return false;
+    blocks.supply(*block);
     return true;
   }
 

@@ -512,13 +512,15 @@ void BatchPipeline::take_buffer(Slot& slot, std::size_t bytes) {
 }
 
 void BatchPipeline::stage_to_device(Slot& slot) noexcept {
-  std::optional<SuppliedBlock> block = staging_.device->take(slot.bytes);
-  if (!block) return;
+  if (std::optional<SuppliedBlock> block = staging_.device->take(slot.bytes)) copy_to_device(slot, *block);
+}
+
+void BatchPipeline::copy_to_device(Slot& slot, const SuppliedBlock& block) noexcept {
   try {
-    slot.fence = staging_.copier->copy(reinterpret_cast<CuDevicePtr>(block->data), slot.buffer.get(), slot.bytes);
-    slot.device_token = block->token;
+    slot.fence = staging_.copier->copy(reinterpret_cast<CuDevicePtr>(block.data), slot.buffer.get(), slot.bytes);
+    slot.device_token = block.token;
   } catch (...) {
-    staging_.device->give_back(*block);
+    staging_.device->give_back(block);  // unused: a later batch may take it
     slot.error = std::current_exception();
   }
 }
@@ -561,14 +563,26 @@ bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   return sync_->completed.wait_for(lock, timeout, [&front] { return front.done(); });
 }
 
-GatheredBatch BatchPipeline::pop_front() {
+GatheredBatch BatchPipeline::pop_front(std::optional<SuppliedBlock> front_block) {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
   while (!wait_front(std::chrono::hours(1))) {
   }
   if (front_unstaged_bytes()) {
-    stage_to_device(*slots_.front());  // no block fitted when it was gathered; the owner supplied one since
-    if (front_unstaged_bytes()) throw std::logic_error("BatchPipeline: no device block fits the oldest batch");
+    // No block fitted when it was gathered: the owner's block for it, which no worker
+    // can take meanwhile, or any that fits now.
+    Slot& front = *slots_.front();
+    if (front_block && front_block->bytes >= front.bytes) {
+      copy_to_device(front, *front_block);
+      front_block.reset();
+    } else {
+      stage_to_device(front);
+    }
+    if (front_unstaged_bytes()) {
+      if (front_block) staging_.device->supply(*front_block);
+      throw std::logic_error("BatchPipeline: no device block fits the oldest batch");
+    }
   }
+  if (front_block && staging_.device) staging_.device->supply(*front_block);  // not needed: for later batches
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();
   try {

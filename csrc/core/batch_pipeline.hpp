@@ -178,8 +178,10 @@ class BatchPipeline {
   // Removes and returns the oldest request, waiting for it if needed, and tops the
   // schedule up. Rethrows a failure of its gather as it was thrown (std::bad_alloc,
   // SourceReadError, ...). If topping up throws, the oldest request stays in place.
-  // Precondition: in_flight() > 0.
-  GatheredBatch pop_front();
+  // Device staging: `front_block` is the device block for the oldest batch when no
+  // block fitted it as it was gathered (see front_unstaged_bytes); when not needed it
+  // joins the supplied device blocks. Precondition: in_flight() > 0.
+  GatheredBatch pop_front(std::optional<SuppliedBlock> front_block = std::nullopt);
 
 
  private:
@@ -220,6 +222,7 @@ class BatchPipeline {
   // Copies a gathered batch to a supplied device block, if one fits; a failure
   // becomes the batch's error.
   void stage_to_device(Slot& slot) noexcept;
+  void copy_to_device(Slot& slot, const SuppliedBlock& block) noexcept;
 
   std::vector<Column> columns_;
   IoMode io_mode_ = IoMode::kMmap;

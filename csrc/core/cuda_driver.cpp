@@ -88,11 +88,13 @@ PrimaryContext::~PrimaryContext() {
   (void)driver_->primary_ctx_release(device_);
 }
 
-void PrimaryContext::bind() const {
+PrimaryContext::Binding PrimaryContext::bind() const {
   if (!owner_.is_current()) throw CudaError("CUDA cannot be used in a process forked after it was initialised");
   CuContext current = nullptr;
-  if (driver_->ctx_get_current(&current) == kCudaSuccess && current == context_) return;
+  driver_->check(driver_->ctx_get_current(&current), "cuCtxGetCurrent");
+  if (current == context_) return Binding(*driver_, current, false);
   driver_->check(driver_->ctx_set_current(context_), "cuCtxSetCurrent");
+  return Binding(*driver_, current, true);
 }
 
 }  // namespace pyloader

@@ -13,10 +13,12 @@
 //     Throws CudaError when the library or an entry point is missing.
 //   * Every call is thread-safe as the driver is; check() turns a CUresult other than
 //     success into a CudaError naming the call and the driver's message.
-//   * PrimaryContext retains a device's primary context for its lifetime and makes it
-//     current on the calling thread (bind()); driver calls need a current context on
-//     every thread that makes them. In a forked child nothing is released: the child
-//     cannot use the parent's CUDA state at all.
+//   * PrimaryContext retains a device's primary context for its lifetime; bind() makes
+//     it current on the calling thread for the life of the returned Binding, which then
+//     restores the thread's previous context. Driver calls need a current context, and
+//     the caller's thread (whose current context is torch's current device) must be
+//     left as it was. In a forked child nothing is released: the child cannot use the
+//     parent's CUDA state at all.
 #pragma once
 
 #include <cstddef>
@@ -85,8 +87,24 @@ class PrimaryContext {
   PrimaryContext(const PrimaryContext&) = delete;
   PrimaryContext& operator=(const PrimaryContext&) = delete;
 
-  // Makes the context current on this thread (a no-op when it already is).
-  void bind() const;
+  // The context current on this thread until the Binding dies (no driver call when it
+  // already is). Throws CudaError in a forked child.
+  class Binding {
+   public:
+    Binding(const CudaDriver& driver, CuContext previous, bool restore) noexcept
+        : driver_(driver), previous_(previous), restore_(restore) {}
+    ~Binding() {
+      if (restore_) (void)driver_.ctx_set_current(previous_);
+    }
+    Binding(const Binding&) = delete;
+    Binding& operator=(const Binding&) = delete;
+
+   private:
+    const CudaDriver& driver_;
+    CuContext previous_;
+    bool restore_;
+  };
+  [[nodiscard]] Binding bind() const;
   const CudaDriver& driver() const noexcept { return *driver_; }
   int ordinal() const noexcept { return ordinal_; }
   bool in_owner_process() const noexcept { return owner_.is_current(); }

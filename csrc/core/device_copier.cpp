@@ -5,7 +5,7 @@ namespace pyloader {
 CopyFence::~CopyFence() {
   if (!context_->in_owner_process()) return;
   try {
-    context_->bind();
+    const auto bound = context_->bind();
     (void)context_->driver().event_destroy(event_);
   } catch (...) {
     // A context that cannot be bound any more (the process is shutting CUDA down) has
@@ -14,7 +14,8 @@ CopyFence::~CopyFence() {
 }
 
 bool CopyFence::done() const {
-  context_->bind();
+  if (!context_->in_owner_process()) return true;  // the parent's copy; the child has none in flight
+  const auto bound = context_->bind();
   const CuResult result = context_->driver().event_query(event_);
   if (result == kCudaErrorNotReady) return false;
   context_->driver().check(result, "cuEventQuery");
@@ -22,12 +23,13 @@ bool CopyFence::done() const {
 }
 
 void CopyFence::wait() const {
-  context_->bind();
+  if (!context_->in_owner_process()) return;
+  const auto bound = context_->bind();
   context_->driver().check(context_->driver().event_synchronize(event_), "cuEventSynchronize");
 }
 
 void CopyFence::wait_on(CuStream stream) const {
-  context_->bind();
+  const auto bound = context_->bind();
   context_->driver().check(context_->driver().stream_wait_event(stream, event_, 0), "cuStreamWaitEvent");
 }
 
@@ -36,7 +38,7 @@ DeviceCopier::DeviceCopier(std::shared_ptr<const CudaDriver> driver, int ordinal
       stream_(stream),
       owns_stream_(stream == nullptr) {
   if (owns_stream_) {
-    context_->bind();
+    const auto bound = context_->bind();
     context_->driver().check(context_->driver().stream_create(&stream_, kCudaStreamNonBlocking), "cuStreamCreate");
   }
 }
@@ -44,7 +46,7 @@ DeviceCopier::DeviceCopier(std::shared_ptr<const CudaDriver> driver, int ordinal
 DeviceCopier::~DeviceCopier() {
   if (!owns_stream_ || !context_->in_owner_process()) return;
   try {
-    context_->bind();
+    const auto bound = context_->bind();
     (void)context_->driver().stream_destroy(stream_);
   } catch (...) {
   }
@@ -52,14 +54,14 @@ DeviceCopier::~DeviceCopier() {
 
 std::shared_ptr<CopyFence> DeviceCopier::copy(CuDevicePtr destination, const void* source,
                                               std::size_t bytes) const {
-  context_->bind();
+  const auto bound = context_->bind();
   const CudaDriver& driver = context_->driver();
   if (bytes > 0) driver.check(driver.memcpy_htod_async(destination, source, bytes, stream_), "cuMemcpyHtoDAsync");
   return mark();
 }
 
 std::shared_ptr<CopyFence> DeviceCopier::mark() const {
-  context_->bind();
+  const auto bound = context_->bind();
   const CudaDriver& driver = context_->driver();
   CuEvent event = nullptr;
   driver.check(driver.event_create(&event, kCudaEventDisableTiming), "cuEventCreate");

@@ -9,7 +9,8 @@
 //     fence is done(): the copier owns neither.
 //   * CopyFence: done() polls, wait() blocks the calling thread, wait_on(stream) makes
 //     `stream` wait for the copy on the device (no host synchronisation). Fences are
-//     thread-safe and may outlive the copier; in a forked child they release nothing.
+//     thread-safe and may outlive the copier; in a forked child (where the parent's
+//     copies are not in flight) they count as done and release nothing.
 //   * Thread-safe: copy() may be called from several threads at once (the driver
 //     serialises work on one stream).
 //   * Errors (a failed copy, an invalid pointer) throw CudaError naming the call.
