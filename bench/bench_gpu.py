@@ -65,12 +65,12 @@ def consume(batch, sink: torch.Tensor) -> None:
     sink += features.view(features.shape[0], -1)[:, :8].float().sum()
 
 
-def pyloader_rate(array: np.ndarray, batches: int) -> float:
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True, drop_last=True,
-                                 device="cuda")
+def delivered_rate(loader, batches: int, to_device) -> float:
+    """Samples/s of `batches` batches of `loader`, each made a device batch by
+    `to_device` and consumed on the GPU, after one warm-up batch; epochs restart."""
     sink = torch.zeros((), device="cuda")
     iterator = iter(loader)
-    consume(next(iterator), sink)  # threads and staging started
+    consume(to_device(next(iterator)), sink)  # threads, workers and staging started
     torch.cuda.synchronize()
     start, seen = time.perf_counter(), 0
     while seen < batches:
@@ -79,31 +79,23 @@ def pyloader_rate(array: np.ndarray, batches: int) -> float:
         except StopIteration:
             iterator = iter(loader)
             continue
-        consume(batch, sink)
+        consume(to_device(batch), sink)
         seen += 1
     torch.cuda.synchronize()
     return seen * BATCH / (time.perf_counter() - start)
+
+
+def pyloader_rate(array: np.ndarray, batches: int) -> float:
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True, drop_last=True,
+                                 device="cuda")
+    return delivered_rate(loader, batches, lambda batch: batch)
 
 
 def torch_rate(array: np.ndarray, batches: int, workers: int) -> float:
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(array))
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, pin_memory=True,
                                          num_workers=workers, persistent_workers=workers > 0)
-    sink = torch.zeros((), device="cuda")
-    iterator = iter(loader)
-    consume([t.to("cuda", non_blocking=True) for t in next(iterator)], sink)
-    torch.cuda.synchronize()
-    start, seen = time.perf_counter(), 0
-    while seen < batches:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            continue
-        consume([t.to("cuda", non_blocking=True) for t in batch], sink)
-        seen += 1
-    torch.cuda.synchronize()
-    return seen * BATCH / (time.perf_counter() - start)
+    return delivered_rate(loader, batches, lambda batch: [t.to("cuda", non_blocking=True) for t in batch])
 
 
 def wait_fraction(array: np.ndarray, batches: int, matmuls: int) -> tuple[float, float]:

@@ -62,6 +62,18 @@ def assert_fork_mid_epoch_continues(loader, expected: list) -> None:
     assert torch.cat([first[1], *rest]).tolist() == expected
 
 
+def evict(path) -> None:
+    """Drops a file's pages from the page cache, so the next reads come from storage."""
+    import os
+
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # dirty pages (a file just written) are not dropped
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
 def native_thread_count() -> int:
     """Threads of this process, native ones included (threading sees only Python's)."""
     import os

@@ -2,7 +2,6 @@
 same batches on the native path as on torch's, sharded by rank, and exact resume."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+from conftest import evict
 
 
 @pytest.mark.parametrize("rows,block_rows,window_blocks", [
@@ -123,15 +123,6 @@ def _epoch_and_windows_read_ahead(loader, explicit_reads=None):
     return batches + list(iterator), windows
 
 
-def _evict(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # dirty pages (a file just written) are not dropped
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
-
-
 @pytest.mark.parametrize("io", ["auto", "mmap", "read"])
 @pytest.mark.parametrize("world,rank", [(1, 0), (3, 1)])
 def test_block_batches_over_a_file_are_unchanged_by_window_read_ahead(tmp_path, io, world, rank):
@@ -147,7 +138,7 @@ def test_block_batches_over_a_file_are_unchanged_by_window_read_ahead(tmp_path, 
     for epoch in range(2):
         sampler.set_epoch(epoch)
         order = np.array(list(sampler))
-        _evict(path)  # cold: "auto" would read these rows explicitly, were they not read ahead
+        evict(path)  # cold: "auto" would read these rows explicitly, were they not read ahead
         explicit = []
         batches, windows = _epoch_and_windows_read_ahead(loader, explicit)
         assert len(batches) == -(-len(order) // 50)

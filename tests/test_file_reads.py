@@ -13,18 +13,9 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _core
-from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal, native_thread_count
+from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal, evict, native_thread_count
 
 ROWS = 3000
-
-
-def evict(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # dirty pages (a file just written) are not dropped
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
 
 
 def write_npy(path, array):
