@@ -9,7 +9,10 @@ process run, samples/s for shuffled batches of 256 rows:
   raw gather    the same rows copied by the native gather alone (2 threads, no hand-off)
 
 at 256-byte and 12-KiB rows, plus batches/s for batch_size=1 over an in-RAM
-TensorDataset. Every contender reads the same mapping after one warm-up pass, so the
+TensorDataset, and the fixed cost of a batch: batches/s of 256 shuffled 4-byte rows,
+where there is almost nothing to copy. pyloader runs with its default number of gather
+threads (what a user gets); the raw gather uses --threads. "pyloader no stats" is
+pyloader with its iterator counters (LoaderStats) switched off, to show what they cost. Every contender reads the same mapping after one warm-up pass, so the
 page cache and page tables are equally warm for all. Contenders run in interleaved
 rounds and each keeps its best round. Prints a table and ratio lines.
 
@@ -166,19 +169,27 @@ def best_of(rounds: int, contenders: dict, before_each=lambda: None) -> dict:
     return best
 
 
+def without_stats(loader):
+    loader._keeps_stats = False
+    return loader
+
+
 def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False,
                  sequential: bool = False, cold_fraction: float = 0.25, with_torch: bool = True) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
     cap = max(BATCH, int(len(array) * cold_fraction)) if cold else None
     make = lambda io: pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential,
-                                          drop_last=True, num_threads=threads, io=io)
+                                          drop_last=True, io=io)
     loader = make("auto")  # the defaults: what a user gets without asking
     assert loader.uses_native_path
+    uncounted = without_stats(make("auto"))
     per_sample = PerSampleDataset(array)
     torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=not sequential,
                                                   drop_last=True, num_workers=workers)
     contenders = {"pyloader": lambda: timed(loader, seconds, first_of, cap)}
+    if not cold:
+        contenders["pyloader no stats"] = lambda: timed(uncounted, seconds, first_of, cap)
     mapped = make("mmap")
     contenders["pyloader mmap"] = lambda: timed(mapped, seconds, first_of, cap)
     if with_torch:
@@ -191,13 +202,21 @@ def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = 
     return best_of(rounds, contenders, before_each=(lambda: evict(array)) if cold else (lambda: None))
 
 
-def measure_small_batches(seconds: float, threads: int, rounds: int) -> dict:
+def measure_fixed_cost(seconds: float, rounds: int) -> float:
+    """Batches/s of 256 shuffled 4-byte rows (16 Mi rows in RAM): the per-batch work
+    around a copy of 1 KiB (order, sorting, hand-offs, making the tensor)."""
+    values = np.arange(1 << 24, dtype=np.float32)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(values), batch_size=BATCH, shuffle=True, drop_last=True)
+    return best_of(rounds, {"pyloader": lambda: timed(loader, seconds, lambda batch: 1)})["pyloader"]
+
+
+def measure_small_batches(seconds: float, rounds: int) -> dict:
     x = torch.randn(100_000, 32)
     y = torch.randint(0, 10, (100_000,))
     dataset = tud.TensorDataset(x, y)
     count = lambda batch: 1  # batches/s
     torch.manual_seed(0)
-    ours = pyloader.DataLoader(dataset, batch_size=1, shuffle=True, num_threads=threads)
+    ours = pyloader.DataLoader(dataset, batch_size=1, shuffle=True)
     theirs = tud.DataLoader(dataset, batch_size=1, shuffle=True)
     return best_of(rounds, {
         "pyloader": lambda: timed(ours, seconds, count),
@@ -210,7 +229,7 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="size of each generated dataset")
     parser.add_argument("--seconds", type=float, default=1.5, help="time budget per contender and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each contender's best counts")
-    parser.add_argument("--threads", type=int, default=2, help="native gather threads")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the raw gather (the copy ceiling)")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
     parser.add_argument("--cold", action="store_true", help="evict the page cache before every round")
     parser.add_argument("--sequential", action="store_true", help="read in file order instead of shuffled")
@@ -224,7 +243,8 @@ def main() -> None:
     sizes = args.row_bytes or ((256, 4096, 12 * 1024) if args.cold else (256, 12 * 1024))
 
     print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, {args.threads} native threads, batch {BATCH}, "
+          f"{os.cpu_count()} CPUs, pyloader's default {pyloader.DataLoader([0]).num_threads} gather thread(s), "
+          f"batch {BATCH}, "
           f"{'in file order' if args.sequential else 'shuffled'}, "
           f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
           + (", page cache evicted before each round" if args.cold else ""))
@@ -239,10 +259,12 @@ def main() -> None:
         print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s")
         for name, rate in rates.items():
             print(f"  {name:<14} {rate:>14,.0f}")
-    small = measure_small_batches(args.seconds, args.threads, args.rounds)
+    small = measure_small_batches(args.seconds, args.rounds)
     print("\nbatch_size=1, TensorDataset in RAM: batches/s")
     for name, rate in small.items():
         print(f"  {name:<12} {rate:>14,.0f}")
+    fixed = measure_fixed_cost(args.seconds, args.rounds)
+    print(f"\nfixed per-batch cost: 256 shuffled 4-byte rows, {fixed:,.0f} batches/s ({1e6 / fixed:.2f} us a batch)")
 
     print("\nratios (same run)")
     for row_bytes, rates in table:
@@ -257,7 +279,11 @@ def main() -> None:
                   f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%")
         versus_mapping = rates["pyloader"] / rates["pyloader mmap"]
         print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = {versus_mapping:.2f}x")
+        if "pyloader no stats" in rates:
+            print(f"ratio {row_bytes}B rows: pyloader / pyloader without stats = "
+                  f"{100 * rates['pyloader'] / rates['pyloader no stats']:.0f}%")
     print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
+    print(f"ratio fixed per-batch cost: {fixed:,.0f} batches/s of 256 4-byte rows ({1e6 / fixed:.2f} us a batch)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from .block_shuffle import BlockShuffleSampler
 from .distributed import DistributedSampler
 from .megatron import MegatronDataset
 from .records import PadCollate, PaddedBatch, RaggedDataset, Records
+from .stats import LoaderStats
 from .tokens import TokenWindows
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "BlockShuffleSampler",
     "DistributedSampler",
     "IterableDataset",
+    "LoaderStats",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",

@@ -30,8 +30,20 @@ class FailedBatch:
         self.error = error
 
 
-def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = False):
+def is_identity(finish) -> bool:
+    """Whether `finish` (from finish_batch) returns the pipeline's batch as it is."""
+    return finish is _as_delivered
+
+
+def _as_delivered(tensors):
+    return tensors
+
+
+def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = False, staged: bool = False):
     """The function from one batch's gathered arrays to the batch the loader yields.
+
+    `staged`: the pipeline stages batches (numpy arrays over supplied blocks);
+    otherwise it delivers a list of tensors, which plain batches are as they come.
 
     `padded`: the pipeline pads the ragged columns itself (a native PadCollate); its
     (values, lengths, mask) arrays become PaddedBatch tuples. Otherwise ragged columns
@@ -53,7 +65,7 @@ def finish_batch(columns, collate_fn, pin_device: str | None, padded: bool = Fal
 
     if collate_fn is None:
         if pin_device is None and not any_view and names is None and not bare:
-            return lambda arrays: list(map(tensor_of, arrays))
+            return (lambda arrays: list(map(tensor_of, arrays))) if staged else _as_delivered
 
         def stacked(arrays):
             tensors = tensors_of(arrays)

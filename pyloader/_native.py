@@ -30,7 +30,7 @@ from torch.utils.data._utils.collate import default_collate
 from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork
-from ._collate import CollateStage, FailedBatch, finish_batch
+from ._collate import CollateStage, FailedBatch, finish_batch, is_identity
 from ._columns import check_files_intact
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
@@ -39,6 +39,7 @@ from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_se
                       sampler_iterator, sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
 from .block_shuffle import BlockShuffleSampler
+from .stats import LoaderStats, native_stats
 from .distributed import DistributedSampler, epoch_seed
 
 _INT64_SPAN = 1 << 64
@@ -47,6 +48,8 @@ _INT64_SPAN = 1 << 64
 _FILE_CHECK_INTERVAL_S = 0.05
 # Budget for gathered-but-unconsumed batches when sizing the prefetch depth.
 _IN_FLIGHT_BYTES = 12 << 20
+# Batches per gather thread in flight at most (small batches).
+_SMALL_BATCH_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -120,23 +123,25 @@ def prefetch_depth(loader, row_bytes: int) -> int:
     """Batches gathered ahead: `prefetch_factor` per thread when given."""
     if loader.prefetch_factor is not None and getattr(loader, "_prefetch_factor_given", True):
         return max(2, loader.prefetch_factor * loader.num_threads)
-    # Small batches: a gather takes microseconds, so several per thread keep the
-    # threads busy through a slow consumer step. Large batches: few enough that the
-    # buffers in flight stay cache-resident (on the 2-core development box, 3-4
-    # batches of 3 MiB in flight gathered ~15% faster than 8, with a 32 MiB L3).
-    depth = 4 * loader.num_threads
+    # Small batches: a gather takes microseconds, so many in flight keep the threads
+    # busy through a slow consumer step and let a gather thread be woken once per
+    # several batches, not per batch. Large batches: few enough that the buffers in
+    # flight stay cache-resident (on the 2-core development box, 3-4 batches of 3 MiB
+    # in flight gathered ~15% faster than 8, with a 32 MiB L3).
+    depth = _SMALL_BATCH_DEPTH * loader.num_threads
     batch_size = getattr(loader.batch_sampler, "batch_size", None)
     if isinstance(batch_size, int) and batch_size > 0 and row_bytes > 0:
         depth = min(depth, _IN_FLIGHT_BYTES // (batch_size * row_bytes))
     return max(loader.num_threads + 1, depth)
 
 
-def _take_from(pipeline, timeout: float):
-    """The pipeline's oldest batch: its arrays, a FailedBatch when its gather failed
-    (that batch is consumed), or None on timeout. An error that consumed nothing (an
-    interrupt, a failed top-up) propagates."""
+def _take_from(pipeline, timeout: float, stream: int = 0):
+    """The pipeline's oldest batch: its tensors (or arrays), a FailedBatch when its
+    gather failed (that batch is consumed), or None on timeout. An error that consumed
+    nothing (an interrupt, a failed top-up) propagates. `stream`: the caller's CUDA
+    stream, for device batches."""
     try:
-        return pipeline.next(timeout)
+        return pipeline.next(timeout, stream)
     except StopIteration:
         raise
     except Exception as error:
@@ -288,7 +293,7 @@ class SamplerOrder:
             return False
         return isinstance(self._requests[self._taken], FailedBatch) or pipeline.front_ready
 
-    def take(self, pipeline, timeout: float):
+    def take(self, pipeline, timeout: float, stream: int = 0):
         if self._taken == len(self._requests):
             self._fill(pipeline)
             if self._taken == len(self._requests):
@@ -297,7 +302,7 @@ class SamplerOrder:
         if isinstance(head, FailedBatch):
             self._taken += 1
             return head
-        result = _take_from(pipeline, timeout)
+        result = _take_from(pipeline, timeout, stream)
         if result is not None:
             self._taken += 1
             self._fill(pipeline)  # keep the threads busy while the caller works on this batch
@@ -334,6 +339,7 @@ class NativeIterator:
         self._depth = prefetch_depth(loader, columns.row_bytes)
         self._progress = EpochProgress(order=plan.native_order or "sampler")
         self._lock = threading.Lock()  # held by one next() at a time
+        self._started = time.monotonic()
         self._closed = False  # close() asked for: no batch is handed out after it
         self._torn_down = False
         self._pipeline = None
@@ -344,12 +350,15 @@ class NativeIterator:
         # Natively collated batches are staged by the pipeline; a custom collate_fn's
         # output is built by Python, then pinned or moved with torch.
         self._staging = staging if staging is not None and not python_collate else None
-        self._delivery = staging.delivery() if staging is not None and staging.device is not None else None
-        self._move_collated = self._delivery is not None and python_collate
+        delivers = staging is not None and staging.device is not None
+        self._move = staging.move if delivers and python_collate else None  # collated on the host, then moved
+        # The caller's current stream, which device batches are handed to.
+        self._consumer_stream = staging.consumer_stream if delivers and not python_collate else None
         if staging is not None and staging.device is not None:
             pinned_for = None  # staged in pinned memory internally; batches leave on the device
         self._finish = finish_batch(columns, None if plan.paddings else plan.collate_fn, pinned_for,
-                                    padded=plan.paddings is not None)
+                                    padded=plan.paddings is not None,
+                                    staged=self._staging is not None and self._staging.device is None)
         if resume is not None and resume["order"] != self._progress.order:
             raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
                              f"this loader now uses {self._progress.order!r}")
@@ -368,6 +377,10 @@ class NativeIterator:
         if loader.num_workers > 0 and (python_collate or pinned_for is not None):
             self._stage = CollateStage(loader._native_collate_executor(), self._finish,
                                        collate_depth(loader))
+        # The common case takes one call into the pipeline per batch (see __next__).
+        self._direct = (self._stage is None and self._move is None and not self._files_to_check
+                        and isinstance(self._source, PositionOrder))
+        self._finish_direct = None if is_identity(self._finish) else self._finish
         self._start_pipeline()
 
     def _describe_rank(self, sampler, resume: dict | None) -> None:
@@ -392,6 +405,10 @@ class NativeIterator:
         return elastic_batches(base, resume["elastic"], sampler.rank, sampler.num_replicas, sampler.drop_last,
                                loader.batch_size, loader.drop_last, resume["batches_yielded"])
 
+    def stats(self) -> LoaderStats:
+        """How this epoch's loading went so far (see pyloader.LoaderStats)."""
+        return native_stats(self._pipeline.stats(), self._started)
+
     @property
     def progress(self) -> EpochProgress:
         """Where this epoch stands. Until StopIteration the caller is inside the epoch,
@@ -408,7 +425,8 @@ class NativeIterator:
         files = None if io == "mmap" else columns.read_sources(smallest)
         self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
                                              columns.row_map, columns.casts, self._plan.paddings,
-                                             files=files, io=io, read_threads=READS_IN_FLIGHT)
+                                             files=files, io=io, read_threads=READS_IN_FLIGHT,
+                                             stats=self._loader._keeps_stats)
         if self._staging is not None:
             self._staging.attach(self._pipeline)
         self._check_files()
@@ -433,45 +451,85 @@ class NativeIterator:
                 raise StopIteration
             if self._generation != _fork._generation:  # a plain read: this runs once per batch
                 self._start_pipeline()  # the inherited one can never finish: start over here
-            if self._files_to_check:
-                self._check_files()
-            consumed_before = self._source.consumed
-            try:
-                if self._stage is None:
-                    result = self._source.take(self._pipeline, self._timeout)
-                    if result is None:
-                        raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
-                    self._source.delivered()
-                    if result.__class__ is FailedBatch:
-                        raise result.error
-                    batch = self._finish(result)
-                    if self._delivery is not None and not self._move_collated:
-                        self._delivery.hand_over(result)
-                else:
-                    batch = self._stage.next(self._source, self._pipeline, self._timeout)
-                if self._move_collated:
-                    batch = self._delivery.move(batch)
-            except StopIteration:
-                self._progress.finished = True
-                self._close()
-                raise
-            except _core.SourceReadError as error:
+            if self._direct:
+                # Batches the pipeline schedules itself, finished as they come: one call.
                 try:
-                    check_files_intact(self._files_to_check)
-                except OSError as named:  # the file that changed, when one did
-                    raise _core.SourceReadError(named.errno, f"{error} ({named.strerror})", named.filename) from None
-                raise
-            except Exception:
-                if self._source.consumed != consumed_before:
-                    # That batch's own failure: the epoch has moved past it, as torch's
-                    # iterator does, so a state taken now resumes after it.
-                    self._progress.passed_batch()
-                raise
-            finally:
-                if self._closed and not self._torn_down:
-                    self._close()  # closed while this call ran
-            self._progress.passed_batch()  # only once the batch exists, as torch counts
-            return batch
+                    if self._consumer_stream is None:
+                        result = self._pipeline.next(self._timeout)
+                    else:
+                        result = self._pipeline.next(self._timeout, self._consumer_stream())
+                except StopIteration:
+                    self._progress.finished = True
+                    self._close()
+                    raise
+                except Exception as error:
+                    if self._pipeline.last_error_consumed_batch:
+                        return self._next_slowly(FailedBatch(error))  # that batch's own failure
+                    self._close_if_closed()
+                    raise
+                except BaseException:
+                    self._close_if_closed()
+                    raise
+                if result is None:
+                    self._close_if_closed()
+                    raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+                if self._closed:
+                    return self._next_slowly(result)
+                self._source.consumed += 1
+                self._progress.batches_yielded += 1  # passed_batch(): no sampler states here
+                finish = self._finish_direct
+                return result if finish is None else finish(result)
+            return self._next_slowly()
+
+    def _stream(self) -> int:
+        return 0 if self._consumer_stream is None else self._consumer_stream()
+
+    def _close_if_closed(self) -> None:
+        if self._closed and not self._torn_down:
+            self._close()  # closed while this call ran
+
+    def _next_slowly(self, taken=None):
+        """__next__ for every case but a plain delivered batch, under the lock; `taken`:
+        what the direct path already took from the pipeline (a batch or a FailedBatch)."""
+        if self._files_to_check:
+            self._check_files()
+        consumed_before = self._source.consumed
+        try:
+            if self._stage is None:
+                if taken is not None:
+                    result = taken
+                else:
+                    result = self._source.take(self._pipeline, self._timeout, self._stream())
+                if result is None:
+                    raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds")
+                self._source.delivered()
+                if result.__class__ is FailedBatch:
+                    raise result.error
+                batch = self._finish(result)
+            else:
+                batch = self._stage.next(self._source, self._pipeline, self._timeout)
+            if self._move is not None:
+                batch = self._move(batch)
+        except StopIteration:
+            self._progress.finished = True
+            self._close()
+            raise
+        except _core.SourceReadError as error:
+            try:
+                check_files_intact(self._files_to_check)
+            except OSError as named:  # the file that changed, when one did
+                raise _core.SourceReadError(named.errno, f"{error} ({named.strerror})", named.filename) from None
+            raise
+        except Exception:
+            if self._source.consumed != consumed_before:
+                # That batch's own failure: the epoch has moved past it, as torch's
+                # iterator does, so a state taken now resumes after it.
+                self._progress.passed_batch()
+            raise
+        finally:
+            self._close_if_closed()
+        self._progress.passed_batch()  # only once the batch exists, as torch counts
+        return batch
 
     def close(self) -> None:
         """Stops background gathering now; also happens on exhaustion and deletion.
@@ -497,8 +555,6 @@ class NativeIterator:
             self._stage.close()
         self._source.close()
         self._pipeline.close()
-        if self._delivery is not None:
-            self._delivery.close()
 
     def __del__(self) -> None:
         pipeline = getattr(self, "_pipeline", None)
@@ -507,9 +563,6 @@ class NativeIterator:
         stage = getattr(self, "_stage", None)
         if stage is not None:
             stage.close()
-        delivery = getattr(self, "_delivery", None)
-        if delivery is not None:
-            delivery.close()
 
 
 # Explicit reads kept in flight per pipeline (io="read"/"auto"): local SSDs and network

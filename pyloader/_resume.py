@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 import weakref
 from dataclasses import dataclass
 
 import torch
+
+from .stats import LoaderStats, WaitClock
 
 # 2: the native shuffle changed (additive 6-round Feistel); a /1 seed would resume
 # with a different order, so such states are refused.
@@ -508,11 +511,26 @@ class TrackedIterator:
         self._iterator = iterator
         self.progress = progress
         self.deliver = None  # applied to each batch on its way out (device=: moves it there)
+        self._clock = WaitClock()
 
     def __iter__(self):
         return self
 
+    def stats(self) -> LoaderStats:
+        """How this epoch's loading went so far (see pyloader.LoaderStats)."""
+        return self._clock.stats()
+
     def __next__(self):
+        clock = self._clock
+        started = time.monotonic()
+        try:
+            batch = self._next()
+        finally:
+            clock.waited += time.monotonic() - started
+        clock.batches += 1
+        return batch
+
+    def _next(self):
         while True:
             try:
                 batch = next(self._iterator)

@@ -1,26 +1,27 @@
 """Delivery of batches in pinned memory or on a CUDA device.
 
-Native batches (default collate, or a native PadCollate) are staged by the C++ pipeline:
-its threads gather rows straight into pinned host blocks and, with ``device=``, copy
-each batch to a device block on a dedicated stream as soon as it is gathered
-(``cuMemcpyHtoDAsync`` through the driver, loaded at run time). Both kinds of block
-come from torch's own caching allocators, allocated here ahead of need, because those
-allocators are what make reuse safe: torch's host allocator reuses a pinned block only
-after the copies torch recorded on it have finished (so ``batch.to("cuda",
-non_blocking=True)`` by the user is safe), and its device allocator, told with
-``record_stream`` that the consumer's stream uses a block, reuses it only after that
-stream's work is done. Copies made by the pipeline are not known to torch: the host
-block of such a copy is kept here until the copy's fence is done.
+With ``device=``, native batches (default collate, or a native PadCollate) are
+delivered by the C++ core (``_core.DeviceStaging``): its threads gather rows into
+pooled pinned blocks and copy each batch to a pooled device block on a stream of the
+loader's own as soon as it is gathered (``cuMemcpyHtoDAsync`` through the driver,
+loaded at run time). ``next()`` hands the batch to the caller's current stream, which
+waits for the copy on the device, and a device block is reused only after the work
+queued on that stream by the time the batch's last tensor dies. The training thread
+makes one call per batch; nothing here runs per batch.
+
+With ``pin_memory=True`` alone, batches are gathered into pinned blocks from torch's
+own host allocator, supplied ahead of need: that allocator reuses a block only after
+the copies torch recorded on it have finished, so ``batch.to("cuda",
+non_blocking=True)`` by the user stays safe, which a pool of our own could not promise.
 
 Everything else (a custom collate_fn, torch's path) is collated on the host and moved
-here with torch, on the same stream.
+here with torch, on the loader's stream.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections import deque
 from collections.abc import Mapping
 
 import numpy as np
@@ -35,14 +36,17 @@ DEFAULT_DRIVER = "libcuda.so.1"
 _TORCH_DTYPES: dict = {}
 
 
-def tensor_of(array: np.ndarray) -> torch.Tensor:
-    """The tensor for one array of a pipeline batch: a view of the torch block the array
-    lives in (pinned host, or the device block it was copied to) for staged batches, so
-    that torch knows the memory as its own; else the array itself, zero-copy."""
+def tensor_of(array) -> torch.Tensor:
+    """The tensor for one array of a pipeline batch: for a batch gathered into a supplied
+    pinned block, a view of that torch block, so that torch knows the memory as its own
+    (its host allocator then tracks the user's copies from it); other batches arrive as
+    tensors already."""
+    if array.__class__ is torch.Tensor:
+        return array
     base = array.base
     if base.__class__ is not _core.StagedBuffer:
         return torch.from_numpy(array)
-    block = base.device if base.device is not None else base.host
+    block = base.host
     if block is None:
         return torch.from_numpy(array)
     dtype = _TORCH_DTYPES.get(array.dtype)
@@ -58,12 +62,15 @@ def staged_buffer_of(arrays) -> _core.StagedBuffer | None:
     first = arrays[0]
     if isinstance(first, tuple):
         first = first[0]
-    base = first.base
+    base = getattr(first, "base", None)
     return base if base.__class__ is _core.StagedBuffer else None
 
 
 def resolve_device(device) -> torch.device | None:
-    """The CUDA device batches are delivered to, from DataLoader's ``device=``."""
+    """The CUDA device named by DataLoader's ``device=``, checked but not resolved: a
+    device without an index is resolved by `device_index` when iteration starts (a
+    launcher may call ``torch.cuda.set_device`` after the loader is built). Does not
+    initialise CUDA."""
     if device is None:
         return None
     try:
@@ -77,19 +84,28 @@ def resolve_device(device) -> torch.device | None:
     if not cuda_available():
         raise RuntimeError(f"device={str(device)!r} was asked for, but CUDA is not available "
                            f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
-    if device.index is None:
-        device = torch.device("cuda", _default_index())
     return device
 
 
-def _default_index() -> int:
-    """torchrun's LOCAL_RANK (each rank drives its own GPU, as DistributedDataParallel
-    expects) when that device exists; else the current device (launchers that show each
-    rank one GPU, or no launcher)."""
+def device_index(device: torch.device) -> torch.device:
+    """`device` with its index: torchrun's LOCAL_RANK (each rank drives its own GPU, as
+    DistributedDataParallel expects) when that device exists; else the current device
+    (launchers that show each rank one GPU, or no launcher)."""
+    if device.index is not None:
+        return device
     local_rank = os.environ.get("LOCAL_RANK", "")
     if local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
-        return int(local_rank)
-    return torch.cuda.current_device()
+        return torch.device("cuda", int(local_rank))
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def check_not_forked() -> None:
+    """A clear error for CUDA in a process forked after CUDA was initialised, where
+    every CUDA call would fail (torch's own message names no way out)."""
+    if torch.cuda._is_in_bad_fork():
+        raise RuntimeError("CUDA cannot be used in a process forked after CUDA was initialised in its parent "
+                           "(pin_memory=True and device= need it): create the loader's process with the "
+                           "'spawn' or 'forkserver' start method, or move batches to the GPU in the parent")
 
 
 def cuda_available() -> bool:
@@ -97,16 +113,32 @@ def cuda_available() -> bool:
 
 
 class CudaBackend:
-    """torch's CUDA: blocks from torch's caching allocators, copies through the driver
-    on a stream of torch's, shared with the user through torch's stream API."""
+    """torch's CUDA: pinned blocks from torch's host allocator (pin_memory=True), or the
+    core's DeviceStaging for device delivery, with the current stream of torch's."""
+
+    device_memory_on_host = False  # the driver's device memory is on the device
 
     def __init__(self, device: torch.device, copies: bool = True) -> None:
+        check_not_forked()
         torch.cuda.init()  # the primary context exists before the driver is asked for it
         self.device = device
-        self.stream = torch.cuda.Stream(device) if copies else None
-        self.copier = None if not copies else _core.DeviceCopier(
-            os.environ.get(DRIVER_ENV, DEFAULT_DRIVER), device.index, self.stream.cuda_stream)
+        self.device_staging = None
+        self.stream = None
+        if copies:
+            self.device_staging = _core.DeviceStaging(os.environ.get(DRIVER_ENV, DEFAULT_DRIVER), device.index)
+            # The loader's own stream (torch.cuda.Stream() hands out streams of a shared
+            # pool, which other components may queue work on), wrapped for torch's use.
+            self.stream = torch.cuda.ExternalStream(self.device_staging.copier.stream, device=device)
+        self._raw_stream = torch._C._cuda_getCurrentRawStream
         self._pinning_failed = False
+
+    @property
+    def copier(self):
+        return None if self.device_staging is None else self.device_staging.copier
+
+    def consumer_stream(self) -> int:
+        """The caller's current stream on the device (a cudaStream_t as an int)."""
+        return self._raw_stream(self.device.index)
 
     def host_block(self, nbytes: int):
         """A pinned block from torch's host allocator, or None after pinning failed once
@@ -124,17 +156,6 @@ class CudaBackend:
     @staticmethod
     def _pinned_empty(nbytes: int) -> torch.Tensor:
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-
-    def device_block(self, nbytes: int):
-        with torch.cuda.stream(self.stream):  # stream-ordered with the copies into it
-            return torch.empty(nbytes, dtype=torch.uint8, device=self.device)
-
-    def hand_over(self, fence, block) -> None:
-        """Makes the consumer's current stream wait for the copy, on the device, and tells
-        the allocator that stream uses `block`."""
-        consumer = torch.cuda.current_stream(self.device)
-        fence.wait_on(consumer.cuda_stream)
-        block.record_stream(consumer)
 
     def move(self, batch):
         """A host batch moved to the device with torch (a custom collate_fn's output)."""
@@ -170,12 +191,15 @@ def open_backend(device: torch.device, copies: bool):
 
 
 class Staging:
-    """One loader's staging, kept across epochs: with `device`, batches are delivered
-    there; without, in pinned memory (pin_memory=True)."""
+    """One loader's staging in one process, kept across epochs: with `device`, batches
+    are delivered there; without, in pinned memory (pin_memory=True). Created when
+    iteration starts, which resolves a device given without an index."""
 
     def __init__(self, device: torch.device | None) -> None:
-        self.device = device
-        self.backend = open_backend(device if device is not None else torch.device("cuda"), copies=device is not None)
+        self.device = None if device is None else device_index(device)
+        self.backend = open_backend(self.device if self.device is not None else torch.device("cuda", 0),
+                                    copies=device is not None)
+        self.consumer_stream = self.backend.consumer_stream if device is not None else None
 
     def attach(self, pipeline) -> None:
         """Makes a native pipeline gather into pinned blocks and, with a device, copy there."""
@@ -183,46 +207,8 @@ class Staging:
         if self.device is None:
             pipeline.set_staging(host_allocator=backend.host_block)
         else:
-            pipeline.set_staging(host_allocator=backend.host_block, device_allocator=backend.device_block,
-                                 copier=backend.copier)
-
-    def delivery(self) -> Delivery:
-        # Copies still reading host blocks, at most; a copy takes microseconds to
-        # milliseconds, so more than this many outstanding means the device is stalled.
-        return Delivery(self.backend, bound=64)
-
-
-class Delivery:
-    """Hands staged batches to the consumer, on its thread: the consumer's stream waits
-    for each batch's copy, and the batch's host block is kept until that copy is done
-    (torch's host allocator does not know of the pipeline's copies)."""
-
-    def __init__(self, backend, bound: int) -> None:
-        self._backend = backend
-        self._bound = bound
-        self._copying: deque = deque()  # StagedBuffers whose copies may still read their host block
-
-    def hand_over(self, arrays) -> None:
-        staged = staged_buffer_of(arrays)
-        if staged is None or staged.fence is None:
-            return
-        self._backend.hand_over(staged.fence, staged.device)
-        copying = self._copying
-        copying.append(staged)
-        while copying and copying[0].fence.done():
-            copying.popleft()
-        while len(copying) > self._bound:
-            self._wait_oldest()
+            pipeline.set_staging(device=backend.device_staging, device_memory_on_host=backend.device_memory_on_host)
 
     def move(self, batch):
-        return self._backend.move(batch)
-
-    def close(self) -> None:
-        """Waits for the copies still reading host blocks, then lets the blocks go."""
-        while self._copying:
-            self._wait_oldest()
-
-    def _wait_oldest(self) -> None:
-        oldest = self._copying[0]
-        oldest.fence.wait()
-        self._copying.popleft()  # its host block may go now, not before the wait
+        """A batch collated on the host (custom collate_fn, torch's path), on the device."""
+        return self.backend.move(batch)

@@ -103,6 +103,8 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self.io = io
         self.device = _staging.resolve_device(device)
         self._staging = _fork.PerProcess(lambda loader: _staging.Staging(loader.device))
+        # Iterators count waits and bytes (LoaderStats); off only to measure what that costs.
+        self._keeps_stats = True
         # torch sets prefetch_factor to 2 whenever there are workers; the native gather
         # depth follows it only when the caller chose it.
         self._prefetch_factor_given = prefetch_factor is not None
@@ -206,7 +208,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             self._resume_state = resume  # a failed resume can be retried, not lost
             raise
         if self.device is not None and isinstance(iterator, TrackedIterator):
-            iterator.deliver = self._staging.get(self).delivery().move
+            iterator.deliver = self._staging.get(self).move
         return iterator
 
     def _start_epoch(self, resume: dict | None):

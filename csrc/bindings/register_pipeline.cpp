@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "../core/batch_pipeline.hpp"
 #include "column_arrays.hpp"
+#include "dlpack_tensor.hpp"
 #include "ragged_source.hpp"
 #include "registry.hpp"
 #include "staged_buffer.hpp"
@@ -176,7 +178,7 @@ class PythonBatchPipeline {
   PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
                       std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
                       const py::object& casts, const py::object& paddings, const py::object& files,
-                      const std::string& io, std::size_t read_threads)
+                      const std::string& io, std::size_t read_threads, bool counting)
       : row_map_(std::move(row_map)) {
     auto option = [&](const py::object& options, std::size_t c) -> py::object {
       if (options.is_none()) return py::none();
@@ -264,6 +266,9 @@ class PythonBatchPipeline {
     pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(ragged), std::move(pool),
                                                 max_in_flight, map);
     pipeline_->set_io_mode(io_mode_from(io), read_threads);
+    pipeline_->set_counting(counting);
+    for (const py::dtype& dtype : dtypes_) dl_dtypes_.push_back(dlpack_dtype(dtype));
+    for (const py::dtype& dtype : ragged_dtypes_) ragged_dl_dtypes_.push_back(dlpack_dtype(dtype));
   }
 
   ~PythonBatchPipeline() { close(); }
@@ -275,18 +280,24 @@ class PythonBatchPipeline {
   // already handed out stay valid.
   void close() {
     if (!pipeline_) return;
+    std::unique_lock<std::timed_mutex> idle(consumer_mutex_, std::try_to_lock);
+    if (idle.owns_lock()) final_stats_ = pipeline_->stats();  // else the caller in next() keeps them
     std::shared_ptr<BatchPipeline> closing = std::move(pipeline_);
     const bool last = closing.use_count() == 1;  // the GIL keeps a Consumer from copying it meanwhile
     release_without_gil(closing);
-    if (last) supplied_.clear();  // the pipeline is gone, and its copies done: nothing uses them
+    if (last) {  // the pipeline is gone, and its copies done: nothing uses them
+      supplied_.clear();
+      host_tokens_.clear();
+    }
   }
 
-  // Batches are gathered into host blocks from `host_allocator(nbytes)` (a uint8
-  // tensor of at least nbytes, or None: use the pipeline's own memory), and copied by
-  // `copier` into device blocks from `device_allocator(nbytes)`. The allocators are
-  // called on the consumer's thread, ahead of need.
-  void set_staging(const py::object& host_allocator, const py::object& device_allocator,
-                   std::shared_ptr<DeviceCopier> copier) {
+  // Either batches are gathered into host blocks from `host_allocator(nbytes)` (a
+  // uint8 tensor of at least nbytes, called on the consumer's thread ahead of need),
+  // or they are delivered on `device` (gathered into its pinned pool, copied to its
+  // device pool). `device_memory_on_host`: the driver's "device" memory is host memory
+  // (a stand-in driver), so device batches are CPU tensors.
+  void set_staging(const py::object& host_allocator, std::shared_ptr<DeviceStaging> device,
+                   bool device_memory_on_host) {
     Consumer consumer(*this);
     Staging staging;
     if (!host_allocator.is_none()) {
@@ -294,15 +305,11 @@ class PythonBatchPipeline {
       host_allocator_ = host_allocator;
       staging.host = host_blocks_;
     }
-    if (!device_allocator.is_none()) {
-      if (!copier) throw py::value_error("device staging needs a DeviceCopier");
-      device_blocks_ = std::make_shared<SuppliedBlocks>();
-      device_allocator_ = device_allocator;
-      staging.device = device_blocks_;
-      staging.copier = std::move(copier);
-    }
+    staging.device = device;
     consumer.pipeline().set_staging(std::move(staging));
-    staged_ = true;
+    device_ = std::move(device);
+    if (device_) device_location_ = DLDevice{device_memory_on_host ? kDLCPU : kDLCUDA, device_->copier()->ordinal()};
+    supplied_host_ = static_cast<bool>(host_blocks_);
   }
 
   void enqueue_indices(py::handle indices) {
@@ -345,6 +352,24 @@ class PythonBatchPipeline {
     Consumer consumer(*this);
     return consumer.pipeline().windows_read_ahead();
   }
+  // The pipeline's counters (see PipelineStats), by name; zeros once closed.
+  py::dict stats() {
+    PipelineStats stats = final_stats_;
+    if (pipeline_) {
+      Consumer consumer(*this);
+      stats = consumer.pipeline().stats();
+    }
+    py::dict out;
+    out["batches"] = stats.batches;
+    out["ready_when_asked"] = stats.ready_when_asked;
+    out["waited_ns"] = stats.waited_ns;
+    out["finished_ahead"] = stats.finished_ahead;
+    out["consumer_gathers"] = stats.consumer_gathers;
+    out["wakeups"] = stats.wakeups;
+    out["gathered_bytes"] = stats.gathered_bytes;
+    out["read_bytes"] = stats.read_bytes;
+    return out;
+  }
   std::uint64_t popped() {
     Consumer consumer(*this);
     return consumer.pipeline().popped();
@@ -364,7 +389,7 @@ class PythonBatchPipeline {
   // (when > 0) passed first. StopIteration when nothing is in flight (a schedule is
   // exhausted); KeyboardInterrupt on Ctrl-C while waiting. Calls from several threads
   // are served one at a time, each batch to exactly one caller.
-  py::object next(double timeout_seconds) {
+  py::object next(double timeout_seconds, std::uintptr_t stream) {
     Consumer consumer(*this);
     last_error_consumed_batch_ = false;
     BatchPipeline& pipeline = consumer.pipeline();
@@ -388,36 +413,87 @@ class PythonBatchPipeline {
         if (bounded && clock::now() >= deadline) return py::none();
       }
     }
-    std::optional<SuppliedBlock> front_block;
-    if (staged_) {
-      top_up_supplies(pipeline);  // for the batch pop_front() enqueues
-      if (const std::optional<std::size_t> unstaged = pipeline.front_unstaged_bytes()) {
-        front_block = allocate(device_allocator_, std::max<std::size_t>(*unstaged, 1));  // handed to pop_front alone
-      }
-    }
+    if (supplied_host_) top_up_supplies(pipeline);  // for the batch pop_front() enqueues
     const std::uint64_t popped_before = pipeline.popped();
     GatheredBatch batch;
     try {
-      batch = pipeline.pop_front(front_block);  // the front is ready: this does not wait
+      batch = pipeline.pop_front();  // the front is ready: this does not wait
     } catch (...) {
       last_error_consumed_batch_ = pipeline.popped() != popped_before;
       throw;
     }
     largest_batch_bytes_ = std::max(largest_batch_bytes_, batch.bytes);
+    if (device_) return on_device(batch, reinterpret_cast<CuStream>(stream));
+    if (supplied_host_) return arrays_of(batch);
+    const MemoryOwner owner = std::move(batch.buffer);
+    return tensors_of(batch, owner, static_cast<std::byte*>(owner.get()), DLDevice{kDLCPU, 0});
+  }
+
+ private:
+  // A device batch handed to the consumer's `stream`: the stream waits for the copy
+  // (on the device), and the device block goes back to its pool once the work queued
+  // on that stream by the time the batch's last tensor dies is done.
+  py::list on_device(GatheredBatch& batch, CuStream stream) {
+    if (batch.fence) batch.fence->wait_on(stream);
+    batch.device->release_after_work_on(device_->copier(), stream);
+    batch.buffer.reset();  // its pinned block goes back to the pool, for reuse after the copy
+    std::string reason;
+    if (device_->take_pinning_failure(reason)) {
+      const std::string message = "pinned memory could not be allocated (" + reason +
+                                  "); batches are staged in pageable memory, and copies to the device are "
+                                  "not asynchronous";
+      if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) throw py::error_already_set();
+    }
+    const MemoryOwner owner = std::move(batch.device);
+    return tensors_of(batch, owner, static_cast<FencedPool::Lease*>(owner.get())->data(), device_location_);
+  }
+
+  // The batch as torch tensors over memory laid out as the batch (`base`, on `device`),
+  // held by `owner`: a list with, per column, a tensor, or for a ragged column a tuple
+  // (values, lengths, mask).
+  py::list tensors_of(const GatheredBatch& batch, const MemoryOwner& owner, std::byte* base, DLDevice device) const {
+    const auto rows = static_cast<std::int64_t>(batch.rows);
+    const DLDevice host = device;
+    py::list columns(output_.size());
+    std::vector<std::int64_t> shape;
+    for (std::size_t k = 0; k < output_.size(); ++k) {
+      const std::size_t c = output_[k].index;
+      shape.assign(1, rows);
+      if (!output_[k].ragged) {
+        shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
+        columns[k] = make_tensor_(owner, base + batch.column_offsets[c], host, dl_dtypes_[c], shape);
+        continue;
+      }
+      const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
+      const auto width = static_cast<std::int64_t>(batch.ragged_widths[c]);
+      const bool padded = padded_[c];
+      if (padded) {
+        shape.push_back(width);
+      } else {
+        shape.assign(1, width);
+      }
+      shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
+      py::object values = make_tensor_(owner, base + offsets[0], host, ragged_dl_dtypes_[c], shape);
+      py::object lengths = make_tensor_(owner, base + offsets[1], host, kInt64, {rows});
+      py::object mask = py::none();
+      if (padded && masked_[c]) mask = make_tensor_(owner, base + offsets[2], host, kBool, {rows, width});
+      columns[k] = py::make_tuple(values, lengths, mask);
+    }
+    return columns;
+  }
+
+  // The batch as numpy arrays whose base is the StagedBuffer naming its blocks.
+  py::object arrays_of(GatheredBatch& batch) {
     py::capsule capsule(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
       delete static_cast<std::shared_ptr<std::byte>*>(held);
     });
     const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(capsule.get_pointer())->get();
-    py::object owner = capsule;
-    if (staged_) {
-      StagedBuffer staged;
-      staged.address = reinterpret_cast<std::uintptr_t>(base);
-      staged.host = take_supplied(batch.host_token);
-      staged.device = take_supplied(batch.device_token);
-      staged.fence = std::move(batch.fence);
-      staged.keep_alive = capsule;
-      owner = py::cast(std::move(staged));
-    }
+    StagedBuffer staged;
+    staged.address = reinterpret_cast<std::uintptr_t>(base);
+    staged.host = take_supplied(batch.host_token);
+    host_tokens_.erase(batch.host_token);
+    staged.keep_alive = capsule;
+    const py::object owner = py::cast(std::move(staged));
     const auto rows = static_cast<py::ssize_t>(batch.rows);
     py::tuple columns(output_.size());
     for (std::size_t k = 0; k < output_.size(); ++k) {
@@ -445,7 +521,6 @@ class PythonBatchPipeline {
     return std::move(columns);
   }
 
- private:
   // Exclusive use of the pipeline by one caller, which holds the GIL. Waiting for
   // another caller happens with the GIL released and Ctrl-C checked; the pipeline is
   // referenced for the duration, so a close() meanwhile (from another thread or a
@@ -469,9 +544,13 @@ class PythonBatchPipeline {
     }
     ~Consumer() {
       if (pipeline_ && pipeline_ != owner_.pipeline_) {  // closed meanwhile: the last user lets it go
+        owner_.final_stats_ = pipeline_->stats();
         const bool last = pipeline_.use_count() == 1;
         release_without_gil(pipeline_);
-        if (last) owner_.supplied_.clear();  // as close() would have (this thread holds the GIL)
+        if (last) {  // as close() would have (this thread holds the GIL)
+          owner_.supplied_.clear();
+          owner_.host_tokens_.clear();
+        }
       }
     }
     Consumer(const Consumer&) = delete;
@@ -503,23 +582,19 @@ class PythonBatchPipeline {
     return fixed > 0 ? fixed : largest_batch_bytes_;
   }
 
-  // Keeps a block ready for every batch about to be requested (host) and for every
-  // batch in flight (device), so that pinned and device memory stay within about two
-  // prefetch depths.
+  // Keeps a supplied host block ready for every batch the pipeline may hold, so that
+  // pinned memory stays within about one prefetch depth.
   void top_up_supplies(const BatchPipeline& pipeline) {
-    if (!staged_) return;
+    if (!supplied_host_) return;
     const std::size_t bytes = expected_batch_bytes(pipeline);
     if (bytes == 0) return;
     const std::size_t depth = pipeline.max_in_flight();
     if (host_blocks_) {
-      for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
-      const std::size_t wanted = depth - std::min(depth, pipeline.in_flight()) + 1;
-      while (host_blocks_->size() < wanted && supply(*host_blocks_, host_allocator_, bytes)) {
-      }
-    }
-    if (device_blocks_) {
-      for (std::uint64_t token : device_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
-      while (device_blocks_->size() < depth && supply(*device_blocks_, device_allocator_, bytes)) {
+      // Batches take their blocks when a gather thread claims them, which may be long
+      // after they were requested: one block for every batch the pipeline may hold,
+      // counting those its batches hold already, and one more.
+      for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) forget_host_block(token);
+      while (host_tokens_.size() < depth + 1 && supply(*host_blocks_, host_allocator_, bytes)) {
       }
     }
   }
@@ -543,8 +618,14 @@ class PythonBatchPipeline {
   bool supply(SuppliedBlocks& blocks, const py::object& allocator, std::size_t bytes) {
     std::optional<SuppliedBlock> block = allocate(allocator, bytes);
     if (!block) return false;
+    if (&blocks == host_blocks_.get()) host_tokens_.insert(block->token);
     blocks.supply(*block);
     return true;
+  }
+
+  void forget_host_block(std::uint64_t token) {
+    supplied_.erase(token);
+    host_tokens_.erase(token);
   }
 
   py::object take_supplied(std::uint64_t token) {
@@ -557,11 +638,15 @@ class PythonBatchPipeline {
   }
 
   std::timed_mutex consumer_mutex_;
+  PipelineStats final_stats_;  // the counters as the pipeline closed
   bool last_error_consumed_batch_ = false;  // written by next() under the consumer lock
-  bool staged_ = false;
-  std::shared_ptr<SuppliedBlocks> host_blocks_, device_blocks_;
-  py::object host_allocator_, device_allocator_;
+  bool supplied_host_ = false;  // batches are gathered into supplied host blocks
+  std::shared_ptr<SuppliedBlocks> host_blocks_;
+  py::object host_allocator_;
+  std::shared_ptr<DeviceStaging> device_;  // batches are delivered on this device
+  DLDevice device_location_{kDLCUDA, 0};
   std::map<std::uint64_t, py::object> supplied_;  // token -> tensor, until delivered; outlives pipeline_
+  std::set<std::uint64_t> host_tokens_;  // the host blocks among them
   std::uint64_t next_token_ = 1;
   std::uint64_t expected_rows_ = 0;
   std::size_t largest_batch_bytes_ = 0;
@@ -578,6 +663,10 @@ class PythonBatchPipeline {
   std::vector<bool> padded_, masked_;
   std::shared_ptr<const PythonRowMap> row_map_;
   std::vector<py::dtype> dtypes_;
+  std::vector<DLDataType> dl_dtypes_, ragged_dl_dtypes_;
+  static constexpr DLDataType kInt64{0, 64, 1};
+  static constexpr DLDataType kBool{6, 8, 1};
+  TensorMaker make_tensor_;
   std::vector<std::vector<py::ssize_t>> trailing_shapes_;
   std::shared_ptr<BatchPipeline> pipeline_;
 };
@@ -601,15 +690,15 @@ void register_pipeline(py::module_& module) {
       "Safe to share between Python threads: calls are served one at a time.")
       .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
                     std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&,
-                    const py::object&, const std::string&, std::size_t>(),
+                    const py::object&, const std::string&, std::size_t, bool>(),
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none(),
            py::arg("casts") = py::none(), py::arg("paddings") = py::none(), py::arg("files") = py::none(),
-           py::arg("io") = "mmap", py::arg("read_threads") = 64,
+           py::arg("io") = "mmap", py::arg("read_threads") = 64, py::arg("stats") = true,
            "`files[c]` (None, or per piece None or (path, byte offset of row 0, st_dev, st_ino) of "
            "the file mapped) names the file behind column c's memory mapping, which `io` ('mmap', "
            "'read' or 'auto'; 'mmap' here, the loader picks its own default) may read explicitly "
            "with `read_threads` reads in flight. A piece whose file cannot be opened, or is no "
-           "longer that file, is copied from its mapping.")
+           "longer that file, is copied from its mapping. `stats=False` keeps no counters.")
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
       .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
@@ -619,17 +708,21 @@ void register_pipeline(py::module_& module) {
            py::arg("first"), py::arg("end"), py::arg("batch_size"),
            "Gather positions [first, end) of `order` in batches of `batch_size`, keeping "
            "the pipeline full by itself from now on.")
-      .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0,
-           "The oldest batch: per column an array, or for a ragged column a tuple "
-           "(values, lengths, mask): values padded to (rows, width, ...) with a bool mask "
-           "(None unless asked for), or packed to (total rows, ...) with mask None.")
+      .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0, py::arg("stream") = 0,
+           "The oldest batch, as a list with per column a tensor, or for a ragged column a "
+           "tuple (values, lengths, mask): values padded to (rows, width, ...) with a bool "
+           "mask (None unless asked for), or packed to (total rows, ...) with mask None. "
+           "Device batches are handed to the CUDA stream `stream` (a cudaStream_t as an "
+           "int; 0: the legacy default stream), which waits for their copy; their memory is "
+           "reused only after the work queued there by the time their last tensor dies. "
+           "Batches gathered into supplied host blocks come as numpy arrays whose base is a "
+           "StagedBuffer.")
       .def("close", &PythonBatchPipeline::close)
       .def("set_staging", &PythonBatchPipeline::set_staging, py::arg("host_allocator") = py::none(),
-           py::arg("device_allocator") = py::none(), py::arg("copier") = nullptr,
+           py::arg("device") = nullptr, py::arg("device_memory_on_host") = false,
            "Gather into blocks from `host_allocator(nbytes)` (uint8 tensors, or None to use "
-           "the pipeline's memory) and copy each batch with `copier` into blocks from "
-           "`device_allocator(nbytes)` as soon as it is gathered. Batch arrays then have a "
-           "StagedBuffer as their base. Before the first request only.")
+           "the pipeline's memory), or deliver each batch on `device` (a DeviceStaging), "
+           "copied there as soon as it is gathered. Before the first request only.")
       .def_property_readonly("supplied_blocks", &PythonBatchPipeline::supplied_blocks,
                              "Supplied blocks not yet delivered with a batch.")
       .def_property_readonly("front_ready", &PythonBatchPipeline::front_ready,
@@ -643,6 +736,10 @@ void register_pipeline(py::module_& module) {
                              "Batches whose rows were read from their files explicitly so far.")
       .def_property_readonly("windows_read_ahead", &PythonBatchPipeline::windows_read_ahead,
                              "Windows of block-shuffled orders whose blocks were read ahead so far.")
+      .def("stats", &PythonBatchPipeline::stats,
+           "Counters so far (as they stood when closed, once closed), by name: batches, "
+           "ready_when_asked, waited_ns, finished_ahead, consumer_gathers, wakeups, "
+           "gathered_bytes, read_bytes (see PipelineStats).")
       .def_property_readonly("in_flight", &PythonBatchPipeline::in_flight)
       .def_property_readonly("max_in_flight", &PythonBatchPipeline::max_in_flight);
 }

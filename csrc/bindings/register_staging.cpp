@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../core/device_copier.hpp"
+#include "../core/device_staging.hpp"
 #include "registry.hpp"
 #include "staged_buffer.hpp"
 
@@ -44,12 +45,23 @@ void register_staging(py::module_& module) {
            }, py::arg("destination"), py::arg("source"), py::arg("bytes"),
            "Copies `bytes` from host address `source` to device address `destination` "
            "asynchronously; both must stay valid until the returned fence is done.");
+  py::class_<DeviceStaging, std::shared_ptr<DeviceStaging>>(
+      module, "DeviceStaging",
+      "Delivery on CUDA device `ordinal` through the driver library `driver`: a copier with "
+      "a stream of its own, and pools of pinned host blocks and device blocks, shared by "
+      "the pipelines (epochs) of one loader.")
+      .def(py::init([](const std::string& driver, int ordinal) {
+             return std::make_shared<DeviceStaging>(CudaDriver::load(driver), ordinal);
+           }), py::arg("driver"), py::arg("ordinal"))
+      .def_property_readonly("copier", [](const DeviceStaging& staging) {
+        return std::const_pointer_cast<DeviceCopier>(staging.copier());
+      })
+      .def_property_readonly("allocations", &DeviceStaging::allocations,
+                             "Pinned and device blocks allocated so far.");
   py::class_<StagedBuffer>(module, "StagedBuffer",
-                           "The base of a staged batch's arrays: its host and device blocks.")
+                           "The base of the arrays of a batch gathered into a supplied host block.")
       .def_readonly("address", &StagedBuffer::address)
-      .def_readonly("host", &StagedBuffer::host)
-      .def_readonly("device", &StagedBuffer::device)
-      .def_readonly("fence", &StagedBuffer::fence);
+      .def_readonly("host", &StagedBuffer::host);
 }
 
 }  // namespace pyloader::bindings

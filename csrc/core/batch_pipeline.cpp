@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 #include "bus_error_guard.hpp"
 
@@ -9,9 +10,6 @@ namespace pyloader {
 namespace {
 
 constexpr std::size_t kColumnAlignment = 64;
-// Below this many bytes per batch a worker hand-off (queue, wake-up, completion
-// signal: several microseconds) costs more than copying on the calling thread.
-constexpr std::size_t kInlineLimitBytes = 16 * 1024;
 // Batches of a block-shuffled order read ahead at least, past the one requested.
 constexpr std::uint64_t kBatchesAhead = 4;
 // Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
@@ -33,8 +31,8 @@ struct BatchPipeline::Slot {
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
   std::size_t bytes = 0;
-  std::optional<SuppliedBlock> host_block;  // staging: the supplied blocks this batch took
-  std::uint64_t device_token = 0;
+  std::optional<SuppliedBlock> host_block;  // staging: the supplied block this batch took
+  std::shared_ptr<FencedPool::Lease> host_lease, device_lease;  // device staging: its blocks
   std::shared_ptr<CopyFence> fence;
   // Ragged columns: each record's span, where packed records start, the batch layout.
   std::vector<std::vector<RecordSpan>> spans;
@@ -44,6 +42,7 @@ struct BatchPipeline::Slot {
   // queued -> gathering (claimed by one thread, worker or consumer) -> done
   std::atomic<int> state{kQueued};
   std::exception_ptr error;  // set by the gathering thread before the batch is marked done
+  bool retry = false;        // the error was a failed allocation: nothing consumed, gather again
 
   static constexpr int kQueued = 0;
   static constexpr int kGathering = 1;
@@ -70,7 +69,7 @@ BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColu
                                      : (ragged_.empty() ? 0 : ragged_.front().records())),
       row_map_(row_map),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
-      inline_limit_bytes_(kInlineLimitBytes),
+      wake_queued_(std::max<std::size_t>(1, max_in_flight_ / 4)),
       pool_(std::move(pool)),
       sync_(std::make_unique<Sync>()) {
   if (!pool_) throw std::invalid_argument("BatchPipeline needs a thread pool");
@@ -119,16 +118,6 @@ BatchPipeline::~BatchPipeline() {
   {
     std::unique_lock<std::mutex> lock(sync_->mutex);
     sync_->completed.wait(lock, [this] { return sync_->tasks_outstanding == 0; });
-  }
-  // The owner frees supplied host blocks once this returns: copies still reading
-  // them must have finished.
-  for (const auto& slot : slots_) {
-    if (!slot->fence) continue;
-    try {
-      slot->fence->wait();
-    } catch (...) {
-      // A failed copy has stopped reading its source.
-    }
   }
 }
 
@@ -207,52 +196,59 @@ void BatchPipeline::top_up() {
 }
 
 void BatchPipeline::start(std::shared_ptr<Slot> slot) {
-  if (!ragged_.empty()) {
-    // The batch's size depends on its records' lengths: fill() sizes it on a worker.
-    slots_.push_back(slot);
-    {
-      std::lock_guard<std::mutex> lock(sync_->mutex);
-      ++sync_->tasks_outstanding;
-    }
-    submit_gather(std::move(slot));
-    return;
-  }
-  std::size_t batch_bytes = 0;
-  slot->column_offsets.reserve(columns_.size());
-  for (const Column& column : columns_) {
-    batch_bytes = align_up(batch_bytes, kColumnAlignment);
-    slot->column_offsets.push_back(batch_bytes);
-    batch_bytes += slot->rows * static_cast<std::size_t>(column.output_row_bytes());
-  }
-  take_buffer(*slot, batch_bytes);
   slots_.push_back(slot);
-  if (batch_bytes <= inline_limit_bytes_ && !staging_.device) {  // a copy is worth a worker
-    gather_if_unclaimed(*slot);
-    return;
-  }
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(sync_->mutex);
-    ++sync_->tasks_outstanding;
+    sync_->queued.push_back(std::move(slot));
+    // A drainer gathers every queued batch before it returns, so one is started only
+    // when a few batches have queued up, or when none is running and the consumer is
+    // about to wait: the wake-up of a pool thread costs more than a small gather, and
+    // batching wake-ups keeps it off the per-batch path.
+    const std::size_t queued = sync_->queued.size();
+    wake = sync_->drainers < pool_->size() &&
+           (queued >= wake_queued_ || (sync_->drainers == 0 && !front_ready()));
+    if (wake) {
+      ++sync_->drainers;
+      ++sync_->tasks_outstanding;
+    }
   }
-  submit_gather(std::move(slot));
+  if (wake) {
+    if (counting_) wakeups_.fetch_add(1, std::memory_order_relaxed);
+    submit_drainer();
+  }
 }
 
-void BatchPipeline::submit_gather(std::shared_ptr<Slot> slot) {
-  auto task = [this, slot = std::move(slot)] {
-    gather_if_unclaimed(*slot);  // the consumer may have gathered it already
-    // Count down while holding the lock: once it is released the destructor may run,
-    // and nothing of `this` may be touched after that.
+void BatchPipeline::submit_drainer() {
+  try {
+    pool_->submit([this] { drain(); });
+  } catch (...) {
+    // Only allocation can fail here; the requests stay queued and the consumer
+    // gathers them itself (help_one), so nothing is lost, but the counts must be right.
     std::lock_guard<std::mutex> lock(sync_->mutex);
+    --sync_->drainers;
     --sync_->tasks_outstanding;
     sync_->completed.notify_all();
-  };
-  try {
-    pool_->submit(std::move(task));
-  } catch (...) {
-    // Only allocation can fail here; the request stays queued and the consumer
-    // gathers it itself (help_one), so nothing is lost, but the count must be right.
-    std::lock_guard<std::mutex> lock(sync_->mutex);
-    --sync_->tasks_outstanding;
+  }
+}
+
+void BatchPipeline::drain() noexcept {
+  for (;;) {
+    std::shared_ptr<Slot> slot;
+    {
+      std::lock_guard<std::mutex> lock(sync_->mutex);
+      if (sync_->queued.empty() || sync_->cancelled.load(std::memory_order_relaxed)) {
+        // Count down while holding the lock: once it is released the destructor may
+        // run, and nothing of `this` may be touched after that.
+        --sync_->drainers;
+        --sync_->tasks_outstanding;
+        sync_->completed.notify_all();
+        return;
+      }
+      slot = std::move(sync_->queued.front());
+      sync_->queued.pop_front();
+    }
+    gather_if_unclaimed(*slot);  // the consumer may have gathered it already
   }
 }
 
@@ -260,6 +256,7 @@ bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
   if (!slot.claim()) return false;
   if (!sync_->cancelled.load(std::memory_order_relaxed)) {
     fill(slot);
+    if (!slot.error && counting_) gathered_bytes_.fetch_add(slot.bytes, std::memory_order_relaxed);
     if (!slot.error && staging_.device) stage_to_device(slot);
   }
   std::lock_guard<std::mutex> lock(sync_->mutex);
@@ -270,9 +267,20 @@ bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
 
 bool BatchPipeline::help_one() {
   for (const auto& slot : slots_) {
-    if (gather_if_unclaimed(*slot)) return true;
+    if (gather_if_unclaimed(*slot)) {
+      consumer_stats_.consumer_gathers += counting_ ? 1 : 0;
+      return true;
+    }
   }
   return false;
+}
+
+PipelineStats BatchPipeline::stats() const noexcept {
+  PipelineStats stats = consumer_stats_;
+  stats.wakeups = wakeups_.load(std::memory_order_relaxed);
+  stats.gathered_bytes = gathered_bytes_.load(std::memory_order_relaxed);
+  stats.read_bytes = read_bytes_.load(std::memory_order_relaxed);
+  return stats;
 }
 
 void BatchPipeline::fill(Slot& slot) noexcept {
@@ -306,6 +314,8 @@ void BatchPipeline::fill(Slot& slot) noexcept {
             "dataset checked them (a file rewritten, or an array modified in place)");
       }
       allocate_ragged(slot);
+    } else {
+      allocate_fixed(slot);
     }
     if (reads_ && reads_->usable()) read_from_files(slot, plan, read_explicitly);  // outside the guard: it allocates
     if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
@@ -313,6 +323,9 @@ void BatchPipeline::fill(Slot& slot) noexcept {
           "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
           "became unreadable while the loader was using it"));
     }
+  } catch (const std::bad_alloc&) {
+    slot.error = std::current_exception();
+    slot.retry = true;
   } catch (...) {
     slot.error = std::current_exception();
   }
@@ -439,6 +452,11 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   if (spans.empty()) return;
   reads_->read_rows(spans, plan);
   explicitly_read_.fetch_add(1, std::memory_order_relaxed);
+  std::uint64_t bytes = 0;
+  for (const ReadEngine::RowSpan& span : spans) {
+    bytes += (span.end - span.begin) * static_cast<std::uint64_t>(span.piece->row_bytes);
+  }
+  read_bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void BatchPipeline::copy_columns(void* job_pointer) {
@@ -468,6 +486,18 @@ void BatchPipeline::locate_ragged(void* job_pointer) {
       job.spans_valid = false;
     }
   }
+}
+
+void BatchPipeline::allocate_fixed(Slot& slot) {
+  std::size_t batch_bytes = 0;
+  slot.column_offsets.clear();
+  slot.column_offsets.reserve(columns_.size());
+  for (const Column& column : columns_) {
+    batch_bytes = align_up(batch_bytes, kColumnAlignment);
+    slot.column_offsets.push_back(batch_bytes);
+    batch_bytes += slot.rows * static_cast<std::size_t>(column.output_row_bytes());
+  }
+  take_buffer(slot, batch_bytes);
 }
 
 void BatchPipeline::allocate_ragged(Slot& slot) {
@@ -501,6 +531,11 @@ void BatchPipeline::allocate_ragged(Slot& slot) {
 
 void BatchPipeline::take_buffer(Slot& slot, std::size_t bytes) {
   slot.bytes = bytes;
+  if (staging_.device) {
+    slot.host_lease = staging_.device->host_block(bytes);
+    slot.buffer = std::shared_ptr<std::byte>(slot.host_lease, slot.host_lease->data());
+    return;
+  }
   if (staging_.host) {
     if (std::optional<SuppliedBlock> block = staging_.host->take(bytes)) {
       slot.buffer = std::shared_ptr<std::byte>(block->data, [](std::byte*) {});  // the owner frees it
@@ -512,22 +547,27 @@ void BatchPipeline::take_buffer(Slot& slot, std::size_t bytes) {
 }
 
 void BatchPipeline::stage_to_device(Slot& slot) noexcept {
-  if (std::optional<SuppliedBlock> block = staging_.device->take(slot.bytes)) copy_to_device(slot, *block);
-}
-
-void BatchPipeline::copy_to_device(Slot& slot, const SuppliedBlock& block) noexcept {
   try {
-    slot.fence = staging_.copier->copy(reinterpret_cast<CuDevicePtr>(block.data), slot.buffer.get(), slot.bytes);
-    slot.device_token = block.token;
+    std::shared_ptr<FencedPool::Lease> device = staging_.device->device_block(slot.bytes);
+    try {
+      slot.fence = staging_.device->copier()->copy(reinterpret_cast<CuDevicePtr>(device->data()),
+                                                   slot.buffer.get(), slot.bytes);
+    } catch (const CopyPendingError&) {
+      device->abandon();
+      slot.host_lease->abandon();
+      throw;
+    }
+    device->release_after(slot.fence);  // unless delivered: then after the consumer's work
+    slot.host_lease->release_after(slot.fence);
+    slot.device_lease = std::move(device);
   } catch (...) {
-    staging_.device->give_back(block);  // unused: a later batch may take it
     slot.error = std::current_exception();
   }
 }
 
 void BatchPipeline::set_staging(Staging staging) {
   if (!slots_.empty() || popped_ != 0) throw std::logic_error("set_staging() after the first batch");
-  if (staging.device && !staging.copier) throw std::invalid_argument("device blocks need a copier");
+  if (staging.device && staging.host) throw std::invalid_argument("supplied host blocks or a device, not both");
   staging_ = std::move(staging);
 }
 
@@ -540,49 +580,49 @@ std::size_t BatchPipeline::fixed_batch_bytes(std::uint64_t rows) const {
   return bytes;
 }
 
-std::optional<std::size_t> BatchPipeline::front_unstaged_bytes() const noexcept {
-  if (!staging_.device || !front_ready()) return std::nullopt;
-  const Slot& front = *slots_.front();
-  if (front.error || front.device_token != 0) return std::nullopt;
-  return front.bytes;
-}
-
 bool BatchPipeline::front_ready() const noexcept {
   return !slots_.empty() && slots_.front()->done();
 }
 
 bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
+  if (front_ready()) return true;
+  front_waited_ = true;
+  const auto start = counting_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   // Gathering a queued batch here beats sleeping: on a machine with few cores the
   // consumer's idle time is a large share of the CPU, and a wake-up costs microseconds.
   while (!front_ready() && help_one()) {
   }
-  if (front_ready()) return true;
-  const Slot& front = *slots_.front();
-  std::unique_lock<std::mutex> lock(sync_->mutex);
-  return sync_->completed.wait_for(lock, timeout, [&front] { return front.done(); });
+  bool ready = front_ready();
+  if (!ready) {
+    const Slot& front = *slots_.front();
+    std::unique_lock<std::mutex> lock(sync_->mutex);
+    ready = sync_->completed.wait_for(lock, timeout, [&front] { return front.done(); });
+  }
+  if (counting_) {
+    consumer_stats_.waited_ns += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+  }
+  return ready;
 }
 
-GatheredBatch BatchPipeline::pop_front(std::optional<SuppliedBlock> front_block) {
+GatheredBatch BatchPipeline::pop_front() {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
   while (!wait_front(std::chrono::hours(1))) {
   }
-  if (front_unstaged_bytes()) {
-    // No block fitted when it was gathered: the owner's block for it, which no worker
-    // can take meanwhile, or any that fits now.
+  if (slots_.front()->retry) {
+    // Memory ran out while gathering it: the batch stays first in line, to be gathered
+    // again by the next call, so that a caller who frees memory loses nothing.
     Slot& front = *slots_.front();
-    if (front_block && front_block->bytes >= front.bytes) {
-      copy_to_device(front, *front_block);
-      front_block.reset();
-    } else {
-      stage_to_device(front);
-    }
-    if (front_unstaged_bytes()) {
-      if (front_block) staging_.device->supply(*front_block);
-      throw std::logic_error("BatchPipeline: no device block fits the oldest batch");
-    }
+    const std::exception_ptr error = std::exchange(front.error, nullptr);
+    if (front.host_block) staging_.host->give_back(*std::exchange(front.host_block, std::nullopt));
+    front.buffer.reset();
+    front.host_lease.reset();
+    front.device_lease.reset();
+    front.retry = false;
+    front.state.store(Slot::kQueued, std::memory_order_release);
+    std::rethrow_exception(error);
   }
-  if (front_block && staging_.device) staging_.device->supply(*front_block);  // not needed: for later batches
   std::shared_ptr<Slot> slot = std::move(slots_.front());
   slots_.pop_front();
   try {
@@ -592,13 +632,21 @@ GatheredBatch BatchPipeline::pop_front(std::optional<SuppliedBlock> front_block)
     throw;
   }
   ++popped_;
+  const bool waited = front_waited_;
+  front_waited_ = false;
+  if (!slot->error && counting_) {
+    ++consumer_stats_.batches;
+    consumer_stats_.ready_when_asked += waited ? 0 : 1;
+    for (const auto& behind : slots_) consumer_stats_.finished_ahead += behind->done() ? 1 : 0;
+  }
   if (slot->error) {
     if (slot->host_block) staging_.host->give_back(*slot->host_block);  // nothing reads it any more
     std::rethrow_exception(slot->error);
   }
+  slot->host_lease.reset();  // the buffer holds the block while the batch needs it
   return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), std::move(slot->ragged_widths),
                        slot->rows, slot->bytes, slot->host_block ? slot->host_block->token : 0,
-                       slot->device_token, std::move(slot->fence)};
+                       std::move(slot->device_lease), std::move(slot->fence)};
 }
 
 }  // namespace pyloader

@@ -21,20 +21,26 @@
 //     gather failed is rethrown by pop_front() with its original exception type.
 //   * A failed pop_front() never moves the position: either the oldest batch is
 //     returned, or it stays first in line (its own gather error aside, which is that
-//     batch's outcome and consumes it).
-//   * Small batches are gathered inline on the calling thread: below a few KiB the
-//     hand-off to a worker costs more than the copy itself.
+//     batch's outcome and consumes it). Running out of memory while gathering is not
+//     the batch's outcome: pop_front() throws std::bad_alloc and the batch is gathered
+//     again by the next call.
+//   * Every per-batch step (order evaluation, sorting, buffer and block supply,
+//     gathering, the device copy) runs on the gathering thread. Requests queue up and
+//     pool threads drain them: a thread is woken only once a few requests are queued
+//     (or none is draining), so the consumer's per-batch work is a queue push, not a
+//     wake-up. A consumer that waits gathers queued batches itself.
 //   * File-backed columns (ColumnView::file on every piece, no cast) may be read with
 //     explicit reads at depth instead of page faults, as set_io_mode() says; the batch
 //     bytes are the same either way. A failed or short read fails that batch with
 //     SourceReadError naming the file.
 //   * Staging (set_staging): a batch is gathered into a supplied host block when one
-//     fits (else into the pipeline's own pool), and, with device blocks and a copier,
-//     copied to a supplied device block by the thread that gathered it, as soon as it
-//     is gathered; pop_front() copies a batch no block fitted. A delivered batch names
-//     its blocks by token and carries the copy's fence. A host buffer is not reused
-//     before its copy's fence is done: the destructor waits for the fences of batches
-//     never delivered, and a delivered batch's owner waits for its own.
+//     fits (else into the pipeline's own pool). With a device, it is gathered into a
+//     pinned block of the device's pools and copied to a device block by the thread
+//     that gathered it, as soon as it is gathered; the delivered batch carries the
+//     device block and the copy's fence. Pinned blocks go back to their pool once the
+//     batch is delivered or dropped, to be reused only after the copy's fence; device
+//     blocks as their lease says (see FencedPool). A copy that may still be running
+//     after a failure (CopyPendingError) leaks both blocks rather than reuse them.
 //   * Block-shuffled orders (IndexOrder::block_window) in IoMode::kAuto: requesting a
 //     batch asks the kernel to read the whole blocks of the windows its positions lie
 //     in into the page cache, and those of the next window once the batch is half way
@@ -60,7 +66,7 @@
 #include <vector>
 
 #include "buffer_pool.hpp"
-#include "device_copier.hpp"
+#include "device_staging.hpp"
 #include "file_reads.hpp"
 #include "gather.hpp"
 #include "permutation.hpp"
@@ -81,17 +87,31 @@ struct GatheredBatch {
   std::vector<std::int64_t> ragged_widths;
   std::size_t rows = 0;
   std::size_t bytes = 0;             // of the batch's layout, from buffer on
-  std::uint64_t host_token = 0;      // the supplied host block it was gathered into (0: own pool)
-  std::uint64_t device_token = 0;    // the supplied device block it was copied to (0: none)
+  std::uint64_t host_token = 0;      // the supplied host block it was gathered into (0: none)
+  std::shared_ptr<FencedPool::Lease> device;  // the device block it was copied to (device staging)
   std::shared_ptr<CopyFence> fence;  // done once that copy is
 };
 
-// Where batches are written (see the class contract). Either part may be empty; a
-// device part needs both its blocks and its copier.
+// What a pipeline has done so far, for a training loop that wants to know whether its
+// input is the bottleneck. Consumer-side fields are counted by the consumer thread,
+// worker-side ones with relaxed atomics; a snapshot is consistent per field only.
+struct PipelineStats {
+  std::uint64_t batches = 0;           // delivered by pop_front() (failed ones excluded)
+  std::uint64_t ready_when_asked = 0;  // of those, finished before the consumer asked
+  std::uint64_t waited_ns = 0;         // consumer time spent waiting for the oldest batch
+  std::uint64_t finished_ahead = 0;    // summed over deliveries: finished batches behind it
+  std::uint64_t consumer_gathers = 0;  // batches the waiting consumer gathered itself
+  std::uint64_t wakeups = 0;           // gather threads woken
+  std::uint64_t gathered_bytes = 0;    // of the batches gathered (their layout)
+  std::uint64_t read_bytes = 0;        // read from files explicitly (IoMode)
+};
+
+// Where batches are written (see the class contract): into host blocks supplied by the
+// owner (pinned memory of the framework's), or, with a device, into the device's
+// pinned pool and from there to its device pool. At most one of the two.
 struct Staging {
   std::shared_ptr<SuppliedBlocks> host;
-  std::shared_ptr<SuppliedBlocks> device;
-  std::shared_ptr<const DeviceCopier> copier;
+  std::shared_ptr<DeviceStaging> device;
 };
 
 // Optional indirection from dataset rows to column rows: dataset row k is column row
@@ -143,15 +163,12 @@ class BatchPipeline {
   void set_io_mode(IoMode mode, std::size_t read_threads);
   IoMode io_mode() const noexcept { return io_mode_; }
 
-  // Precondition: no batch requested yet. Throws std::invalid_argument for device
-  // blocks without a copier.
+  // Precondition: no batch requested yet. Throws std::invalid_argument when both
+  // parts are given.
   void set_staging(Staging staging);
   // The bytes of a batch of `rows` rows when every column has a fixed row size; 0
   // for pipelines with variable-length columns (their size depends on the records).
   std::size_t fixed_batch_bytes(std::uint64_t rows) const;
-  // When the oldest batch is gathered without error but not yet copied to the device
-  // (device staging only): its bytes, the size of device block pop_front() needs.
-  std::optional<std::size_t> front_unstaged_bytes() const noexcept;
   // Batches whose rows were read explicitly so far (at least one column), for tests
   // and diagnostics.
   std::uint64_t explicitly_read_batches() const noexcept {
@@ -162,6 +179,11 @@ class BatchPipeline {
   std::uint64_t windows_read_ahead() const noexcept {
     return windows_read_ahead_.load(std::memory_order_relaxed);
   }
+
+  PipelineStats stats() const noexcept;
+  // Whether the counters are kept (default true); off, stats() reports zeros. For
+  // measuring what they cost. Precondition: no batch requested yet.
+  void set_counting(bool counting) noexcept { counting_ = counting; }
 
   std::size_t in_flight() const noexcept { return slots_.size(); }
   // Requests removed by pop_front() so far, failed ones included: a caller that sees
@@ -177,11 +199,9 @@ class BatchPipeline {
 
   // Removes and returns the oldest request, waiting for it if needed, and tops the
   // schedule up. Rethrows a failure of its gather as it was thrown (std::bad_alloc,
-  // SourceReadError, ...). If topping up throws, the oldest request stays in place.
-  // Device staging: `front_block` is the device block for the oldest batch when no
-  // block fitted it as it was gathered (see front_unstaged_bytes); when not needed it
-  // joins the supplied device blocks. Precondition: in_flight() > 0.
-  GatheredBatch pop_front(std::optional<SuppliedBlock> front_block = std::nullopt);
+  // SourceReadError, CudaError, ...). If topping up throws, the oldest request stays in
+  // place. Precondition: in_flight() > 0.
+  GatheredBatch pop_front();
 
 
  private:
@@ -191,7 +211,9 @@ class BatchPipeline {
   void check_batch_rows(std::uint64_t rows) const;
   void top_up();
   void start(std::shared_ptr<Slot> slot);
-  void submit_gather(std::shared_ptr<Slot> slot);
+  void submit_drainer();
+  // A pool task: gathers queued requests, oldest first, until none is left.
+  void drain() noexcept;
   // The one transition of a batch: claim it (unless another thread has), gather it,
   // mark it done and wake every waiter. False when another thread had claimed it.
   bool gather_if_unclaimed(Slot& slot) noexcept;
@@ -215,14 +237,14 @@ class BatchPipeline {
   bool readable_from_file(const Column& column) const noexcept;
   static void copy_columns(void* job);
   static void locate_ragged(void* job);
+  // Lays out the batch's columns and takes its buffer (fixed-size columns only).
+  void allocate_fixed(Slot& slot);
   // Sizes the batch from its records' lengths and takes its buffer (ragged pipelines).
   void allocate_ragged(Slot& slot);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left
   void take_buffer(Slot& slot, std::size_t bytes);
-  // Copies a gathered batch to a supplied device block, if one fits; a failure
-  // becomes the batch's error.
+  // Copies a gathered batch to a device block; a failure becomes the batch's error.
   void stage_to_device(Slot& slot) noexcept;
-  void copy_to_device(Slot& slot, const SuppliedBlock& block) noexcept;
 
   std::vector<Column> columns_;
   IoMode io_mode_ = IoMode::kMmap;
@@ -239,7 +261,11 @@ class BatchPipeline {
   std::int64_t source_rows_;  // column rows
   std::optional<RowMap> row_map_;
   std::size_t max_in_flight_;
-  std::size_t inline_limit_bytes_;
+  std::size_t wake_queued_;  // queued requests that wake another drainer
+  PipelineStats consumer_stats_;  // the consumer-side fields
+  bool front_waited_ = false;     // the consumer waited for the current oldest batch
+  bool counting_ = true;
+  std::atomic<std::uint64_t> wakeups_{0}, gathered_bytes_{0}, read_bytes_{0};
   std::shared_ptr<ThreadPool> pool_;
   std::shared_ptr<BufferPool> buffers_;
   Staging staging_;
@@ -260,6 +286,8 @@ class BatchPipeline {
     std::mutex mutex;
     std::condition_variable completed;
     std::size_t tasks_outstanding = 0;  // submitted to the pool and not yet returned
+    std::size_t drainers = 0;           // drain() tasks submitted and not yet returned
+    std::deque<std::shared_ptr<Slot>> queued;  // requested, not yet taken by a drainer
     std::atomic<bool> cancelled{false};
   };
   std::unique_ptr<Sync> sync_;

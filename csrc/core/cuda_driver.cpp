@@ -49,6 +49,11 @@ std::shared_ptr<const CudaDriver> CudaDriver::load(const std::string& path) {
   bind_symbol(driver->stream_create, library, path, nullptr, "cuStreamCreate");
   bind_symbol(driver->stream_destroy, library, path, "cuStreamDestroy_v2", "cuStreamDestroy");
   bind_symbol(driver->stream_wait_event, library, path, nullptr, "cuStreamWaitEvent");
+  bind_symbol(driver->stream_synchronize, library, path, nullptr, "cuStreamSynchronize");
+  bind_symbol(driver->mem_alloc, library, path, "cuMemAlloc_v2", "cuMemAlloc");
+  bind_symbol(driver->mem_free, library, path, "cuMemFree_v2", "cuMemFree");
+  bind_symbol(driver->mem_host_alloc, library, path, nullptr, "cuMemHostAlloc");
+  bind_symbol(driver->mem_free_host, library, path, nullptr, "cuMemFreeHost");
   bind_symbol(driver->memcpy_htod_async, library, path, "cuMemcpyHtoDAsync_v2", "cuMemcpyHtoDAsync");
   bind_symbol(driver->event_create, library, path, nullptr, "cuEventCreate");
   bind_symbol(driver->event_record, library, path, nullptr, "cuEventRecord");

@@ -60,6 +60,11 @@ struct CudaDriver {
   CuResult (*stream_create)(CuStream* stream, unsigned flags) = nullptr;
   CuResult (*stream_destroy)(CuStream stream) = nullptr;
   CuResult (*stream_wait_event)(CuStream stream, CuEvent event, unsigned flags) = nullptr;
+  CuResult (*stream_synchronize)(CuStream stream) = nullptr;
+  CuResult (*mem_alloc)(CuDevicePtr* pointer, std::size_t bytes) = nullptr;
+  CuResult (*mem_free)(CuDevicePtr pointer) = nullptr;
+  CuResult (*mem_host_alloc)(void** pointer, std::size_t bytes, unsigned flags) = nullptr;
+  CuResult (*mem_free_host)(void* pointer) = nullptr;
   CuResult (*memcpy_htod_async)(CuDevicePtr destination, const void* source, std::size_t bytes,
                                 CuStream stream) = nullptr;
   CuResult (*event_create)(CuEvent* event, unsigned flags) = nullptr;
@@ -78,6 +83,7 @@ constexpr CuResult kCudaSuccess = 0;
 constexpr CuResult kCudaErrorNotReady = 600;
 // cuStreamCreate / cuEventCreate flags.
 constexpr unsigned kCudaStreamNonBlocking = 1;
+constexpr unsigned kCudaEventBlockingSync = 1;  // a host waiting on it sleeps instead of spinning
 constexpr unsigned kCudaEventDisableTiming = 2;
 
 class PrimaryContext {

@@ -440,7 +440,8 @@ void block_orders_read_their_windows_ahead() {
 
 // Host blocks supplied by the owner are used when they fit and named by token; device
 // staging (run when STAND_IN_CUDA_DRIVER names the stand-in driver library) copies
-// each batch as it is gathered, and a destroyed pipeline waits for pending copies.
+// each batch as it is gathered into pooled blocks, and blocks of batches never
+// delivered wait for their copies before they are reused.
 void staging_uses_supplied_blocks_and_copies_to_the_device() {
   const std::int64_t rows = 20000;
   std::vector<std::int64_t> data(rows);
@@ -461,24 +462,23 @@ void staging_uses_supplied_blocks_and_copies_to_the_device() {
   CHECK(blocks.size() == 0);
 
   const char* driver_path = std::getenv("STAND_IN_CUDA_DRIVER");
-  std::shared_ptr<const pyloader::DeviceCopier> copier;
-  if (driver_path) copier = std::make_shared<const pyloader::DeviceCopier>(pyloader::CudaDriver::load(driver_path), 0, nullptr);
+  std::shared_ptr<pyloader::DeviceStaging> device;
+  if (driver_path) device = std::make_shared<pyloader::DeviceStaging>(pyloader::CudaDriver::load(driver_path), 0);
   for (int round = 0; round < 3; ++round) {
-    std::map<std::uint64_t, std::vector<std::byte>> host, device;  // token -> memory, owned here
+    std::map<std::uint64_t, std::vector<std::byte>> host;  // token -> memory, owned here
     pyloader::Staging staging;
-    staging.host = std::make_shared<pyloader::SuppliedBlocks>();
-    if (copier) {
-      staging.device = std::make_shared<pyloader::SuppliedBlocks>();
-      staging.copier = copier;
+    if (device) {
+      staging.device = device;
+    } else {
+      staging.host = std::make_shared<pyloader::SuppliedBlocks>();
     }
     std::uint64_t token = 1;
-    auto supply = [&](pyloader::SuppliedBlocks& to, std::map<std::uint64_t, std::vector<std::byte>>& owner) {
-      auto& memory = owner[token] = std::vector<std::byte>(batch_bytes);
-      to.supply({memory.data(), memory.size(), token++});
+    auto supply = [&] {
+      auto& memory = host[token] = std::vector<std::byte>(batch_bytes);
+      staging.host->supply({memory.data(), memory.size(), token++});
     };
-    for (int k = 0; k < 4; ++k) supply(*staging.host, host);  // fewer than the batches in flight
-    if (copier) {
-      for (int k = 0; k < 8; ++k) supply(*staging.device, device);
+    if (!device) {
+      for (int k = 0; k < 4; ++k) supply();  // fewer than the batches in flight
     }
     {
       BatchPipeline pipeline({column}, pool, 8);
@@ -489,32 +489,24 @@ void staging_uses_supplied_blocks_and_copies_to_the_device() {
       std::uint64_t position = 0;
       std::size_t supplied_used = 0;
       while (pipeline.in_flight() > 0 && position < rows / 2) {
-        std::optional<pyloader::SuppliedBlock> front_block;  // for the oldest batch alone, if it needs one
-        if (copier) {
-          while (!pipeline.front_ready()) pipeline.wait_front(std::chrono::milliseconds(10));
-          if (pipeline.front_unstaged_bytes()) {
-            auto& memory = device[token] = std::vector<std::byte>(batch_bytes);
-            front_block = pyloader::SuppliedBlock{memory.data(), memory.size(), token++};
-          }
-        }
-        GatheredBatch batch = pipeline.pop_front(front_block);
+        GatheredBatch batch = pipeline.pop_front();
         CHECK(batch.bytes == batch_rows * 8);
         if (batch.host_token != 0) {
           ++supplied_used;
           CHECK(batch.buffer.get() == host.at(batch.host_token).data());
         }
         const std::int64_t* values = reinterpret_cast<const std::int64_t*>(batch.buffer.get());
-        if (copier) {
-          CHECK(batch.device_token != 0 && batch.fence);
+        if (device) {
+          CHECK(batch.device && batch.fence);
           batch.fence->wait();
-          values = reinterpret_cast<const std::int64_t*>(device.at(batch.device_token).data());
+          values = reinterpret_cast<const std::int64_t*>(batch.device->data());  // the stand-in's device memory
         }
         for (std::size_t k = 0; k < batch.rows; ++k) CHECK(values[k] == static_cast<std::int64_t>(order(position + k)));
         position += batch.rows;
-        if (!copier && position < 4 * batch_rows) supply(*staging.host, host);
+        if (!device && position < 4 * batch_rows) supply();
       }
-      CHECK(supplied_used >= 4);
-    }  // destroyed with copies pending: it waits for them before the blocks go
+      if (!device) CHECK(supplied_used >= 4);
+    }  // destroyed with copies pending: their blocks are reused only once the copies are done
   }
 }
 

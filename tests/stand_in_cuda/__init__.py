@@ -31,6 +31,8 @@ class StandInDriver:
         self._library.stand_in_bytes_copied.restype = ctypes.c_longlong
         self._library.stand_in_copies.restype = ctypes.c_long
         self._library.stand_in_configure.argtypes = [ctypes.c_int, ctypes.c_long]
+        self._library.stand_in_allocations.restype = ctypes.c_long
+        self._library.stand_in_live_allocations.restype = ctypes.c_long
 
     def configure(self, delay_us: int = 300, fail_after: int = 0) -> None:
         self._library.stand_in_configure(delay_us, fail_after)
@@ -47,22 +49,40 @@ class StandInDriver:
     def calls_without_context(self) -> int:
         return self._library.stand_in_calls_without_context()
 
+    def allocations(self) -> int:
+        """Device and pinned blocks allocated so far."""
+        return self._library.stand_in_allocations()
+
+    def live_allocations(self) -> int:
+        return self._library.stand_in_live_allocations()
+
+    def fail_pinning(self, fail: bool) -> None:
+        self._library.stand_in_fail_pinning(int(fail))
+
+    def host_waits(self, waits: bool) -> None:
+        """Whether the caller's (legacy) stream is the host: its waits block the caller."""
+        self._library.stand_in_host_waits(int(waits))
+
+    def synchronize(self) -> None:
+        """Waits for the work queued on the caller's (legacy) stream."""
+        self._library.stand_in_synchronize()
+
 
 class StandInBackend(_staging.CudaBackend):
-    """CudaBackend with host tensors for device blocks and the stand-in driver for
-    copies. The consumer, on the host, waits for each copy as it is handed over; or,
-    `asynchronous`, as a GPU stream would, later: the test waits for `pending` before
-    reading, as a CUDA program synchronises before reading results on the host."""
+    """CudaBackend over the stand-in driver: device delivery runs the production core
+    (DeviceStaging, pooled blocks, the stream wait and the release fences), with
+    "device" memory on the host, so device batches are CPU tensors; the caller's stream
+    is the legacy stream. Pinned blocks for pin_memory=True are plain host tensors."""
 
     fail_pinning = False
-    asynchronous = False
+    device_memory_on_host = True
 
     def __init__(self, driver: StandInDriver, device: torch.device, copies: bool) -> None:
         self.device = device
+        self.device_staging = _core.DeviceStaging(driver.path, device.index or 0) if copies else None
         self.stream = None
-        self.copier = _core.DeviceCopier(driver.path, device.index or 0, 0) if copies else None
+        self._raw_stream = lambda index: 0  # the legacy stream
         self._pinning_failed = False
-        self.pending: list = []  # fences handed over, not waited for (asynchronous)
         self.host_addresses: set[int] = set()  # of every host block handed out (not kept alive here)
 
     def _pinned_empty(self, nbytes: int) -> torch.Tensor:
@@ -71,15 +91,6 @@ class StandInBackend(_staging.CudaBackend):
         block = torch.empty(nbytes, dtype=torch.uint8)
         self.host_addresses.add(block.data_ptr())
         return block
-
-    def device_block(self, nbytes: int) -> torch.Tensor:
-        return torch.full((nbytes,), 0xAB, dtype=torch.uint8)  # garbage until the copy lands
-
-    def hand_over(self, fence, block) -> None:
-        if self.asynchronous:
-            self.pending.append(fence)
-        else:
-            fence.wait()
 
     def move(self, batch):
         return _staging._map_tensors(batch, torch.clone)

@@ -14,7 +14,10 @@
 // stand_in_configure(delay_us, fail_after) changes them at run time: copies wait up to
 // delay_us, and the fail_after-th copy from now fails (0: none).
 // Counters for tests: stand_in_copies(), stand_in_bytes_copied(), stand_in_retained_contexts(),
-// stand_in_live_events(), stand_in_calls_without_context().
+// stand_in_live_events(), stand_in_calls_without_context(), stand_in_allocations(),
+// stand_in_live_allocations(); stand_in_fail_pinning(1) makes cuMemHostAlloc fail;
+// stand_in_host_waits(0) makes the legacy stream asynchronous (stand_in_synchronize()
+// then waits for it).
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -34,6 +37,7 @@ using Result = int;
 constexpr Result kSuccess = 0;
 constexpr Result kInvalidValue = 1;
 constexpr Result kInvalidDevice = 101;
+constexpr Result kOutOfMemory = 2;
 constexpr Result kInvalidContext = 201;
 constexpr Result kNotReady = 600;
 
@@ -45,6 +49,13 @@ std::atomic<long long> bytes_copied{0};
 std::atomic<int> retained{0};
 std::atomic<int> live_events{0};
 std::atomic<int> calls_without_context{0};
+std::atomic<long> allocations{0};       // device and pinned blocks allocated so far
+std::atomic<long> live_allocations{0};  // not yet freed
+std::atomic<bool> fail_pinning{false};
+// Whether work on the legacy stream (handle 0) is the host's: a wait queued there
+// blocks the caller, as if the consumer ran on the host right after. Off, the legacy
+// stream is a stream like the others, and stand_in_synchronize() drains it.
+std::atomic<bool> host_waits{true};
 int contexts[16];  // the primary contexts' identities
 thread_local void* current_context = nullptr;
 
@@ -191,6 +202,58 @@ Result cuMemcpyHtoDAsync_v2(unsigned long long destination, const void* source, 
   return kSuccess;
 }
 
+Result cuStreamSynchronize(void* handle) {
+  if (Result r = needs_context()) return r;
+  auto done = std::make_shared<Event>();
+  stream_of(handle).push([done] {
+    {
+      std::lock_guard<std::mutex> lock(done->mutex);
+      done->completed = 1;
+    }
+    done->changed.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(done->mutex);
+  done->changed.wait(lock, [&] { return done->completed == 1; });
+  return kSuccess;
+}
+
+// Device and pinned memory are host memory; allocations are counted, so tests can see
+// that blocks are pooled rather than allocated per batch.
+Result cuMemAlloc_v2(unsigned long long* pointer, std::size_t bytes) {
+  if (Result r = needs_context()) return r;
+  void* memory = std::malloc(bytes == 0 ? 1 : bytes);
+  if (memory == nullptr) return kOutOfMemory;
+  std::memset(memory, 0xAB, bytes);  // garbage until a copy lands
+  *pointer = reinterpret_cast<unsigned long long>(memory);
+  ++allocations;
+  ++live_allocations;
+  return kSuccess;
+}
+
+Result cuMemFree_v2(unsigned long long pointer) {
+  if (Result r = needs_context()) return r;
+  std::free(reinterpret_cast<void*>(pointer));
+  --live_allocations;
+  return kSuccess;
+}
+
+Result cuMemHostAlloc(void** pointer, std::size_t bytes, unsigned) {
+  if (Result r = needs_context()) return r;
+  if (fail_pinning) return kOutOfMemory;
+  *pointer = std::malloc(bytes == 0 ? 1 : bytes);
+  if (*pointer == nullptr) return kOutOfMemory;
+  ++allocations;
+  ++live_allocations;
+  return kSuccess;
+}
+
+Result cuMemFreeHost(void* pointer) {
+  if (Result r = needs_context()) return r;
+  std::free(pointer);
+  --live_allocations;
+  return kSuccess;
+}
+
 Result cuEventCreate(void** event, unsigned) {
   if (Result r = needs_context()) return r;
   *event = new EventHandle();
@@ -247,16 +310,22 @@ Result cuStreamWaitEvent(void* stream, void* handle, unsigned) {
     std::lock_guard<std::mutex> lock(event->mutex);
     target = event->recorded;
   }
-  stream_of(stream).push([event, target] {
+  auto wait = [event, target] {
     std::unique_lock<std::mutex> lock(event->mutex);
     event->changed.wait(lock, [&] { return event->completed >= target; });
-  });
+  };
+  if (stream == nullptr && host_waits) {
+    wait();  // the legacy stream stands for the host, which reads batches right away
+  } else {
+    stream_of(stream).push(wait);
+  }
   return kSuccess;
 }
 
 Result cuGetErrorName(Result result, const char** name) {
   switch (result) {
     case kInvalidValue: *name = "CUDA_ERROR_INVALID_VALUE"; return kSuccess;
+    case kOutOfMemory: *name = "CUDA_ERROR_OUT_OF_MEMORY"; return kSuccess;
     case kInvalidDevice: *name = "CUDA_ERROR_INVALID_DEVICE"; return kSuccess;
     case kInvalidContext: *name = "CUDA_ERROR_INVALID_CONTEXT"; return kSuccess;
     case kNotReady: *name = "CUDA_ERROR_NOT_READY"; return kSuccess;
@@ -281,5 +350,21 @@ long long stand_in_bytes_copied() { return bytes_copied.load(); }
 int stand_in_retained_contexts() { return retained.load(); }
 int stand_in_live_events() { return live_events.load(); }
 int stand_in_calls_without_context() { return calls_without_context.load(); }
+long stand_in_allocations() { return allocations.load(); }
+long stand_in_live_allocations() { return live_allocations.load(); }
+void stand_in_fail_pinning(int fail) { fail_pinning = fail != 0; }
+void stand_in_host_waits(int waits) { host_waits = waits != 0; }
+void stand_in_synchronize() {  // the host waits for all work queued on the legacy stream
+  auto done = std::make_shared<Event>();
+  legacy_stream().push([done] {
+    {
+      std::lock_guard<std::mutex> lock(done->mutex);
+      done->completed = 1;
+    }
+    done->changed.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(done->mutex);
+  done->changed.wait(lock, [&] { return done->completed == 1; });
+}
 
 }  // extern "C"
