@@ -110,3 +110,86 @@ def test_stress_hold_drop_and_gpu_work_between_batches():
             expected = ids.to(torch.int32)[:, None] * width + torch.arange(width, device="cuda", dtype=torch.int32)
             assert torch.equal(features, expected)
     torch.cuda.synchronize()
+
+
+# --- Ordering and block reuse under delayed streams -------------------------------------
+# Each check compares batches with expected ones on the device and synchronises once at
+# the end, so the only thing keeping the comparison after the copy (and the copy after
+# the comparison) is the stream ordering the loader sets up. tests/cuda_controls.py runs
+# the same checks with the loader handed the wrong stream, where they must fail.
+
+ROWS, WIDTH, BATCH = 16384, 16, 256
+SLEEP_CYCLES = 50_000_000  # ~25 ms of one SM at ~2 GHz
+
+
+def delayed_stream_loader(shuffle_seed: int = 2):
+    data = np.arange(ROWS * WIDTH, dtype=np.int32).reshape(ROWS, WIDTH)
+    make = lambda **device: pyloader.DataLoader(  # noqa: E731
+        pyloader.ArrayDataset(data), batch_size=BATCH, shuffle=True,
+        generator=torch.Generator().manual_seed(shuffle_seed), **device)
+    expected = [batch.to("cuda") for (batch,) in make()]  # staged before any delay
+    return make(device="cuda:0"), expected
+
+
+def mismatches_with_late_copies(loader, expected, stream_for=None) -> int:
+    """Batches consumed at once on the current stream while the copy stream sleeps
+    first: right only if the current stream waits for each copy."""
+    staging = loader._staging.get(loader)
+    with torch.cuda.stream(staging.backend.stream):
+        torch.cuda._sleep(SLEEP_CYCLES)  # every copy queued from now lands late
+    errors = torch.zeros((), dtype=torch.int64, device="cuda")
+    iterator = iter(loader)
+    if stream_for is not None:
+        iterator._consumer_stream = stream_for
+    for (batch,), want in zip(iterator, expected, strict=True):
+        errors += (batch != want).sum()
+    torch.cuda.synchronize()
+    return int(errors)
+
+
+def mismatches_with_a_slow_consumer(loader, expected, stream_for=None) -> int:
+    """Each batch dropped as soon as its (delayed) comparison is queued: right only if its
+    block is reused after that comparison, not when the tensor dies on the host."""
+    errors = torch.zeros((), dtype=torch.int64, device="cuda")
+    iterator = iter(loader)
+    if stream_for is not None:
+        iterator._consumer_stream = stream_for
+    for (batch,), want in zip(iterator, expected, strict=True):
+        torch.cuda._sleep(SLEEP_CYCLES // 50)  # the consumer's stream runs behind
+        errors += (batch != want).sum()
+        del batch  # its block goes back to the pool now, on the host
+    torch.cuda.synchronize()
+    return int(errors)
+
+
+def test_the_consumer_stream_waits_for_each_copy():
+    loader, expected = delayed_stream_loader()
+    assert mismatches_with_late_copies(loader, expected) == 0
+
+
+def test_blocks_are_reused_only_after_the_consumer_is_done():
+    loader, expected = delayed_stream_loader()
+    assert mismatches_with_a_slow_consumer(loader, expected) == 0
+    for _ in range(3):  # pooled blocks, reused across epochs
+        assert mismatches_with_a_slow_consumer(loader, expected) == 0
+
+
+def test_device_batches_on_a_side_stream():
+    loader, expected = delayed_stream_loader()
+    side = torch.cuda.Stream()
+    errors = torch.zeros((), dtype=torch.int64, device="cuda")
+    with torch.cuda.stream(side):
+        for (batch,), want in zip(loader, expected, strict=True):
+            torch.cuda._sleep(SLEEP_CYCLES // 100)
+            errors += (batch != want.to("cuda", non_blocking=True)).sum()
+    torch.cuda.synchronize()
+    assert int(errors) == 0
+
+
+def test_device_is_resolved_when_iteration_starts():
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(100)), batch_size=10, device="cuda")
+    with torch.cuda.device(1):
+        (batch,) = next(iter(loader))
+    assert batch.device == torch.device("cuda", 1)
