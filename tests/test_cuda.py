@@ -122,13 +122,15 @@ ROWS, WIDTH, BATCH = 16384, 16, 256
 SLEEP_CYCLES = 50_000_000  # ~25 ms of one SM at ~2 GHz
 
 
-def delayed_stream_loader(shuffle_seed: int = 2):
+def delayed_stream_loader(epochs: int = 1, shuffle_seed: int = 2):
+    """A device loader and, per epoch, its expected batches (each epoch is shuffled anew)."""
     data = np.arange(ROWS * WIDTH, dtype=np.int32).reshape(ROWS, WIDTH)
     make = lambda **device: pyloader.DataLoader(  # noqa: E731
         pyloader.ArrayDataset(data), batch_size=BATCH, shuffle=True,
         generator=torch.Generator().manual_seed(shuffle_seed), **device)
-    expected = [batch.to("cuda") for (batch,) in make()]  # staged before any delay
-    return make(device="cuda:0"), expected
+    cpu = make()
+    expected = [[batch.to("cuda") for (batch,) in cpu] for _ in range(epochs)]  # staged before any delay
+    return make(device="cuda:0"), expected if epochs > 1 else expected[0]
 
 
 def mismatches_with_late_copies(loader, expected, stream_for=None) -> int:
@@ -168,9 +170,8 @@ def test_the_consumer_stream_waits_for_each_copy():
 
 
 def test_blocks_are_reused_only_after_the_consumer_is_done():
-    loader, expected = delayed_stream_loader()
-    assert mismatches_with_a_slow_consumer(loader, expected) == 0
-    for _ in range(3):  # pooled blocks, reused across epochs
+    loader, epochs = delayed_stream_loader(epochs=4)
+    for expected in epochs:  # pooled blocks, reused across epochs
         assert mismatches_with_a_slow_consumer(loader, expected) == 0
 
 

@@ -1,5 +1,7 @@
 #include "cuda_driver.hpp"
 
+#include "thread_pool.hpp"
+
 #include <dlfcn.h>
 
 #include <map>
@@ -99,7 +101,9 @@ PrimaryContext::Binding PrimaryContext::bind() const {
   driver_->check(driver_->ctx_get_current(&current), "cuCtxGetCurrent");
   if (current == context_) return Binding(*driver_, current, false);
   driver_->check(driver_->ctx_set_current(context_), "cuCtxSetCurrent");
-  return Binding(*driver_, current, true);
+  // A gather thread keeps the context current: it runs only our work, and setting the
+  // context twice per driver call would serialise every copy on the driver's lock.
+  return Binding(*driver_, current, !ThreadPool::on_worker_thread());
 }
 
 }  // namespace pyloader

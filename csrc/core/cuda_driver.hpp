@@ -15,7 +15,8 @@
 //     success into a CudaError naming the call and the driver's message.
 //   * PrimaryContext retains a device's primary context for its lifetime; bind() makes
 //     it current on the calling thread for the life of the returned Binding, which then
-//     restores the thread's previous context. Driver calls need a current context, and
+//     restores the thread's previous context (a ThreadPool worker keeps it current:
+//     such threads run only pyloader's work). Driver calls need a current context, and
 //     the caller's thread (whose current context is torch's current device) must be
 //     left as it was. In a forked child nothing is released: the child cannot use the
 //     parent's CUDA state at all.

@@ -26,8 +26,10 @@ namespace pyloader {
 
 class DeviceStaging {
  public:
-  // Idle bytes each pool keeps for reuse at most (beyond a few blocks).
-  static constexpr std::size_t kMaxIdleBytes = std::size_t{256} << 20;
+  // Idle bytes each pool keeps for reuse at most (beyond a few blocks): enough for a
+  // prefetch depth of large batches, since freeing and allocating pinned or device
+  // memory takes milliseconds and stalls the device.
+  static constexpr std::size_t kMaxIdleBytes = std::size_t{1} << 30;
 
   DeviceStaging(std::shared_ptr<const CudaDriver> driver, int ordinal);
   DeviceStaging(const DeviceStaging&) = delete;

@@ -30,8 +30,12 @@ bool FencedPool::done(const std::shared_ptr<const CopyFence>& fence) noexcept {
 std::shared_ptr<FencedPool::Lease> FencedPool::acquire(std::size_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // Only the oldest fitting block's fence is asked: blocks come back with fences of
+    // one stream in order, so when the oldest is not done the later ones are not
+    // either, and one query per batch keeps the driver calls off the hot path.
     for (auto idle = idle_.begin(); idle != idle_.end(); ++idle) {
-      if (idle->block.bytes < bytes || !done(idle->after)) continue;
+      if (idle->block.bytes < bytes) continue;
+      if (!done(idle->after)) break;
       const Block block = idle->block;
       idle_bytes_ -= block.bytes;
       idle_.erase(idle);
@@ -66,14 +70,10 @@ void FencedPool::release(const Block& block, std::shared_ptr<const CopyFence> af
     // Free the oldest finished blocks while over the budget (they fit the fewest
     // later batches when sizes grow, and freeing device memory stalls the device, so
     // only surplus goes).
-    for (auto idle = idle_.begin(); idle != idle_.end() && idle_.size() > kMinIdle && idle_bytes_ > max_idle_bytes_;) {
-      if (!done(idle->after)) {
-        ++idle;
-        continue;
-      }
-      idle_bytes_ -= idle->block.bytes;
-      surplus.push_back(idle->block);
-      idle = idle_.erase(idle);
+    while (idle_.size() > kMinIdle && idle_bytes_ > max_idle_bytes_ && done(idle_.front().after)) {
+      idle_bytes_ -= idle_.front().block.bytes;
+      surplus.push_back(idle_.front().block);
+      idle_.erase(idle_.begin());
     }
   } catch (...) {
     return;  // out of memory for the idle list: the block is leaked, never misused

@@ -9,9 +9,9 @@
 //   * A FencedPool owns its idle blocks and frees them (through `Memory::free`) when
 //     it is destroyed; a block handed out is owned by its PooledBlock, which keeps the
 //     pool alive and returns the block when destroyed, on whichever thread drops it.
-//   * acquire(bytes) reuses the idle block of at least `bytes` that was returned
-//     first among those whose fence is done, or allocates (throwing what
-//     Memory::allocate throws).
+//   * acquire(bytes) reuses the idle block of at least `bytes` that was returned first,
+//     if its fence is done, or allocates (throwing what Memory::allocate throws): the
+//     pool grows to what the streams keep busy rather than wait.
 //   * Idle blocks are kept while there are at most kMinIdle of them or they hold at
 //     most max_idle_bytes; beyond that, returned blocks whose fence is done are freed.
 //   * Thread-safe. In a forked child nothing is freed or reused: the parent's device
@@ -40,7 +40,7 @@ class FencedPool : public std::enable_shared_from_this<FencedPool> {
     std::function<Block(std::size_t bytes)> allocate;
     std::function<void(const Block& block)> free;
   };
-  static constexpr std::size_t kMinIdle = 4;
+  static constexpr std::size_t kMinIdle = 8;
 
   static std::shared_ptr<FencedPool> create(Memory memory, std::size_t max_idle_bytes);
   ~FencedPool();

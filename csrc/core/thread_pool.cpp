@@ -1,6 +1,13 @@
 #include "thread_pool.hpp"
 
 namespace pyloader {
+namespace {
+
+thread_local bool worker_thread = false;
+
+}  // namespace
+
+bool ThreadPool::on_worker_thread() noexcept { return worker_thread; }
 
 ThreadPool::ThreadPool(std::size_t num_threads)
     : size_(num_threads == 0 ? 1 : num_threads), state_(std::make_unique<State>()) {
@@ -34,6 +41,7 @@ void ThreadPool::submit(std::function<void()> task) {
 }
 
 void ThreadPool::run_worker(State& state) {
+  worker_thread = true;
   for (;;) {
     std::function<void()> task;
     {

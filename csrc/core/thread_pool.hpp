@@ -35,6 +35,10 @@ class ThreadPool {
 
   void submit(std::function<void()> task);
   std::size_t size() const noexcept { return size_; }
+  // Whether the calling thread is a worker of some ThreadPool: such a thread runs only
+  // pyloader's tasks, so per-thread state it sets (a current CUDA context) need not be
+  // restored for anyone else.
+  static bool on_worker_thread() noexcept;
 
  private:
   // Everything the workers touch, on the heap so a forked child can leak it whole.
