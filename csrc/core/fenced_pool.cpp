@@ -73,7 +73,7 @@ void FencedPool::release(const Block& block, std::shared_ptr<const CopyFence> af
     while (idle_.size() > kMinIdle && idle_bytes_ > max_idle_bytes_ && done(idle_.front().after)) {
       idle_bytes_ -= idle_.front().block.bytes;
       surplus.push_back(idle_.front().block);
-      idle_.erase(idle_.begin());
+      idle_.pop_front();
     }
   } catch (...) {
     return;  // out of memory for the idle list: the block is leaked, never misused

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstddef>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -65,7 +66,7 @@ class FencedPool : public std::enable_shared_from_this<FencedPool> {
   Memory memory_;
   std::size_t max_idle_bytes_;
   mutable std::mutex mutex_;
-  std::vector<Idle> idle_;  // oldest first
+  std::deque<Idle> idle_;  // oldest first
   std::size_t idle_bytes_ = 0;
   std::size_t allocations_ = 0;
   ProcessOwner owner_;

@@ -5,7 +5,9 @@
 // count the parent's waiters (destroying it can block forever), and joining a thread
 // is undefined. Objects that own threads or synchronisation state consult this in
 // their destructors and, in a child, deliberately leak that state instead of touching
-// it. Cheap (one getpid per call); copyable; thread-safe.
+// it. Cheap: the process id is cached and refreshed in the child by a fork handler, so
+// a check is a load, not a system call (the hot path asks several times per batch);
+// copyable; thread-safe.
 #pragma once
 
 #include <sys/types.h>
@@ -13,10 +15,13 @@
 
 namespace pyloader {
 
+// This process's id, as of the last fork.
+pid_t current_process_id() noexcept;
+
 class ProcessOwner {
  public:
-  ProcessOwner() noexcept : pid_(::getpid()) {}
-  bool is_current() const noexcept { return ::getpid() == pid_; }
+  ProcessOwner() noexcept : pid_(current_process_id()) {}
+  bool is_current() const noexcept { return current_process_id() == pid_; }
 
  private:
   pid_t pid_;
