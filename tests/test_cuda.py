@@ -118,7 +118,8 @@ def test_stress_hold_drop_and_gpu_work_between_batches():
 # the comparison) is the stream ordering the loader sets up. tests/cuda_controls.py runs
 # the same checks with the loader handed the wrong stream, where they must fail.
 
-ROWS, WIDTH, BATCH = 16384, 16, 256
+# An epoch of 512 batches, several times the prefetch depth: blocks are reused within it.
+ROWS, WIDTH, BATCH = 131072, 16, 256
 SLEEP_CYCLES = 50_000_000  # ~25 ms of one SM at ~2 GHz
 
 
@@ -157,7 +158,7 @@ def mismatches_with_a_slow_consumer(loader, expected, stream_for=None) -> int:
     if stream_for is not None:
         iterator._consumer_stream = stream_for
     for (batch,), want in zip(iterator, expected, strict=True):
-        torch.cuda._sleep(SLEEP_CYCLES // 50)  # the consumer's stream runs behind
+        torch.cuda._sleep(SLEEP_CYCLES // 50)  # the consumer's stream runs ~0.5 ms a batch behind
         errors += (batch != want).sum()
         del batch  # its block goes back to the pool now, on the host
     torch.cuda.synchronize()
@@ -170,7 +171,7 @@ def test_the_consumer_stream_waits_for_each_copy():
 
 
 def test_blocks_are_reused_only_after_the_consumer_is_done():
-    loader, epochs = delayed_stream_loader(epochs=4)
+    loader, epochs = delayed_stream_loader(epochs=3)
     for expected in epochs:  # pooled blocks, reused across epochs
         assert mismatches_with_a_slow_consumer(loader, expected) == 0
 
@@ -181,7 +182,7 @@ def test_device_batches_on_a_side_stream():
     errors = torch.zeros((), dtype=torch.int64, device="cuda")
     with torch.cuda.stream(side):
         for (batch,), want in zip(loader, expected, strict=True):
-            torch.cuda._sleep(SLEEP_CYCLES // 100)
+            torch.cuda._sleep(SLEEP_CYCLES // 500)
             errors += (batch != want.to("cuda", non_blocking=True)).sum()
     torch.cuda.synchronize()
     assert int(errors) == 0
