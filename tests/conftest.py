@@ -114,3 +114,4 @@ def stand_in_cuda(stand_in_driver, monkeypatch):
     stand_in_driver.configure(delay_us=300)
     stand_in_driver.fail_pinning(False)
     stand_in_driver.host_waits(True)
+    stand_in_driver.fail_record(0)

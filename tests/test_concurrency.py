@@ -217,14 +217,23 @@ def test_fork_with_collates_in_flight():
     assert torch.cat([first, *rest]).tolist() == list(range(400))
 
 
-def test_a_failed_allocation_does_not_move_the_position(tmp_path):
+@pytest.mark.parametrize("through", ["positions", "a sampler over a reversed Subset"])
+def test_a_failed_allocation_does_not_move_the_position(tmp_path, through):
     # Batches are held so the pipeline must allocate new buffers; once address space
     # runs out, next() raises MemoryError, and after memory is freed the epoch goes on
-    # with the batch that was due: nothing is lost or repeated.
-    script = textwrap.dedent("""
-        import resource, numpy as np, pyloader
+    # with the batch that was due: nothing is lost or repeated (and a batch gathered
+    # again maps its rows through the Subset once, not twice).
+    if through == "positions":
+        dataset, sampler = "pyloader.ArrayDataset(rows)", "None"
+        expected = "list(range(0, 256, 16))"
+    else:
+        dataset = "torch.utils.data.Subset(pyloader.ArrayDataset(rows), list(range(255, -1, -1)))"
+        sampler, expected = "list(range(256))", "list(range(255, -1, -16))"
+    script = textwrap.dedent(f"""
+        import resource, numpy as np, torch, pyloader
         rows = np.repeat(np.arange(256, dtype=np.int64)[:, None], 1 << 16, axis=1)  # 512 KiB rows
-        loader = pyloader.DataLoader(pyloader.ArrayDataset(rows), batch_size=16, num_threads=1)
+        loader = pyloader.DataLoader({dataset}, batch_size=16, num_threads=1, sampler={sampler})
+        assert loader.uses_native_path
         iterator = iter(loader)
         held = [next(iterator) for _ in range(2)]
         with open("/proc/self/statm") as f:
@@ -243,7 +252,7 @@ def test_a_failed_allocation_does_not_move_the_position(tmp_path):
         del held
         rest = [int(b[0][0, 0]) for b in iterator]
         assert failures == 1, failures
-        assert first_rows + rest == list(range(0, 256, 16)), (first_rows, rest)
+        assert first_rows + rest == {expected}, (first_rows, rest)
         print("ok")
     """)
     # cwd away from the source tree, which `-c` would put first on sys.path

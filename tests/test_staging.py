@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,22 +66,25 @@ def test_device_batches_equal_cpu_batches_and_stay_intact(stand_in_cuda, tmp_pat
 
 def test_device_batches_lie_in_pooled_device_blocks(stand_in_cuda):
     data = np.arange(4000 * 8, dtype=np.float32).reshape(4000, 8)
-    stand_in_cuda.configure(delay_us=0)
     allocated = stand_in_cuda.allocations()
     loader = pyloader.DataLoader(pyloader.ArrayDataset(data, np.arange(4000)), batch_size=100, device=DEVICE)
-    features, labels = next(iter(loader))
+    iterator = iter(loader)
+    features, labels = next(iterator)
     # Both columns lie in one block of the driver's device memory (the stand-in's
     # cuMemAlloc, filled with 0xAB until a copy lands): the pipeline's copy wrote them.
     assert 0 < labels.data_ptr() - features.data_ptr() < 64 << 10
     assert torch.equal(features, torch.from_numpy(data[:100]))
-    del features, labels
-    first_epoch = stand_in_cuda.allocations() - allocated
-    for _ in range(3):
+    depth = iterator._depth
+    del features, labels, iterator  # closed with copies pending: let them land first
+    while stand_in_cuda.pending_copies():
+        time.sleep(0.001)
+    for _ in range(4):
         for _ in loader:
             pass
-        stand_in_cuda.synchronize()
-    # Blocks are pooled across epochs: an epoch allocates no more than the first did.
-    assert stand_in_cuda.allocations() - allocated <= 2 * first_epoch + 2
+    # The caller's stream is the host here, so every block is free again once its batch
+    # is dropped: the pools never hold more than a block per batch in flight, the one
+    # delivered and the one being dropped, of each kind, over all epochs (40 batches each).
+    assert stand_in_cuda.allocations() - allocated <= 2 * (depth + 2)
 
 
 @pytest.mark.parametrize("delay_us", [0, 3000])
@@ -240,6 +243,8 @@ def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
 
 
 def test_sigint_while_copies_pending(stand_in_cuda):
+    # Ctrl-C arriving with copies still queued (each waits up to 20 ms): the interrupt
+    # reaches the caller, and the loader's next epoch is whole.
     stand_in_cuda.configure(delay_us=20000)
     big = np.ones((64, 1 << 18), dtype=np.uint8)
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, device=DEVICE)
@@ -407,3 +412,85 @@ def test_cuda_in_a_forked_child_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
     with pytest.raises(RuntimeError, match="forked after CUDA was initialised.*spawn"):
         _staging.CudaBackend(torch.device("cuda", 0), copies=False)
+
+
+def test_each_loader_copies_on_a_stream_of_its_own(stand_in_cuda):
+    # Not one of the pool torch.cuda.Stream() hands out, which other components share.
+    data = np.arange(1000, dtype=np.int64)
+    created = stand_in_cuda.streams_created()
+    first = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    second = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    for loader in (first, second):
+        list(loader)
+    streams = {loader._staging.get(loader).backend.device_staging.copier.stream for loader in (first, second)}
+    assert len(streams) == 2 and 0 not in streams
+    assert stand_in_cuda.streams_created() - created == 2
+
+
+def test_host_waits_on_fences_sleep_instead_of_spinning(stand_in_cuda):
+    spinning = stand_in_cuda.spinning_events()
+    data = np.arange(20000, dtype=np.int64)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, shuffle=True, device=DEVICE)
+    for _ in range(2):
+        list(loader)
+    assert stand_in_cuda.spinning_events() == spinning  # every event blocking-sync
+
+
+def test_a_copy_that_cannot_be_fenced_is_finished_before_its_blocks_go(stand_in_cuda):
+    # The event after a copy fails to record while the copy is still queued (each
+    # waits up to 20 ms): its blocks may only be reused once it has run, so the copy
+    # stream is drained before the error is reported and the blocks go back.
+    stand_in_cuda.configure(delay_us=20000)
+    data = np.arange(64 * 4096, dtype=np.int64).reshape(64, 4096)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=8, device=DEVICE)
+    syncs = stand_in_cuda.stream_syncs()
+    stand_in_cuda.fail_record(1)
+    with pytest.raises(_core.CudaError, match="cuEventRecord failed"):
+        for _ in loader:
+            pass
+    assert stand_in_cuda.stream_syncs() == syncs + 1
+    stand_in_cuda.configure(delay_us=0)
+    assert torch.equal(torch.cat([b for (b,) in loader]), torch.from_numpy(data))
+
+
+def test_device_without_index_is_resolved_when_iteration_starts(stand_in_cuda, monkeypatch):
+    # SLURM and MPI launchers call torch.cuda.set_device(rank) after building loaders;
+    # building one neither initialises CUDA nor asks for the current device.
+    from pyloader import _staging
+
+    opened = []
+
+    def open_backend(device, copies):
+        opened.append(device)
+        return _staging.CudaBackend.__new__(_staging.CudaBackend)  # not started: nothing runs here
+
+    monkeypatch.setattr(_staging, "open_backend", open_backend)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+    def not_yet():
+        raise AssertionError("the current device was asked for while building the loader")
+
+    monkeypatch.setattr(torch.cuda, "current_device", not_yet)
+    monkeypatch.setattr(torch.cuda, "init", not_yet)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=5, device="cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # set_device(1), after building
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    staging = loader._staging.get(loader)  # as iteration starts
+    assert staging.device == torch.device("cuda", 1) and opened == [torch.device("cuda", 1)]
+
+
+def test_a_warning_raised_as_an_error_loses_no_batch(stand_in_cuda):
+    # The pinning-failure warning comes from next(); under warnings-as-errors it must
+    # leave the batch that was due first in line, not take it with it.
+    import warnings
+
+    stand_in_cuda.fail_pinning(True)
+    data = np.arange(1000, dtype=np.int64)
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, device=DEVICE)
+    iterator = iter(loader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match="pinned memory could not be allocated"):
+            next(iterator)
+    assert torch.equal(torch.cat([b for (b,) in iterator]), torch.from_numpy(data))
+    assert loader.state_dict()["batches_yielded"] == 10

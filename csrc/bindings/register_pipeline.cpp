@@ -2,8 +2,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
-#include <set>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "../core/batch_pipeline.hpp"
@@ -280,15 +281,14 @@ class PythonBatchPipeline {
   // already handed out stay valid.
   void close() {
     if (!pipeline_) return;
-    std::unique_lock<std::timed_mutex> idle(consumer_mutex_, std::try_to_lock);
-    if (idle.owns_lock()) final_stats_ = pipeline_->stats();  // else the caller in next() keeps them
+    if (consumer_thread_.load() != std::this_thread::get_id()) {  // not from inside this thread's own next()
+      std::unique_lock<std::timed_mutex> idle(consumer_mutex_, std::try_to_lock);
+      if (idle.owns_lock()) final_stats_ = pipeline_->stats();  // else the caller in next() keeps them
+    }
     std::shared_ptr<BatchPipeline> closing = std::move(pipeline_);
     const bool last = closing.use_count() == 1;  // the GIL keeps a Consumer from copying it meanwhile
     release_without_gil(closing);
-    if (last) {  // the pipeline is gone, and its copies done: nothing uses them
-      supplied_.clear();
-      host_tokens_.clear();
-    }
+    if (last) forget_supplied();  // the pipeline is gone: nothing uses them
   }
 
   // Either batches are gathered into host blocks from `host_allocator(nbytes)` (a
@@ -414,6 +414,7 @@ class PythonBatchPipeline {
       }
     }
     if (supplied_host_) top_up_supplies(pipeline);  // for the batch pop_front() enqueues
+    if (device_) warn_if_pinning_failed();  // before the batch is taken: an error here consumes nothing
     const std::uint64_t popped_before = pipeline.popped();
     GatheredBatch batch;
     try {
@@ -422,14 +423,32 @@ class PythonBatchPipeline {
       last_error_consumed_batch_ = pipeline.popped() != popped_before;
       throw;
     }
+    // From here the batch is out of the pipeline: a failure to hand it over is its outcome.
+    last_error_consumed_batch_ = true;
     largest_batch_bytes_ = std::max(largest_batch_bytes_, batch.bytes);
-    if (device_) return on_device(batch, reinterpret_cast<CuStream>(stream));
-    if (supplied_host_) return arrays_of(batch);
+    if (device_ || supplied_host_) {
+      py::object delivered = device_ ? py::object(on_device(batch, reinterpret_cast<CuStream>(stream)))
+                                     : arrays_of(batch);
+      last_error_consumed_batch_ = false;
+      return delivered;
+    }
     const MemoryOwner owner = std::move(batch.buffer);
-    return tensors_of(batch, owner, static_cast<std::byte*>(owner.get()), DLDevice{kDLCPU, 0});
+    py::list tensors = tensors_of(batch, owner, static_cast<std::byte*>(owner.get()), DLDevice{kDLCPU, 0});
+    last_error_consumed_batch_ = false;
+    return tensors;
   }
 
  private:
+  // The one warning that host blocks fell back to pageable memory.
+  void warn_if_pinning_failed() {
+    std::string reason;
+    if (!device_->take_pinning_failure(reason)) return;
+    const std::string message = "pinned memory could not be allocated (" + reason +
+                                "); batches are staged in pageable memory, and copies to the device are "
+                                "not asynchronous";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) throw py::error_already_set();
+  }
+
   // A device batch handed to the consumer's `stream`: the stream waits for the copy
   // (on the device), and the device block goes back to its pool once the work queued
   // on that stream by the time the batch's last tensor dies is done.
@@ -437,13 +456,6 @@ class PythonBatchPipeline {
     if (batch.fence) batch.fence->wait_on(stream);
     batch.device->release_after_work_on(device_->copier(), stream);
     batch.buffer.reset();  // its pinned block goes back to the pool, for reuse after the copy
-    std::string reason;
-    if (device_->take_pinning_failure(reason)) {
-      const std::string message = "pinned memory could not be allocated (" + reason +
-                                  "); batches are staged in pageable memory, and copies to the device are "
-                                  "not asynchronous";
-      if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) throw py::error_already_set();
-    }
     const MemoryOwner owner = std::move(batch.device);
     return tensors_of(batch, owner, static_cast<FencedPool::Lease*>(owner.get())->data(), device_location_);
   }
@@ -453,7 +465,6 @@ class PythonBatchPipeline {
   // (values, lengths, mask).
   py::list tensors_of(const GatheredBatch& batch, const MemoryOwner& owner, std::byte* base, DLDevice device) const {
     const auto rows = static_cast<std::int64_t>(batch.rows);
-    const DLDevice host = device;
     py::list columns(output_.size());
     std::vector<std::int64_t> shape;
     for (std::size_t k = 0; k < output_.size(); ++k) {
@@ -461,7 +472,7 @@ class PythonBatchPipeline {
       shape.assign(1, rows);
       if (!output_[k].ragged) {
         shape.insert(shape.end(), trailing_shapes_[c].begin(), trailing_shapes_[c].end());
-        columns[k] = make_tensor_(owner, base + batch.column_offsets[c], host, dl_dtypes_[c], shape);
+        columns[k] = make_tensor_(owner, base + batch.column_offsets[c], device, dl_dtypes_[c], shape);
         continue;
       }
       const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
@@ -473,10 +484,10 @@ class PythonBatchPipeline {
         shape.assign(1, width);
       }
       shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
-      py::object values = make_tensor_(owner, base + offsets[0], host, ragged_dl_dtypes_[c], shape);
-      py::object lengths = make_tensor_(owner, base + offsets[1], host, kInt64, {rows});
+      py::object values = make_tensor_(owner, base + offsets[0], device, ragged_dl_dtypes_[c], shape);
+      py::object lengths = make_tensor_(owner, base + offsets[1], device, kInt64, {rows});
       py::object mask = py::none();
-      if (padded && masked_[c]) mask = make_tensor_(owner, base + offsets[2], host, kBool, {rows, width});
+      if (padded && masked_[c]) mask = make_tensor_(owner, base + offsets[2], device, kBool, {rows, width});
       columns[k] = py::make_tuple(values, lengths, mask);
     }
     return columns;
@@ -491,7 +502,6 @@ class PythonBatchPipeline {
     StagedBuffer staged;
     staged.address = reinterpret_cast<std::uintptr_t>(base);
     staged.host = take_supplied(batch.host_token);
-    host_tokens_.erase(batch.host_token);
     staged.keep_alive = capsule;
     const py::object owner = py::cast(std::move(staged));
     const auto rows = static_cast<py::ssize_t>(batch.rows);
@@ -539,18 +549,20 @@ class PythonBatchPipeline {
           if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
       }
+      owner_.consumer_thread_.store(std::this_thread::get_id());
       pipeline_ = owner_.pipeline_;
-      if (!pipeline_) throw py::value_error("the pipeline is closed");
+      if (!pipeline_) {
+        owner_.consumer_thread_.store(std::thread::id());
+        throw py::value_error("the pipeline is closed");
+      }
     }
     ~Consumer() {
+      owner_.consumer_thread_.store(std::thread::id());
       if (pipeline_ && pipeline_ != owner_.pipeline_) {  // closed meanwhile: the last user lets it go
         owner_.final_stats_ = pipeline_->stats();
         const bool last = pipeline_.use_count() == 1;
         release_without_gil(pipeline_);
-        if (last) {  // as close() would have (this thread holds the GIL)
-          owner_.supplied_.clear();
-          owner_.host_tokens_.clear();
-        }
+        if (last) owner_.forget_supplied();  // as close() would have (this thread holds the GIL)
       }
     }
     Consumer(const Consumer&) = delete;
@@ -588,22 +600,19 @@ class PythonBatchPipeline {
     if (!supplied_host_) return;
     const std::size_t bytes = expected_batch_bytes(pipeline);
     if (bytes == 0) return;
-    const std::size_t depth = pipeline.max_in_flight();
-    if (host_blocks_) {
-      // Batches take their blocks when a gather thread claims them, which may be long
-      // after they were requested: one block for every batch the pipeline may hold,
-      // counting those its batches hold already, and one more.
-      for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) forget_host_block(token);
-      while (host_tokens_.size() < depth + 1 && supply(*host_blocks_, host_allocator_, bytes)) {
-      }
+    // Batches take their blocks when a gather thread claims them, which may be long
+    // after they were requested: one block for every batch the pipeline may hold,
+    // counting those its batches hold already, and one more.
+    for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
+    while (supplied_.size() < pipeline.max_in_flight() + 1 && supply_host_block(bytes)) {
     }
   }
 
-  // One block from `allocator`, recorded under a new token; nothing when it declined
-  // (returned None).
-  std::optional<SuppliedBlock> allocate(const py::object& allocator, std::size_t bytes) {
-    py::object tensor = allocator(bytes);
-    if (tensor.is_none()) return std::nullopt;
+  // One block from the host allocator, supplied to the pipeline under a new token;
+  // false when the allocator declined (returned None).
+  bool supply_host_block(std::size_t bytes) {
+    py::object tensor = host_allocator_(bytes);
+    if (tensor.is_none()) return false;
     const auto address = tensor.attr("data_ptr")().cast<std::uintptr_t>();
     const auto size = tensor.attr("nbytes").cast<std::size_t>();
     if (size < bytes) {
@@ -612,21 +621,11 @@ class PythonBatchPipeline {
     }
     const std::uint64_t token = next_token_++;
     supplied_.emplace(token, std::move(tensor));
-    return SuppliedBlock{reinterpret_cast<std::byte*>(address), size, token};
-  }
-
-  bool supply(SuppliedBlocks& blocks, const py::object& allocator, std::size_t bytes) {
-    std::optional<SuppliedBlock> block = allocate(allocator, bytes);
-    if (!block) return false;
-    if (&blocks == host_blocks_.get()) host_tokens_.insert(block->token);
-    blocks.supply(*block);
+    host_blocks_->supply(SuppliedBlock{reinterpret_cast<std::byte*>(address), size, token});
     return true;
   }
 
-  void forget_host_block(std::uint64_t token) {
-    supplied_.erase(token);
-    host_tokens_.erase(token);
-  }
+  void forget_supplied() { supplied_.clear(); }
 
   py::object take_supplied(std::uint64_t token) {
     if (token == 0) return py::none();
@@ -638,6 +637,7 @@ class PythonBatchPipeline {
   }
 
   std::timed_mutex consumer_mutex_;
+  std::atomic<std::thread::id> consumer_thread_{};  // the thread holding consumer_mutex_, if any
   PipelineStats final_stats_;  // the counters as the pipeline closed
   bool last_error_consumed_batch_ = false;  // written by next() under the consumer lock
   bool supplied_host_ = false;  // batches are gathered into supplied host blocks
@@ -645,8 +645,7 @@ class PythonBatchPipeline {
   py::object host_allocator_;
   std::shared_ptr<DeviceStaging> device_;  // batches are delivered on this device
   DLDevice device_location_{kDLCUDA, 0};
-  std::map<std::uint64_t, py::object> supplied_;  // token -> tensor, until delivered; outlives pipeline_
-  std::set<std::uint64_t> host_tokens_;  // the host blocks among them
+  std::map<std::uint64_t, py::object> supplied_;  // token -> host tensor, until delivered; outlives pipeline_
   std::uint64_t next_token_ = 1;
   std::uint64_t expected_rows_ = 0;
   std::size_t largest_batch_bytes_ = 0;

@@ -24,7 +24,7 @@ std::size_t align_up(std::size_t value, std::size_t alignment) {
 
 struct BatchPipeline::Slot {
   std::vector<std::int64_t> indices;
-  std::optional<IndexOrder> order;  // set for position requests; indices computed by fill()
+  std::optional<IndexOrder> order;  // set for position requests (then `indices` stays empty)
   std::uint64_t first_position = 0;
   bool read_ahead = false;  // its rows' blocks were read ahead: copied from the mapping
   std::vector<std::size_t> column_offsets;
@@ -219,6 +219,17 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
   }
 }
 
+void BatchPipeline::wake_for_queued() {
+  {
+    std::lock_guard<std::mutex> lock(sync_->mutex);
+    if (sync_->drainers > 0 || sync_->queued.empty()) return;
+    ++sync_->drainers;
+    ++sync_->tasks_outstanding;
+  }
+  if (counting_) wakeups_.fetch_add(1, std::memory_order_relaxed);
+  submit_drainer();
+}
+
 void BatchPipeline::submit_drainer() {
   try {
     pool_->submit([this] { drain(); });
@@ -285,16 +296,22 @@ PipelineStats BatchPipeline::stats() const noexcept {
 
 void BatchPipeline::fill(Slot& slot) noexcept {
   try {
+    // The batch's column rows, in a per-thread buffer: the request itself stays as it
+    // was asked, so that a batch gathered again (after running out of memory) maps
+    // its rows once, not twice.
+    thread_local std::vector<std::int64_t> rows;
     if (slot.order) {
-      slot.indices.resize(slot.rows);
-      slot.order->fill(slot.first_position, slot.rows, slot.indices.data());
+      rows.resize(slot.rows);
+      slot.order->fill(slot.first_position, slot.rows, rows.data());
+    } else {
+      rows.assign(slot.indices.begin(), slot.indices.end());
     }
     if (row_map_) {
-      for (std::int64_t& index : slot.indices) index = row_map_->rows[index];
+      for (std::int64_t& index : rows) index = row_map_->rows[index];
     }
     // Per thread, so the sort workspace is allocated once per thread, not per batch.
     thread_local ReadPlan plan;
-    plan_reads(slot.indices.data(), slot.rows, plan);
+    plan_reads(rows.data(), slot.rows, plan);
     thread_local std::vector<char> read_explicitly;
     read_explicitly.assign(columns_.size(), 0);
     CopyJob job{this, &slot, &plan};
@@ -489,15 +506,18 @@ void BatchPipeline::locate_ragged(void* job_pointer) {
 }
 
 void BatchPipeline::allocate_fixed(Slot& slot) {
-  std::size_t batch_bytes = 0;
   slot.column_offsets.clear();
-  slot.column_offsets.reserve(columns_.size());
+  take_buffer(slot, fixed_layout(slot.rows, &slot.column_offsets));
+}
+
+std::size_t BatchPipeline::fixed_layout(std::uint64_t rows, std::vector<std::size_t>* offsets) const {
+  std::size_t bytes = 0;
   for (const Column& column : columns_) {
-    batch_bytes = align_up(batch_bytes, kColumnAlignment);
-    slot.column_offsets.push_back(batch_bytes);
-    batch_bytes += slot.rows * static_cast<std::size_t>(column.output_row_bytes());
+    bytes = align_up(bytes, kColumnAlignment);
+    if (offsets) offsets->push_back(bytes);
+    bytes += rows * static_cast<std::size_t>(column.output_row_bytes());
   }
-  take_buffer(slot, batch_bytes);
+  return bytes;
 }
 
 void BatchPipeline::allocate_ragged(Slot& slot) {
@@ -560,6 +580,9 @@ void BatchPipeline::stage_to_device(Slot& slot) noexcept {
     device->release_after(slot.fence);  // unless delivered: then after the consumer's work
     slot.host_lease->release_after(slot.fence);
     slot.device_lease = std::move(device);
+  } catch (const std::bad_alloc&) {
+    slot.error = std::current_exception();  // device memory ran out: gathered again later
+    slot.retry = true;
   } catch (...) {
     slot.error = std::current_exception();
   }
@@ -572,12 +595,7 @@ void BatchPipeline::set_staging(Staging staging) {
 }
 
 std::size_t BatchPipeline::fixed_batch_bytes(std::uint64_t rows) const {
-  if (!ragged_.empty()) return 0;
-  std::size_t bytes = 0;
-  for (const Column& column : columns_) {
-    bytes = align_up(bytes, kColumnAlignment) + rows * static_cast<std::size_t>(column.output_row_bytes());
-  }
-  return bytes;
+  return ragged_.empty() ? fixed_layout(rows, nullptr) : 0;
 }
 
 bool BatchPipeline::front_ready() const noexcept {
@@ -589,6 +607,7 @@ bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   if (front_ready()) return true;
   front_waited_ = true;
   const auto start = counting_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  wake_for_queued();  // too few requests queued to have woken one (the end of a schedule)
   // Gathering a queued batch here beats sleeping: on a machine with few cores the
   // consumer's idle time is a large share of the CPU, and a wake-up costs microseconds.
   while (!front_ready() && help_one()) {

@@ -21,9 +21,9 @@
 //     gather failed is rethrown by pop_front() with its original exception type.
 //   * A failed pop_front() never moves the position: either the oldest batch is
 //     returned, or it stays first in line (its own gather error aside, which is that
-//     batch's outcome and consumes it). Running out of memory while gathering is not
-//     the batch's outcome: pop_front() throws std::bad_alloc and the batch is gathered
-//     again by the next call.
+//     batch's outcome and consumes it). Running out of memory while gathering (host
+//     or device memory) is not the batch's outcome: pop_front() throws std::bad_alloc
+//     and the batch is gathered again by the next call.
 //   * Every per-batch step (order evaluation, sorting, buffer and block supply,
 //     gathering, the device copy) runs on the gathering thread. Requests queue up and
 //     pool threads drain them: a thread is woken only once a few requests are queued
@@ -212,6 +212,8 @@ class BatchPipeline {
   void top_up();
   void start(std::shared_ptr<Slot> slot);
   void submit_drainer();
+  // Starts a drainer when requests are queued and none runs.
+  void wake_for_queued();
   // A pool task: gathers queued requests, oldest first, until none is left.
   void drain() noexcept;
   // The one transition of a batch: claim it (unless another thread has), gather it,
@@ -239,6 +241,9 @@ class BatchPipeline {
   static void locate_ragged(void* job);
   // Lays out the batch's columns and takes its buffer (fixed-size columns only).
   void allocate_fixed(Slot& slot);
+  // The bytes of a batch of `rows` rows of the fixed-size columns, each column 64-byte
+  // aligned; appends each column's offset to `offsets` when given.
+  std::size_t fixed_layout(std::uint64_t rows, std::vector<std::size_t>* offsets) const;
   // Sizes the batch from its records' lengths and takes its buffer (ragged pipelines).
   void allocate_ragged(Slot& slot);
   bool help_one();  // gathers one queued batch on the calling thread, if any is left

@@ -81,6 +81,7 @@ struct CudaDriver {
 
 // CUresult values staging tells apart.
 constexpr CuResult kCudaSuccess = 0;
+constexpr CuResult kCudaErrorOutOfMemory = 2;
 constexpr CuResult kCudaErrorNotReady = 600;
 // cuStreamCreate / cuEventCreate flags.
 constexpr unsigned kCudaStreamNonBlocking = 1;

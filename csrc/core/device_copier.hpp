@@ -83,9 +83,6 @@ class DeviceCopier {
   DeviceCopier& operator=(const DeviceCopier&) = delete;
 
   std::shared_ptr<CopyFence> copy(CuDevicePtr destination, const void* source, std::size_t bytes) const;
-  // An event recorded on the copy stream now, for a consumer that needs a fence
-  // without a copy (a batch of zero bytes).
-  std::shared_ptr<CopyFence> mark() const { return record(stream_); }
   // An event recorded on `stream` now: done once the work queued there so far is.
   std::shared_ptr<CopyFence> record(CuStream stream) const;
 

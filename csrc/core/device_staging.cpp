@@ -50,7 +50,9 @@ DeviceStaging::DeviceStaging(std::shared_ptr<const CudaDriver> driver, int ordin
     bytes = whole_pages(bytes);
     const auto bound = context->bind();
     CuDevicePtr memory = 0;
-    context->driver().check(context->driver().mem_alloc(&memory, bytes), "cuMemAlloc");
+    const CuResult result = context->driver().mem_alloc(&memory, bytes);
+    if (result == kCudaErrorOutOfMemory) throw std::bad_alloc();  // a state to retry from, not the batch's fault
+    context->driver().check(result, "cuMemAlloc");
     return FencedPool::Block{reinterpret_cast<std::byte*>(memory), bytes, false};
   };
   device.free = [context](const FencedPool::Block& block) {

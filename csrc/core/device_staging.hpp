@@ -10,6 +10,8 @@
 //   * If pinned memory cannot be allocated (container limits, `ulimit -l`), host blocks
 //     fall back to pageable memory from then on; take_pinning_failure() reports that
 //     once (the copies then still run, synchronously for the host).
+//   * Device memory running out (CUDA_ERROR_OUT_OF_MEMORY) throws std::bad_alloc, which
+//     a pipeline treats as a batch to gather again, not as the batch's failure.
 //   * Thread-safe; blocks follow FencedPool's contract.
 #pragma once
 

@@ -30,12 +30,19 @@ bool FencedPool::done(const std::shared_ptr<const CopyFence>& fence) noexcept {
 std::shared_ptr<FencedPool::Lease> FencedPool::acquire(std::size_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    // Only the oldest fitting block's fence is asked: blocks come back with fences of
-    // one stream in order, so when the oldest is not done the later ones are not
-    // either, and one query per batch keeps the driver calls off the hot path.
+    // Only the oldest fitting block's fence is asked, one query per batch: blocks come
+    // back mostly in fence order, so when the oldest is not done the later ones are
+    // rarely done either. One that is not goes to the back, so that a block held up
+    // (a copy of a batch never delivered, on another stream) does not stop the others
+    // from being reused.
     for (auto idle = idle_.begin(); idle != idle_.end(); ++idle) {
       if (idle->block.bytes < bytes) continue;
-      if (!done(idle->after)) break;
+      if (!done(idle->after)) {
+        Idle waiting = std::move(*idle);
+        idle_.erase(idle);
+        idle_.push_back(std::move(waiting));
+        break;
+      }
       const Block block = idle->block;
       idle_bytes_ -= block.bytes;
       idle_.erase(idle);

@@ -10,8 +10,9 @@
 //     it is destroyed; a block handed out is owned by its PooledBlock, which keeps the
 //     pool alive and returns the block when destroyed, on whichever thread drops it.
 //   * acquire(bytes) reuses the idle block of at least `bytes` that was returned first,
-//     if its fence is done, or allocates (throwing what Memory::allocate throws): the
-//     pool grows to what the streams keep busy rather than wait.
+//     if its fence is done (else that block moves to the back of the line), or
+//     allocates (throwing what Memory::allocate throws): the pool grows to what the
+//     streams keep busy rather than wait.
 //   * Idle blocks are kept while there are at most kMinIdle of them or they hold at
 //     most max_idle_bytes; beyond that, returned blocks whose fence is done are freed.
 //   * Thread-safe. In a forked child nothing is freed or reused: the parent's device

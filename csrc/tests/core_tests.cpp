@@ -506,7 +506,7 @@ void staging_uses_supplied_blocks_and_copies_to_the_device() {
         if (!device && position < 4 * batch_rows) supply();
       }
       if (!device) CHECK(supplied_used >= 4);
-    }  // destroyed with copies pending: their blocks are reused only once the copies are done
+    }  // destroyed with copies pending (run under the sanitizers by tests/test_core_cpp.py)
   }
 }
 

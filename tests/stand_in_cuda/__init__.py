@@ -33,6 +33,9 @@ class StandInDriver:
         self._library.stand_in_configure.argtypes = [ctypes.c_int, ctypes.c_long]
         self._library.stand_in_allocations.restype = ctypes.c_long
         self._library.stand_in_live_allocations.restype = ctypes.c_long
+        for name in ("streams_created", "pending_copies", "spinning_events", "stream_syncs"):
+            getattr(self._library, f"stand_in_{name}").restype = ctypes.c_long
+        self._library.stand_in_fail_record.argtypes = [ctypes.c_long]
 
     def configure(self, delay_us: int = 300, fail_after: int = 0) -> None:
         self._library.stand_in_configure(delay_us, fail_after)
@@ -62,6 +65,25 @@ class StandInDriver:
     def host_waits(self, waits: bool) -> None:
         """Whether the caller's (legacy) stream is the host: its waits block the caller."""
         self._library.stand_in_host_waits(int(waits))
+
+    def streams_created(self) -> int:
+        return self._library.stand_in_streams_created()
+
+    def pending_copies(self) -> int:
+        """Copies queued on a stream and not yet run."""
+        return self._library.stand_in_pending_copies()
+
+    def stream_syncs(self) -> int:
+        """cuStreamSynchronize calls so far."""
+        return self._library.stand_in_stream_syncs()
+
+    def spinning_events(self) -> int:
+        """Events created without CU_EVENT_BLOCKING_SYNC (a host wait on them spins)."""
+        return self._library.stand_in_spinning_events()
+
+    def fail_record(self, after: int) -> None:
+        """The after-th cuEventRecord from now fails (0: none)."""
+        self._library.stand_in_fail_record(after)
 
     def synchronize(self) -> None:
         """Waits for the work queued on the caller's (legacy) stream."""

@@ -17,7 +17,9 @@
 // stand_in_live_events(), stand_in_calls_without_context(), stand_in_allocations(),
 // stand_in_live_allocations(); stand_in_fail_pinning(1) makes cuMemHostAlloc fail;
 // stand_in_host_waits(0) makes the legacy stream asynchronous (stand_in_synchronize()
-// then waits for it).
+// then waits for it); stand_in_fail_record(n) makes the n-th cuEventRecord from now
+// fail. Also counted: stand_in_streams_created(), stand_in_pending_copies() (queued,
+// not yet run), stand_in_spinning_events() (created without CU_EVENT_BLOCKING_SYNC).
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -53,9 +55,17 @@ std::atomic<long> allocations{0};       // device and pinned blocks allocated so
 std::atomic<long> live_allocations{0};  // not yet freed
 std::atomic<bool> fail_pinning{false};
 // Whether work on the legacy stream (handle 0) is the host's: a wait queued there
-// blocks the caller, as if the consumer ran on the host right after. Off, the legacy
+// blocks the caller, and an event recorded there is complete at once, as if the
+// consumer ran on the host. Off, the legacy
 // stream is a stream like the others, and stand_in_synchronize() drains it.
 std::atomic<bool> host_waits{true};
+std::atomic<long> streams_created{0};
+std::atomic<long> pending_copies{0};   // queued and not yet run
+std::atomic<long> spinning_events{0};  // created without CU_EVENT_BLOCKING_SYNC
+std::atomic<long> records{0};
+std::atomic<long> stream_syncs{0};  // cuStreamSynchronize calls
+long fail_record = -1;
+constexpr unsigned kEventBlockingSync = 1;
 int contexts[16];  // the primary contexts' identities
 thread_local void* current_context = nullptr;
 
@@ -179,6 +189,7 @@ Result cuCtxSetCurrent(void* context) {
 Result cuStreamCreate(void** stream, unsigned) {
   if (Result r = needs_context()) return r;
   *stream = new Stream();
+  ++streams_created;
   return kSuccess;
 }
 
@@ -194,16 +205,19 @@ Result cuMemcpyHtoDAsync_v2(unsigned long long destination, const void* source, 
   if (number == fail_copy) return kInvalidValue;
   if (destination == 0 || source == nullptr) return kInvalidValue;
   const int delay = random_delay_us();
+  ++pending_copies;
   stream_of(stream).push([=] {
     std::this_thread::sleep_for(std::chrono::microseconds(delay));
     std::memcpy(reinterpret_cast<void*>(destination), source, bytes);
     bytes_copied += static_cast<long long>(bytes);
+    --pending_copies;
   });
   return kSuccess;
 }
 
 Result cuStreamSynchronize(void* handle) {
   if (Result r = needs_context()) return r;
+  ++stream_syncs;
   auto done = std::make_shared<Event>();
   stream_of(handle).push([done] {
     {
@@ -254,10 +268,11 @@ Result cuMemFreeHost(void* pointer) {
   return kSuccess;
 }
 
-Result cuEventCreate(void** event, unsigned) {
+Result cuEventCreate(void** event, unsigned flags) {
   if (Result r = needs_context()) return r;
   *event = new EventHandle();
   ++live_events;
+  if ((flags & kEventBlockingSync) == 0) ++spinning_events;
   return kSuccess;
 }
 
@@ -270,11 +285,16 @@ Result cuEventDestroy_v2(void* event) {
 
 Result cuEventRecord(void* handle, void* stream) {
   if (Result r = needs_context()) return r;
+  if (++records == fail_record) return kInvalidValue;
   std::shared_ptr<Event> event = event_of(handle);
   long number;
   {
     std::lock_guard<std::mutex> lock(event->mutex);
     number = ++event->recorded;
+    if (stream == nullptr && host_waits) {  // the host's work so far is done
+      event->completed = number;
+      return kSuccess;
+    }
   }
   stream_of(stream).push([event, number] {
     {
@@ -354,6 +374,11 @@ long stand_in_allocations() { return allocations.load(); }
 long stand_in_live_allocations() { return live_allocations.load(); }
 void stand_in_fail_pinning(int fail) { fail_pinning = fail != 0; }
 void stand_in_host_waits(int waits) { host_waits = waits != 0; }
+long stand_in_streams_created() { return streams_created.load(); }
+long stand_in_pending_copies() { return pending_copies.load(); }
+long stand_in_stream_syncs() { return stream_syncs.load(); }
+long stand_in_spinning_events() { return spinning_events.load(); }
+void stand_in_fail_record(long after) { fail_record = after > 0 ? records.load() + after : -1; }
 void stand_in_synchronize() {  // the host waits for all work queued on the legacy stream
   auto done = std::make_shared<Event>();
   legacy_stream().push([done] {
