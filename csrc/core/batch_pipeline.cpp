@@ -244,8 +244,9 @@ void BatchPipeline::submit_drainer() {
 }
 
 void BatchPipeline::drain() noexcept {
+  std::vector<std::shared_ptr<Slot>> taken;
   for (;;) {
-    std::shared_ptr<Slot> slot;
+    taken.clear();
     {
       std::lock_guard<std::mutex> lock(sync_->mutex);
       if (sync_->queued.empty() || sync_->cancelled.load(std::memory_order_relaxed)) {
@@ -256,10 +257,19 @@ void BatchPipeline::drain() noexcept {
         sync_->completed.notify_all();
         return;
       }
-      slot = std::move(sync_->queued.front());
-      sync_->queued.pop_front();
+      // A share of what is queued, oldest first: one lock per share rather than per
+      // batch keeps the drainers and the consumer (which queues) from contending.
+      const std::size_t share = (sync_->queued.size() + sync_->drainers - 1) / sync_->drainers;
+      try {
+        for (std::size_t k = 0; k < share; ++k) {
+          taken.push_back(std::move(sync_->queued.front()));
+          sync_->queued.pop_front();
+        }
+      } catch (...) {
+        // Out of memory for the list: what was taken is gathered; the rest stays queued.
+      }
     }
-    gather_if_unclaimed(*slot);  // the consumer may have gathered it already
+    for (const auto& slot : taken) gather_if_unclaimed(*slot);  // the consumer may have gathered some
   }
 }
 
@@ -270,9 +280,14 @@ bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
     if (!slot.error && counting_) gathered_bytes_.fetch_add(slot.bytes, std::memory_order_relaxed);
     if (!slot.error && staging_.device) stage_to_device(slot);
   }
-  std::lock_guard<std::mutex> lock(sync_->mutex);
-  slot.state.store(Slot::kDone, std::memory_order_release);
-  sync_->completed.notify_all();
+  // A consumer waits only after announcing itself in `waiters`, then checks the slot
+  // (both sequentially consistent), so either it sees the slot done or this sees it
+  // waiting: the lock and the wake-up are paid only when someone waits.
+  slot.state.store(Slot::kDone, std::memory_order_seq_cst);
+  if (sync_->waiters.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(sync_->mutex);
+    sync_->completed.notify_all();
+  }
   return true;
 }
 
@@ -616,7 +631,11 @@ bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   if (!ready) {
     const Slot& front = *slots_.front();
     std::unique_lock<std::mutex> lock(sync_->mutex);
-    ready = sync_->completed.wait_for(lock, timeout, [&front] { return front.done(); });
+    sync_->waiters.fetch_add(1, std::memory_order_seq_cst);
+    ready = sync_->completed.wait_for(lock, timeout, [&front] {
+      return front.state.load(std::memory_order_seq_cst) == Slot::kDone;
+    });
+    sync_->waiters.fetch_sub(1, std::memory_order_relaxed);
   }
   if (counting_) {
     consumer_stats_.waited_ns += static_cast<std::uint64_t>(

@@ -214,7 +214,8 @@ class BatchPipeline {
   void submit_drainer();
   // Starts a drainer when requests are queued and none runs.
   void wake_for_queued();
-  // A pool task: gathers queued requests, oldest first, until none is left.
+  // A pool task: gathers queued requests, oldest first, a share at a time, until none
+  // is left.
   void drain() noexcept;
   // The one transition of a batch: claim it (unless another thread has), gather it,
   // mark it done and wake every waiter. False when another thread had claimed it.
@@ -294,6 +295,7 @@ class BatchPipeline {
     std::size_t drainers = 0;           // drain() tasks submitted and not yet returned
     std::deque<std::shared_ptr<Slot>> queued;  // requested, not yet taken by a drainer
     std::atomic<bool> cancelled{false};
+    std::atomic<int> waiters{0};  // consumers waiting on `completed` for a batch
   };
   std::unique_ptr<Sync> sync_;
   ProcessOwner owner_;
