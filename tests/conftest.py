@@ -1,3 +1,8 @@
+import contextlib
+import sys
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +37,36 @@ def assert_loaders_equal(ours, theirs):
     assert len(ours_batches) == len(their_batches)
     for a, e in zip(ours_batches, their_batches):
         assert_batches_equal(a, e)
+
+
+@contextlib.contextmanager
+def acting_once_inside(code, action):
+    """Runs `action()` once, from a helper thread, as soon as the calling thread is seen
+    executing `code` (a function's __code__, anywhere on its stack): the moment is chosen
+    by what the thread is doing, not by a clock racing it. Looking needs the GIL, so the
+    thread is seen either waiting inside a native call of that function (which released
+    the GIL) or between its bytecodes; both are inside `code`. Stops looking on exit."""
+    target = threading.get_ident()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            frame = sys._current_frames().get(target)
+            while frame is not None and frame.f_code is not code:
+                frame = frame.f_back
+            if frame is not None:
+                done.set()
+                action()
+                return
+            time.sleep(0.0002)  # how often to look, not a deadline
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import pyloader
 from pyloader import _core
-from conftest import assert_loaders_equal
+from conftest import acting_once_inside, assert_loaders_equal
 
 JOIN_TIMEOUT_S = 60
 
@@ -264,20 +264,22 @@ def test_a_failed_allocation_does_not_move_the_position(tmp_path, through):
 def test_iterator_closed_by_a_signal_handler_inside_next():
     import signal
 
+    from pyloader._native import NativeIterator
+
     big = np.zeros((64, 1 << 20), dtype=np.uint8)  # gathering a batch takes a while
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, num_threads=1)
     for _ in range(5):
         iterator = iter(loader)
         previous = signal.signal(signal.SIGALRM, lambda *_: iterator.close())
         try:
-            signal.setitimer(signal.ITIMER_REAL, 0.002)
-            try:
-                for _ in iterator:  # must end (StopIteration or an error), never hang
+            # The handler runs on this thread, inside next(), as it waits.
+            with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGALRM)):
+                try:
+                    for _ in iterator:  # must end (StopIteration or an error), never hang
+                        pass
+                except (ValueError, RuntimeError):
                     pass
-            except (ValueError, RuntimeError):
-                pass
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         with pytest.raises(StopIteration):
             next(iterator)

@@ -3,7 +3,6 @@
 import gc
 import os
 import signal
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from conftest import assert_fork_mid_epoch_continues, native_thread_count
+from conftest import acting_once_inside, assert_fork_mid_epoch_continues, native_thread_count
 
 
 def rss_bytes():
@@ -115,18 +114,17 @@ def test_keyboard_interrupt_mid_epoch_then_reuse(dataset):
 
 
 def test_sigint_while_waiting_raises_keyboard_interrupt():
-    # A batch big enough that gathering it takes a while, interrupted from a thread.
+    # A batch big enough that gathering it takes a while; Ctrl-C arrives once the
+    # caller is inside next() (almost always waiting for the gather there).
+    from pyloader._native import NativeIterator
+
     big = np.zeros((64, 1 << 20), dtype=np.uint8)  # 64 MiB
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=64, num_threads=1)
     iterator = iter(loader)
-    timer = threading.Timer(0.001, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
+    with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
         with pytest.raises(KeyboardInterrupt):
-            for _ in range(200):
+            for _ in range(100000):  # ends by the interrupt
                 next(iter(loader))
-    finally:
-        timer.cancel()
     assert next(iterator)[0].shape == (64, 1 << 20)
 
 
@@ -142,18 +140,20 @@ def test_worker_processes_fork_cleanly_after_native_use(dataset):
 
 
 def test_close_from_another_thread_while_next_waits():
+    from pyloader._native import NativeIterator
+
     big = np.zeros((64, 1 << 20), dtype=np.uint8)
     for _ in range(20):
         loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=32, num_threads=1)
         iterator = iter(loader)
-        closer = threading.Timer(0.0005, iterator.close)
-        closer.start()
-        try:
-            for _ in iterator:
-                pass
-        except (ValueError, RuntimeError):
-            pass  # closed under our feet: an exception, never a crash
-        closer.join()
+        with acting_once_inside(NativeIterator.__next__.__code__, iterator.close):
+            try:
+                for _ in iterator:
+                    pass
+            except (ValueError, RuntimeError):
+                pass  # closed under our feet: an exception, never a crash
+        with pytest.raises(StopIteration):
+            next(iterator)
 
 
 def test_pipeline_closed_by_a_signal_handler_while_waiting():
@@ -164,13 +164,16 @@ def test_pipeline_closed_by_a_signal_handler_while_waiting():
     for _ in range(4):
         pipeline.enqueue_indices(list(range(16)))
     previous = signal.signal(signal.SIGALRM, lambda *_: pipeline.close())
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.001)
+
+    def take_all():
         for _ in range(4):
             try:
                 pipeline.next(0.0)
             except ValueError:
                 break
+
+    try:
+        with acting_once_inside(take_all.__code__, lambda: os.kill(os.getpid(), signal.SIGALRM)):
+            take_all()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -15,7 +15,7 @@ import torch
 
 import pyloader
 from pyloader import _core
-from conftest import assert_batches_equal, native_thread_count
+from conftest import acting_once_inside, assert_batches_equal, native_thread_count
 
 DEVICE = "cuda:0"
 
@@ -243,15 +243,19 @@ def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
 
 
 def test_sigint_while_copies_pending(stand_in_cuda):
-    # Ctrl-C arriving with copies still queued (each waits up to 20 ms): the interrupt
-    # reaches the caller, and the loader's next epoch is whole.
+    # Ctrl-C arriving inside next() with copies still queued (each waits up to 20 ms, and
+    # the caller's stream, here the host, waits for them): the interrupt reaches the
+    # caller, and the loader's next epoch is whole.
+    from pyloader._native import NativeIterator
+
     stand_in_cuda.configure(delay_us=20000)
     big = np.ones((64, 1 << 18), dtype=np.uint8)
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, device=DEVICE)
-    with pytest.raises(KeyboardInterrupt):
-        for k, _ in enumerate(loader):
-            if k == 1:  # later batches' copies are still pending (each waits up to 20 ms)
-                os.kill(os.getpid(), signal.SIGINT)
+    with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(100000):  # ends by the interrupt
+                for _ in loader:
+                    pass
     stand_in_cuda.configure(delay_us=0)
     assert all(bool((b == 1).all()) for (b,) in loader)
 
