@@ -515,6 +515,8 @@ class NativeIterator:
             self._close()
             raise
         except _core.SourceReadError as error:
+            if self._source.consumed != consumed_before:
+                self._progress.passed_batch()  # that batch's own failure, as below
             try:
                 check_files_intact(self._files_to_check)
             except OSError as named:  # the file that changed, when one did
