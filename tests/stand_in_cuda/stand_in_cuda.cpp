@@ -135,6 +135,20 @@ Stream& legacy_stream() {
 
 Stream& stream_of(void* handle) { return handle ? *static_cast<Stream*>(handle) : legacy_stream(); }
 
+// Blocks until everything queued on `stream` so far has run.
+void drain(Stream& stream) {
+  auto done = std::make_shared<Event>();
+  stream.push([done] {
+    {
+      std::lock_guard<std::mutex> lock(done->mutex);
+      done->completed = 1;
+    }
+    done->changed.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(done->mutex);
+  done->changed.wait(lock, [&] { return done->completed == 1; });
+}
+
 int random_delay_us() {
   static std::mutex mutex;
   static std::mt19937 generator(12345);
@@ -218,16 +232,7 @@ Result cuMemcpyHtoDAsync_v2(unsigned long long destination, const void* source, 
 Result cuStreamSynchronize(void* handle) {
   if (Result r = needs_context()) return r;
   ++stream_syncs;
-  auto done = std::make_shared<Event>();
-  stream_of(handle).push([done] {
-    {
-      std::lock_guard<std::mutex> lock(done->mutex);
-      done->completed = 1;
-    }
-    done->changed.notify_all();
-  });
-  std::unique_lock<std::mutex> lock(done->mutex);
-  done->changed.wait(lock, [&] { return done->completed == 1; });
+  drain(stream_of(handle));
   return kSuccess;
 }
 
@@ -379,17 +384,6 @@ long stand_in_pending_copies() { return pending_copies.load(); }
 long stand_in_stream_syncs() { return stream_syncs.load(); }
 long stand_in_spinning_events() { return spinning_events.load(); }
 void stand_in_fail_record(long after) { fail_record = after > 0 ? records.load() + after : -1; }
-void stand_in_synchronize() {  // the host waits for all work queued on the legacy stream
-  auto done = std::make_shared<Event>();
-  legacy_stream().push([done] {
-    {
-      std::lock_guard<std::mutex> lock(done->mutex);
-      done->completed = 1;
-    }
-    done->changed.notify_all();
-  });
-  std::unique_lock<std::mutex> lock(done->mutex);
-  done->changed.wait(lock, [&] { return done->completed == 1; });
-}
+void stand_in_synchronize() { drain(legacy_stream()); }  // the host waits for the legacy stream
 
 }  // extern "C"
