@@ -378,8 +378,7 @@ class NativeIterator:
             self._stage = CollateStage(loader._native_collate_executor(), self._finish,
                                        collate_depth(loader))
         # The common case takes one call into the pipeline per batch (see __next__).
-        self._direct = (self._stage is None and self._move is None and not self._files_to_check
-                        and isinstance(self._source, PositionOrder))
+        self._direct = self._stage is None and self._move is None and isinstance(self._source, PositionOrder)
         self._finish_direct = None if is_identity(self._finish) else self._finish
         self._start_pipeline()
 
@@ -453,6 +452,8 @@ class NativeIterator:
                 self._start_pipeline()  # the inherited one can never finish: start over here
             if self._direct:
                 # Batches the pipeline schedules itself, finished as they come: one call.
+                if self._files_to_check:
+                    self._check_files()
                 try:
                     if self._consumer_stream is None:
                         result = self._pipeline.next(self._timeout)
