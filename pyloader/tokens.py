@@ -64,6 +64,10 @@ def _open_tokens(source, token_dtype, what: str) -> np.ndarray:
     return source
 
 
+# Tokens a window or a stride may span at most: of up to 8 bytes each, within int64 bytes.
+_LARGEST_SPAN = (2**63 - 1) // 8
+
+
 def _windows(tokens: np.ndarray, shift: int, windows: int, block_size: int, stride: int) -> np.ndarray:
     """Rows of `block_size` tokens starting at shift + k * stride, k < windows: a view."""
     item = tokens.itemsize
@@ -89,6 +93,10 @@ class TokenWindows(ArrayDataset):
         stride = block_size if stride is None else stride
         if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise ValueError(f"stride must be a positive integer, not {stride!r}")
+        for name, value in (("block_size", block_size), ("stride", stride)):
+            if value > _LARGEST_SPAN:
+                raise ValueError(f"{name} {value} is too large: windows are addressed in bytes, and {value} "
+                                 f"tokens of up to 8 bytes exceed the 2**63 - 1 bytes any file or array can span")
         if dtype is not None and dtype not in _OUTPUT_DTYPES:
             raise TypeError(f"dtype must be torch.int64, torch.int32 or None, not {dtype}")
         if isinstance(tokens, (str, os.PathLike)) and _is_pattern(os.fspath(tokens)):

@@ -165,6 +165,10 @@ def test_bad_input(rng, tmp_path):
         pyloader.TokenWindows(stream, 0)
     with pytest.raises(ValueError, match="stride"):
         pyloader.TokenWindows(stream, 4, stride=0)
+    with pytest.raises(ValueError, match="stride 4611686018427387904 is too large"):
+        pyloader.TokenWindows(stream, 4, stride=2**62)  # numpy's byte strides would overflow
+    with pytest.raises(ValueError, match="block_size .* is too large"):
+        pyloader.TokenWindows(stream, 2**61)
     with pytest.raises(TypeError, match="float32"):
         pyloader.TokenWindows(stream.astype(np.float32), 4)
     with pytest.raises(ValueError, match="1-D"):
