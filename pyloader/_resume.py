@@ -408,6 +408,43 @@ def draw_base_seed(generator: torch.Generator | None) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_state_fields(state: dict) -> None:
+    """Refuses a state whose fields cannot be what state_dict() wrote (a hand edit, a
+    round trip through a tool that turned ints into floats or strings), naming the
+    field, before anything of the loader is touched."""
+    def refuse(key: str, expected: str) -> None:
+        raise ValueError(f"cannot resume: state[{key!r}] must be {expected}, got {state.get(key)!r}")
+
+    for key in ("in_epoch", "drew_base_seed", "next_epoch_starts_workers"):
+        if key in state and not isinstance(state[key], bool):
+            refuse(key, "True or False")
+    if "in_epoch" not in state:
+        refuse("in_epoch", "True or False")
+    count = state.get("batches_yielded")
+    if not _is_int(count) or count < 0:
+        refuse("batches_yielded", "a non-negative int")
+    seed = state.get("native_seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < 1 << 64):
+        refuse("native_seed", "None or an int in [0, 2**64)")
+    if state.get("order") == "shuffled" and state["in_epoch"] and seed is None:
+        refuse("native_seed", "an int for a shuffled epoch")
+    workers = state.get("num_workers", 0)
+    if not _is_int(workers) or workers < 0:
+        refuse("num_workers", "a non-negative int")
+    generators = state.get("generators")
+    if not isinstance(generators, list) or not all(isinstance(g, (str, torch.Tensor)) for g in generators):
+        refuse("generators", "a list of encoded RNG states")
+    epoch = state.get("sampler_epoch")
+    if epoch is not None and not _is_int(epoch):
+        refuse("sampler_epoch", "None or an int")
+    if not isinstance(state.get("order"), str):
+        refuse("order", "the name of an order")
+
+
 @dataclass
 class EpochProgress:
     """Where the current epoch stands. The loader holds it strongly, since a checkpoint

@@ -15,7 +15,7 @@ from . import _core, _fork, _staging
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
 from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
-                      TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
+                      TrackedIterator, check_state_fields, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
 from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, load_dataset_state,
                                reports_worker_states, resume_iterable, start_reporting_iterator)
@@ -367,6 +367,7 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         """Restores a :meth:`state_dict`: the next iteration resumes where it was taken."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a pyloader DataLoader state (expected format {STATE_FORMAT!r})")
+        check_state_fields(state)
         saved_workers = state.get("num_workers", self.num_workers)
         if (self._dataset_kind != _DatasetKind.Map and saved_workers != self.num_workers
                 and state.get("in_epoch")):

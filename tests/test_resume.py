@@ -403,3 +403,36 @@ def _fail_at_seven(samples):
     if 7 in values:
         raise KeyError("seven")
     return torch.tensor(values)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("batches_yielded", -5, "a non-negative int, got -5"),
+    ("batches_yielded", 5.0, "a non-negative int, got 5.0"),
+    ("batches_yielded", "5", "a non-negative int, got '5'"),
+    ("batches_yielded", True, "a non-negative int, got True"),
+    ("native_seed", None, "an int for a shuffled epoch, got None"),
+    ("native_seed", -1, r"None or an int in \[0, 2\*\*64\), got -1"),
+    ("native_seed", 3.5, r"None or an int in \[0, 2\*\*64\), got 3.5"),
+    ("native_seed", 1 << 64, r"None or an int in \[0, 2\*\*64\)"),
+    ("in_epoch", "yes", "True or False, got 'yes'"),
+    ("num_workers", -1, "a non-negative int, got -1"),
+    ("generators", "abc", "a list of encoded RNG states"),
+    ("sampler_epoch", "3", "None or an int, got '3'"),
+])
+def test_a_mangled_state_is_refused_naming_the_field_and_the_loader_stays_usable(key, value, expected):
+    # As after a JSON round trip through another tool, or a hand edit.
+    data = np.arange(1000)
+    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=10, shuffle=True,  # noqa: E731
+                                       generator=torch.Generator().manual_seed(3))
+    loader = make()
+    iterator = iter(loader)
+    for _ in range(5):
+        next(iterator)
+    state = loader.state_dict()
+    restored = make()
+    with pytest.raises(ValueError, match=rf"cannot resume: state\['{key}'\] must be {expected}"):
+        restored.load_state_dict({**state, key: value})
+    restored.load_state_dict(state)  # a refusal changed nothing: the good state still loads
+    reference = make()
+    expected_rest = list(reference)[5:]
+    assert [b[0].tolist() for b in restored] == [b[0].tolist() for b in expected_rest]
