@@ -269,17 +269,25 @@ void BatchPipeline::drain() noexcept {
         // Out of memory for the list: what was taken is gathered; the rest stays queued.
       }
     }
-    for (const auto& slot : taken) gather_if_unclaimed(*slot);  // the consumer may have gathered some
+    // The consumer may have gathered some. Each reference is let go before its batch is
+    // published, so that the consumer's is the last: what a batch holds (its buffer,
+    // its error) is then released on the consumer's thread, never under its feet.
+    for (auto& slot : taken) gather_if_unclaimed(*slot, &slot);
   }
 }
 
-bool BatchPipeline::gather_if_unclaimed(Slot& slot) noexcept {
-  if (!slot.claim()) return false;
+bool BatchPipeline::gather_if_unclaimed(Slot& slot, std::shared_ptr<Slot>* release) noexcept {
+  if (!slot.claim()) {
+    if (release) release->reset();
+    return false;
+  }
   if (!sync_->cancelled.load(std::memory_order_relaxed)) {
     fill(slot);
     if (!slot.error && counting_) gathered_bytes_.fetch_add(slot.bytes, std::memory_order_relaxed);
     if (!slot.error && staging_.device) stage_to_device(slot);
   }
+  // slots_ holds the slot until the consumer pops it, which it cannot before this.
+  if (release) release->reset();
   // A consumer waits only after announcing itself in `waiters`, then checks the slot
   // (both sequentially consistent), so either it sees the slot done or this sees it
   // waiting: the lock and the wake-up are paid only when someone waits.
@@ -679,7 +687,10 @@ GatheredBatch BatchPipeline::pop_front() {
   }
   if (slot->error) {
     if (slot->host_block) staging_.host->give_back(*slot->host_block);  // nothing reads it any more
-    std::rethrow_exception(slot->error);
+    // Out of the slot first: a gather thread may drop the slot's last reference at any
+    // time, and the error the caller is about to read must not go with it.
+    const std::exception_ptr error = std::exchange(slot->error, nullptr);
+    std::rethrow_exception(error);
   }
   slot->host_lease.reset();  // the buffer holds the block while the batch needs it
   return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), std::move(slot->ragged_widths),

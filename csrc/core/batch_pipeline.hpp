@@ -219,7 +219,8 @@ class BatchPipeline {
   void drain() noexcept;
   // The one transition of a batch: claim it (unless another thread has), gather it,
   // mark it done and wake every waiter. False when another thread had claimed it.
-  bool gather_if_unclaimed(Slot& slot) noexcept;
+  // `release`, when given, is a reference to the slot let go before it is marked done.
+  bool gather_if_unclaimed(Slot& slot, std::shared_ptr<Slot>* release = nullptr) noexcept;
   void fill(Slot& slot) noexcept;
   // The part of fill() that reads the source: runs under a SIGBUS guard, so it owns
   // nothing with a destructor.
