@@ -114,17 +114,24 @@ def test_keyboard_interrupt_mid_epoch_then_reuse(dataset):
 
 
 def test_sigint_while_waiting_raises_keyboard_interrupt():
-    # A batch big enough that gathering it takes a while; Ctrl-C arrives once the
-    # caller is inside next() (almost always waiting for the gather there).
+    # Batches big enough that gathering each takes a while; Ctrl-C arrives once the
+    # caller is inside next() (almost always waiting for a gather there). One long
+    # epoch: no iterator is dropped inside the loop, since a KeyboardInterrupt raised
+    # in a finaliser (__del__) would be printed and ignored instead of reaching here.
     from pyloader._native import NativeIterator
 
     big = np.zeros((64, 1 << 20), dtype=np.uint8)  # 64 MiB
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=64, num_threads=1)
+    dataset = pyloader.ArrayDataset(big)
+    loader = pyloader.DataLoader(dataset, batch_size=64, num_threads=1)
     iterator = iter(loader)
+    endless = pyloader.DataLoader(dataset, batch_size=16, num_threads=1,
+                                  sampler=tud.RandomSampler(dataset, replacement=True, num_samples=16 << 20))
+    stream = iter(endless)
     with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
         with pytest.raises(KeyboardInterrupt):
-            for _ in range(100000):  # ends by the interrupt
-                next(iter(loader))
+            for _ in stream:  # ends by the interrupt
+                pass
+    assert next(stream)[0].shape == (16, 1 << 20)  # the interrupted iterator goes on
     assert next(iterator)[0].shape == (64, 1 << 20)
 
 

@@ -245,18 +245,24 @@ def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
 def test_sigint_while_copies_pending(stand_in_cuda):
     # Ctrl-C arriving inside next() with copies still queued (each waits up to 20 ms, and
     # the caller's stream, here the host, waits for them): the interrupt reaches the
-    # caller, and the loader's next epoch is whole.
+    # caller, and the loader's next epoch is whole. One long epoch, so that no iterator
+    # is dropped in the loop (a KeyboardInterrupt raised in __del__ would be ignored).
     from pyloader._native import NativeIterator
 
     stand_in_cuda.configure(delay_us=20000)
     big = np.ones((64, 1 << 18), dtype=np.uint8)
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, device=DEVICE)
+    dataset = pyloader.ArrayDataset(big)
+    endless = pyloader.DataLoader(dataset, batch_size=16, device=DEVICE,
+                                  sampler=torch.utils.data.RandomSampler(dataset, replacement=True,
+                                                                         num_samples=16 << 20))
+    stream = iter(endless)
     with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
         with pytest.raises(KeyboardInterrupt):
-            for _ in range(100000):  # ends by the interrupt
-                for _ in loader:
-                    pass
+            for _ in stream:  # ends by the interrupt
+                pass
+    stream.close()
     stand_in_cuda.configure(delay_us=0)
+    loader = pyloader.DataLoader(dataset, batch_size=16, device=DEVICE)
     assert all(bool((b == 1).all()) for (b,) in loader)
 
 
