@@ -1,4 +1,5 @@
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -67,6 +68,16 @@ def acting_once_inside(code, action):
     finally:
         done.set()
         watcher.join()
+
+
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt during the test, also where the suite was started
+    with SIGINT ignored (a background job of a non-interactive shell: Python then
+    installs no handler, and a SIGINT does nothing)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ def test_keyboard_interrupt_mid_epoch_then_reuse(dataset):
     assert torch.cat([ib for _, ib in loader]).tolist() == list(range(4000))
 
 
-def test_sigint_while_waiting_raises_keyboard_interrupt():
+def test_sigint_while_waiting_raises_keyboard_interrupt(sigint_raises):
     # Batches big enough that gathering each takes a while; Ctrl-C arrives once the
     # caller is inside next() (almost always waiting for a gather there). One long
     # epoch: no iterator is dropped inside the loop, since a KeyboardInterrupt raised

@@ -242,7 +242,7 @@ def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
     assert backend.copier is None  # pinning alone copies nothing to a device
 
 
-def test_sigint_while_copies_pending(stand_in_cuda):
+def test_sigint_while_copies_pending(stand_in_cuda, sigint_raises):
     # Ctrl-C arriving inside next() with copies still queued (each waits up to 20 ms, and
     # the caller's stream, here the host, waits for them): the interrupt reaches the
     # caller, and the loader's next epoch is whole. One long epoch, so that no iterator
