@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 
-from torch.utils.data._utils.pin_memory import pin_memory
+from ._torch_internals import pin_memory
 
 from ._staging import staged_buffer_of, tensor_of
 

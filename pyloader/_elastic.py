@@ -36,39 +36,48 @@ def merge_rank_states(states: list[dict]) -> dict:
     """One state for a new world of any size from the states of every rank of the old
     one (each ``loader.state_dict()``, in any order). Every new rank loads the result
     with ``load_state_dict``."""
+    from ._state import Order, parse
+
     if not states:
         raise ValueError("merge_rank_states needs the state of every rank")
-    for state in states:
-        if not isinstance(state, dict) or state.get("order") not in ("distributed", "none"):
-            raise ValueError("merge_rank_states merges states of loaders with a pyloader.DistributedSampler "
-                             "on the native path")
-    if all(not state.get("in_epoch") for state in states):
-        return {**states[0], "rank": None}
-    unplaced = [k for k, state in enumerate(states) if state.get("order") == "none"]
+    parsed = [parse(state) for state in states]
+    if any(state.order not in (Order.DISTRIBUTED, Order.NONE) for state in parsed):
+        raise ValueError("merge_rank_states merges states of loaders with a pyloader.DistributedSampler "
+                         "on the native path")
+    if all(not state.in_epoch for state in parsed):
+        return parsed[0].replace(rank=None).to_dict()
+    unplaced = [k for k, state in enumerate(parsed) if state.order is Order.NONE]
     if unplaced:
         raise ValueError(f"the state(s) at {unplaced} were saved by loaders that had not iterated yet, so they "
                          "name no rank and no position, while other ranks were inside an epoch: save every "
                          "rank's state after its loader has started the epoch")
-    world = {state.get("world_size") for state in states}
-    if len(world) != 1 or world != {len(states)}:
-        raise ValueError(f"merge_rank_states needs one state per rank: got {len(states)} states saved by "
+    world = {state.world_size for state in parsed}
+    if len(world) != 1 or world != {len(parsed)}:
+        raise ValueError(f"merge_rank_states needs one state per rank: got {len(parsed)} states saved by "
                          f"world size(s) {sorted(w for w in world if w is not None)}")
-    by_rank = sorted(states, key=lambda state: state["rank"])
-    if [state["rank"] for state in by_rank] != list(range(len(states))):
+    by_rank = sorted(parsed, key=lambda state: state.rank)
+    if [state.rank for state in by_rank] != list(range(len(parsed))):
         raise ValueError("merge_rank_states needs the state of every rank exactly once")
     for key in ("sampler_epoch", "batch_size", "rows", "format"):
-        if len({repr(state.get(key)) for state in by_rank}) != 1:
+        if len({repr(getattr(state, key)) for state in by_rank}) != 1:
             raise ValueError(f"the ranks' states disagree on {key!r}: they are not of one run and epoch")
-    if any(state.get("elastic") is not None for state in by_rank):
+    # What each rank's order depends on (seed, shuffle, drop_last, ...) must agree too.
+    # (A rank that finished its epoch records none: it holds no position any more.)
+    identities = [state.identity for state in by_rank if state.identity is not None]
+    for key in sorted(set().union(*identities) if identities else ()):
+        seen = {repr(identity.get(key)) for identity in identities}
+        if len(seen) != 1:
+            raise ValueError(f"the ranks' states disagree on {key!r} ({', '.join(sorted(seen))}): they are not of "
+                             "one run")
+    if any(state.elastic is not None for state in by_rank):
         raise ValueError("these states continue an elastic resume: resume them with the same world size, "
                          "or change it again once that epoch ends")
     # A rank that finished the epoch consumed all its samples.
-    consumed = [state["num_samples"] if not state["in_epoch"]
-                else min(state["batches_yielded"] * state["batch_size"], state["num_samples"]) for state in by_rank]
-    merged = {**by_rank[0], "in_epoch": True, "rank": None, "world_size": None,
-              "batches_yielded": 0,
-              "elastic": {"world_size": len(states), "consumed": consumed}}
-    return merged
+    consumed = [state.num_samples if not state.in_epoch
+                else min(state.batches_yielded * state.batch_size, state.num_samples) for state in by_rank]
+    merged = by_rank[0].replace(in_epoch=True, rank=None, world_size=None, batches_yielded=0,
+                                elastic={"world_size": len(parsed), "consumed": consumed})
+    return merged.to_dict()
 
 
 def remaining_positions(elastic: dict, rows: int) -> tuple[int, np.ndarray]:

@@ -44,6 +44,7 @@ from collections import deque
 from torch.utils.data import get_worker_info
 
 from ._resume import WorkerBatch, sampler_generators
+from ._torch_internals import dataset_fetcher, dataset_iterator_of, worker_may_deliver
 
 
 PERSISTENT_ITERABLE_WARNING = (
@@ -66,6 +67,8 @@ class _WorkerFlags:
     """Per worker process: how its stream is batched and what its last batch reports."""
 
     skip_next_epoch = False  # its saved stream had ended in this epoch
+    deferred_state = None  # a saved state loaded once iter() made the dataset its own iterator
+    self_iterating = False  # whether iter(dataset) returned the dataset itself
     batch_size = None  # samples per fetch (None: one sample, unbatched)
     batch_state = None  # (state after the batch's last sample, whether the stream ended there)
 
@@ -76,6 +79,12 @@ def _reporting_iter(dataset):
         return
     per_batch = _WorkerFlags.batch_size or 1
     iterator = dataset._pyloader_base_class.__iter__(dataset)
+    # A dataset that is its own iterator may set up in __iter__ what its load_state_dict
+    # needs: its saved state is loaded after iter(), as torchdata loads iterator states.
+    deferred, _WorkerFlags.deferred_state = _WorkerFlags.deferred_state, None
+    if deferred is not None:
+        dataset.load_state_dict(deferred)
+    _WorkerFlags.self_iterating = iterator is dataset
     end = object()
     item, count = next(iterator, end), 0
     while item is not end:  # not `yield from`: a dataset that is its own iterator would be iterated anew
@@ -132,35 +141,41 @@ class ReportingCollate:
         info = get_worker_info()
         if info is None:
             return self.collate_fn(samples)
+        itself = _WorkerFlags.self_iterating
         if isinstance(samples, EndOfStream):  # no batching: one sample at a time
-            return WorkerBatch(None, info.id, samples.state, ended=True, empty=True)
+            return WorkerBatch(None, info.id, samples.state, ended=True, empty=True, self_iterating=itself)
         if self.batch_size is not None and samples and isinstance(samples[-1], EndOfStream):
             end = samples.pop()
             if not samples or (self.drop_last and len(samples) < self.batch_size):
-                return WorkerBatch(None, info.id, end.state, ended=True, empty=True)
-            return WorkerBatch(self.collate_fn(samples), info.id, end.state, ended=True)
+                return WorkerBatch(None, info.id, end.state, ended=True, empty=True, self_iterating=itself)
+            return WorkerBatch(self.collate_fn(samples), info.id, end.state, ended=True, self_iterating=itself)
         measured, _WorkerFlags.batch_state = _WorkerFlags.batch_state, None
         if measured is None:  # a dataset whose class could not report (an extension type)
             return WorkerBatch(self.collate_fn(samples), info.id, info.dataset.state_dict())
         state, ended = measured
-        return WorkerBatch(self.collate_fn(samples), info.id, state, ended=ended)
+        return WorkerBatch(self.collate_fn(samples), info.id, state, ended=ended, self_iterating=itself)
 
 
 class LoadingInit:
     """The loader's worker_init_fn, then the worker's saved dataset state loaded, and
     its dataset set up to report where its stream ends."""
 
-    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size) -> None:
+    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size, self_iterating=()) -> None:
         self.worker_init_fn, self.states, self.ended = worker_init_fn, states, ended
         self.batch_size = batch_size
+        self.self_iterating = set(self_iterating)  # workers whose state is loaded after iter()
 
     def __call__(self, worker_id: int) -> None:
         if self.worker_init_fn is not None:
             self.worker_init_fn(worker_id)
         dataset = get_worker_info().dataset
         state = self.states.get(str(worker_id))
+        _WorkerFlags.deferred_state = None
         if state is not None:
-            dataset.load_state_dict(state)
+            if str(worker_id) in self.self_iterating:
+                _WorkerFlags.deferred_state = state
+            else:
+                dataset.load_state_dict(state)
         if not report_stream_end(dataset):
             warnings.warn(f"{type(dataset).__name__} is an extension type: a resumed worker cannot report "
                           "the end of its stream, so a state taken just after it may repeat it", UserWarning)
@@ -187,15 +202,8 @@ class RotatedWorkers:
         return len(self._iterator)
 
     def _alive(self, worker: int) -> bool:
-        """Whether `worker` may still deliver: torch clears its status as soon as its end
-        marker arrives, while a batch it made may still wait in the task table."""
-        if self._ended:
-            return False
-        status = getattr(self._iterator, "_workers_status", None)
-        if status is None or bool(status[worker]):
-            return True
-        tasks = getattr(self._iterator, "_task_info", {})
-        return any(info[0] == worker for info in tasks.values())
+        """Whether `worker` may still deliver (see `worker_may_deliver`)."""
+        return not self._ended and worker_may_deliver(self._iterator, worker)
 
     def __next__(self):
         while True:
@@ -236,12 +244,14 @@ def reports_worker_states(loader) -> bool:
     return loader.num_workers > 0 and loader.worker_mode == "process" and is_stateful(loader.dataset)
 
 
-def start_reporting_iterator(loader, states: dict | None = None, ended=()):
+def start_reporting_iterator(loader, states: dict | None = None, ended=(), self_iterating=()):
     """torch's worker iterator with each worker reporting its dataset state, having
-    loaded its state in `states` first (those in `ended` then yield nothing this epoch)."""
+    loaded its state in `states` first (those in `ended` then yield nothing this epoch;
+    those in `self_iterating` load theirs once iter() has run)."""
     collate_fn, worker_init_fn = loader.collate_fn, loader.worker_init_fn
     loader.collate_fn = ReportingCollate(collate_fn, loader.batch_size, loader.drop_last)
-    loader.worker_init_fn = LoadingInit(worker_init_fn, dict(states or {}), set(ended), loader.batch_size)
+    loader.worker_init_fn = LoadingInit(worker_init_fn, dict(states or {}), set(ended), loader.batch_size,
+                                        self_iterating)
     try:
         return loader._torch_path_iterator()
     finally:
@@ -260,28 +270,20 @@ def load_dataset_state(dataset, state) -> None:
     dataset.load_state_dict(state)
 
 
-def _dataset_iterator(torch_iterator):
-    fetcher = getattr(torch_iterator, "_dataset_fetcher", None)
-    return getattr(fetcher, "dataset_iter", None)
-
-
-_PENDING_KEYS = ("dataset_state", "iterator_state", "worker_states", "next_worker", "workers_ended", "stream_ended")
-
-
 def iterable_state(loader) -> dict:
     """The dataset's and its iterator's states, where they are Stateful."""
-    if loader._resume_state is not None:  # loaded, not started: what was loaded stands
-        return {key: loader._resume_state.get(key) for key in _PENDING_KEYS}
     progress = loader._progress
     if progress is not None and progress.worker_states is not None:
+        itself = sorted(progress.self_iterating)
         if not progress.finished:
             last = progress.last_worker
             return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
                     "next_worker": 0 if last is None else (last + 1) % loader.num_workers,
-                    "workers_ended": sorted(progress.workers_ended)}
+                    "workers_ended": sorted(progress.workers_ended), "self_iterating_workers": itself}
         if loader.persistent_workers:
             # The next epoch's workers carry on from where their streams ended.
-            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states)}
+            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
+                    "self_iterating_workers": itself}
     dataset_state = iterator_state = None
     if is_stateful(loader.dataset):
         # Between epochs this is what the next epoch's iteration (or its workers' copies)
@@ -289,12 +291,12 @@ def iterable_state(loader) -> dict:
         dataset_state = loader.dataset.state_dict()
     if progress is not None and not progress.finished and loader.num_workers == 0:
         source = progress.source() if progress.source is not None else None
-        fetcher = getattr(source, "_dataset_fetcher", None)
+        fetcher = dataset_fetcher(source)
         if getattr(fetcher, "ended", False):
             # The stream has ended and only the epoch's end is left to see: the rest of
             # the epoch is empty, and the dataset's state is already the next epoch's.
             return {"dataset_state": dataset_state, "iterator_state": None, "stream_ended": True}
-        dataset_iterator = _dataset_iterator(source)
+        dataset_iterator = dataset_iterator_of(source)
         if isinstance(dataset_iterator, _PushedBack):  # looked ahead by an earlier state_dict()
             if dataset_iterator.pending:
                 return {"dataset_state": dataset_iterator.state, "iterator_state": None}
@@ -338,28 +340,32 @@ def _look_ahead(dataset, fetcher, state: dict) -> dict:
     return {"dataset_state": state, "iterator_state": None}
 
 
-def resume_iterable(loader, resume: dict, progress):
-    """torch's iterator for the rest of a saved epoch of an IterableDataset."""
-    skip = resume["batches_yielded"]
+def resume_iterable(loader, resume, progress):
+    """torch's iterator for the rest of a saved epoch (a `LoaderState`) of an IterableDataset."""
+    skip = resume.batches_yielded
     progress.batches_yielded = skip
-    if resume.get("worker_states") is not None:
+    if resume.worker_states is not None:
         # Every worker continues from its own state: nothing is replayed.
-        progress.worker_states = dict(resume["worker_states"])
-        progress.workers_ended = set(resume.get("workers_ended") or ())
+        progress.worker_states = dict(resume.worker_states)
+        progress.workers_ended = set(resume.workers_ended)
+        progress.self_iterating = set(resume.self_iterating_workers)
         with progress.snapshot.replaying(sampler_generators(loader)):
-            iterator = start_reporting_iterator(loader, progress.worker_states, progress.workers_ended)
-        return RotatedWorkers(iterator, resume["next_worker"], loader.num_workers)
-    dataset_state, iterator_state = resume.get("dataset_state"), resume.get("iterator_state")
+            iterator = start_reporting_iterator(loader, progress.worker_states, progress.workers_ended,
+                                                progress.self_iterating)
+        if not loader.in_order:
+            return iterator  # batches come as workers make them; each worker's own stay in order
+        return RotatedWorkers(iterator, resume.next_worker or 0, loader.num_workers)
+    dataset_state, iterator_state = resume.dataset_state, resume.iterator_state
     if dataset_state is not None:
         load_dataset_state(loader.dataset, dataset_state)
-    if resume.get("stream_ended"):
+    if resume.stream_ended:
         return EndedEpoch()
     # The iterator's creation draws its base seed (and a dataset may draw in __iter__)
     # as the saved epoch's did; replayed batches are drawn as they were the first time.
     with progress.snapshot.replaying(sampler_generators(loader)):
         iterator = loader._torch_path_iterator()
         if iterator_state is not None:
-            dataset_iterator = _dataset_iterator(iterator)
+            dataset_iterator = dataset_iterator_of(iterator)
             if not is_stateful(dataset_iterator):
                 raise ValueError("cannot resume: the state holds an iterator state, but iter(dataset) "
                                  "now returns an iterator without load_state_dict()")

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
-from torch.utils.data._utils.collate import default_collate
-from torch.utils.data.dataloader import _DatasetKind
+from torch.utils.data import default_collate
 
 from . import _core, _fork
 from ._collate import CollateStage, FailedBatch, finish_batch, is_identity
@@ -38,6 +37,8 @@ from .records import PadCollate
 from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, epoch_complete, restore_sampler,
                       sampler_iterator, sampler_generators, skip_batches, stateful_sampler)
 from ._elastic import elastic_batches
+from ._state import LoaderState, Order
+from ._torch_internals import auto_collation, is_map_style
 from .block_shuffle import BlockShuffleSampler
 from .stats import LoaderStats, native_stats
 from .distributed import DistributedSampler, epoch_seed
@@ -63,9 +64,9 @@ class NativePlan:
 
 def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
     """The native plan for `loader`, or the reason it must use torch's path."""
-    if loader._dataset_kind != _DatasetKind.Map:
+    if not is_map_style(loader):
         return "the dataset is iterable-style"
-    if not loader._auto_collation:
+    if not auto_collation(loader):
         return "batch_size=None disables batching"
     if loader.worker_init_fn is not None:
         return "worker_init_fn expects worker processes"
@@ -154,7 +155,7 @@ class PositionOrder:
     """Batches of consecutive positions of a native IndexOrder; the C++ pipeline
     schedules them itself, so a batch costs one call."""
 
-    def __init__(self, loader, plan: NativePlan, progress: EpochProgress, resume: dict | None) -> None:
+    def __init__(self, loader, plan: NativePlan, progress: EpochProgress, resume: LoaderState | None) -> None:
         if resume is None:
             # As many draws from torch's global RNG as torch's iterator and RandomSampler
             # make, so code seeded with torch.manual_seed sees the same global RNG state
@@ -167,14 +168,14 @@ class PositionOrder:
             if resume is None:
                 progress.native_seed = draw_base_seed(loader.generator) % _INT64_SPAN
             else:
-                progress.native_seed = resume["native_seed"]
+                progress.native_seed = resume.native_seed
             self._order = _core.IndexOrder.shuffled(rows, progress.native_seed)
         elif plan.native_order == "sequential":
             self._order = _core.IndexOrder.sequential(rows)
         else:
             self._order = loader.batch_sampler.sampler.native_order()
         if resume is not None:
-            progress.batches_yielded = resume["batches_yielded"]
+            progress.batches_yielded = resume.batches_yielded
         self._batch_size = loader.batch_size
         positions = len(self._order)
         self._end = positions // self._batch_size * self._batch_size if loader.drop_last else positions
@@ -207,7 +208,7 @@ class SamplerOrder:
     pipeline), so a pipeline rebuilt after fork asks for exactly what is still owed.
     """
 
-    def __init__(self, loader, progress: EpochProgress, resume: dict | None, depth: int,
+    def __init__(self, loader, progress: EpochProgress, resume: LoaderState | None, depth: int,
                  index_batches=None) -> None:
         self._requests: deque = deque()  # index lists not yet delivered, oldest first (or FailedBatch)
         self._taken = 0  # how many of the oldest requests have left the pipeline
@@ -226,11 +227,11 @@ class SamplerOrder:
             draw_base_seed(loader.generator)
             self._index_batches = self._captured(iter(loader.batch_sampler), progress)
             return
-        progress.snapshot = RngSnapshot.from_dict(resume["epoch_start_rng"])
-        skip = resume["batches_yielded"]
+        progress.snapshot = RngSnapshot.from_dict(resume.epoch_start_rng)
+        skip = resume.batches_yielded
         restored = restore_sampler(loader, resume)
         if restored is not None:
-            progress.sampler_state, skip_now = resume["sampler_state"], 0  # it resumed itself
+            progress.sampler_state, skip_now = resume.sampler_state, 0  # it resumed itself
         else:
             skip_now = skip
         if restored is not None and epoch_complete(loader.batch_sampler, skip):
@@ -329,7 +330,7 @@ class NativeIterator:
     exactly one caller.
     """
 
-    def __init__(self, loader, plan: NativePlan, resume: dict | None = None) -> None:
+    def __init__(self, loader, plan: NativePlan, resume: LoaderState | None = None) -> None:
         self._loader = loader
         self._plan = plan
         columns = plan.columns
@@ -337,7 +338,7 @@ class NativeIterator:
         self._next_file_check = 0.0
         self._timeout = float(loader.timeout)
         self._depth = prefetch_depth(loader, columns.row_bytes)
-        self._progress = EpochProgress(order=plan.native_order or "sampler")
+        self._progress = EpochProgress(order=Order(plan.native_order or "sampler"))
         self._lock = threading.Lock()  # held by one next() at a time
         self._started = time.monotonic()
         self._closed = False  # close() asked for: no batch is handed out after it
@@ -359,9 +360,9 @@ class NativeIterator:
         self._finish = finish_batch(columns, None if plan.paddings else plan.collate_fn, pinned_for,
                                     padded=plan.paddings is not None,
                                     staged=self._staging is not None and self._staging.device is None)
-        if resume is not None and resume["order"] != self._progress.order:
-            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
-                             f"this loader now uses {self._progress.order!r}")
+        if resume is not None and resume.order != self._progress.order:
+            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
+                             f"this loader now uses {self._progress.order.value!r}")
         if plan.native_order == "distributed":
             self._describe_rank(loader.batch_sampler.sampler, resume)
         if plan.native_order is None:
@@ -382,27 +383,27 @@ class NativeIterator:
         self._finish_direct = None if is_identity(self._finish) else self._finish
         self._start_pipeline()
 
-    def _describe_rank(self, sampler, resume: dict | None) -> None:
+    def _describe_rank(self, sampler, resume: LoaderState | None) -> None:
         progress = self._progress
         progress.rank, progress.world_size = sampler.rank, sampler.num_replicas
         progress.batch_size, progress.num_samples = self._loader.batch_size, sampler.num_samples
         progress.rows = len(self._plan.columns)
-        if resume is not None and resume.get("elastic") is not None:
-            if resume.get("rows") != progress.rows or resume.get("batch_size") != progress.batch_size:
+        if resume is not None and resume.elastic is not None:
+            if resume.rows != progress.rows or resume.batch_size != progress.batch_size:
                 raise ValueError("cannot resume: the elastic state was saved for another dataset size or "
                                  "batch size")
-            progress.elastic = resume["elastic"]
+            progress.elastic = resume.elastic
 
-    def _elastic_batches(self, loader, resume: dict):
+    def _elastic_batches(self, loader, resume: LoaderState):
         sampler = loader.batch_sampler.sampler
         rows = len(self._plan.columns)
         if sampler.shuffle:
             base = _core.IndexOrder.shuffled(rows, epoch_seed(sampler.seed, sampler.epoch))
         else:
             base = _core.IndexOrder.sequential(rows)
-        self._progress.batches_yielded = resume["batches_yielded"]
-        return elastic_batches(base, resume["elastic"], sampler.rank, sampler.num_replicas, sampler.drop_last,
-                               loader.batch_size, loader.drop_last, resume["batches_yielded"])
+        self._progress.batches_yielded = resume.batches_yielded
+        return elastic_batches(base, resume.elastic, sampler.rank, sampler.num_replicas, sampler.drop_last,
+                               loader.batch_size, loader.drop_last, resume.batches_yielded)
 
     def stats(self) -> LoaderStats:
         """How this epoch's loading went so far (see pyloader.LoaderStats)."""

@@ -25,16 +25,13 @@ import base64
 import contextlib
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from ._state import Order
+from ._torch_internals import is_timeout, pin_memory, sent_and_received
 from .stats import LoaderStats, WaitClock
-
-# 2: the native shuffle changed (additive 6-round Feistel); a /1 seed would resume
-# with a different order, so such states are refused.
-STATE_FORMAT = "pyloader.DataLoader/2"
-
 
 def encode_rng_state(state: torch.Tensor) -> str:
     """An RNG state (a uint8 tensor) as text, so that loader states are plain JSON data."""
@@ -181,31 +178,30 @@ def out_of_order_delivered(torch_iterator) -> tuple[int, tuple] | None:
     report = getattr(torch_iterator, "delivered_batches", None)
     if callable(report):
         return report()
-    if hasattr(torch_iterator, "_task_info") and hasattr(torch_iterator, "_rcvd_idx"):
-        # torch's worker iterator: batches sent and not yet delivered are in _task_info.
-        outstanding = set(torch_iterator._task_info)
-        watermark = torch_iterator._rcvd_idx
-        while watermark < torch_iterator._send_idx and watermark not in outstanding:
-            watermark += 1
-        above = tuple(i for i in range(watermark, torch_iterator._send_idx) if i not in outstanding)
-        return watermark, above
-    return None
+    progress = sent_and_received(torch_iterator)
+    if progress is None:
+        return None
+    # torch's worker iterator: batches sent and not yet delivered are outstanding.
+    watermark, sent, outstanding = progress
+    while watermark < sent and watermark not in outstanding:
+        watermark += 1
+    return watermark, tuple(i for i in range(watermark, sent) if i not in outstanding)
 
 
 class WorkerBatch:
     """A batch made in a worker process, with that worker's dataset state after it
     (see _iterable_resume.py); unwrapped by TrackedIterator."""
 
-    __slots__ = ("batch", "worker_id", "state", "ended", "empty")
+    __slots__ = ("batch", "worker_id", "state", "ended", "empty", "self_iterating")
 
-    def __init__(self, batch, worker_id: int, state, ended: bool = False, empty: bool = False) -> None:
+    def __init__(self, batch, worker_id: int, state, ended: bool = False, empty: bool = False,
+                 self_iterating: bool = False) -> None:
         self.batch, self.worker_id, self.state = batch, worker_id, state
+        self.self_iterating = self_iterating  # the worker's dataset is its own iterator
         self.ended = ended  # the worker's stream ended with this batch: `state` is its state after the end
         self.empty = empty  # no batch, only the end's state (the stream ended on a batch boundary)
 
     def pin_memory(self, device=None):  # torch's pin-memory thread calls this
-        from torch.utils.data._utils.pin_memory import pin_memory
-
         self.batch = pin_memory(self.batch, device) if device else pin_memory(self.batch)
         return self
 
@@ -219,11 +215,11 @@ def stateful_sampler(loader):
     return None
 
 
-def restore_sampler(loader, resume: dict):
+def restore_sampler(loader, resume):
     """Loads a saved Stateful sampler's state. Returns None when none was saved, else
     the state to load into the sampler's new iterator (torchdata's samplers keep their
     position in the iterator), or {} when the sampler itself holds all of it."""
-    saved = resume.get("sampler_state")
+    saved = resume.sampler_state
     if saved is None:
         return None
     load_sampler_state(loader, saved)
@@ -408,50 +404,12 @@ def draw_base_seed(generator: torch.Generator | None) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_state_fields(state: dict) -> None:
-    """Refuses a state whose fields cannot be what state_dict() wrote (a hand edit, a
-    round trip through a tool that turned ints into floats or strings), naming the
-    field, before anything of the loader is touched."""
-    def refuse(key: str, expected: str) -> None:
-        raise ValueError(f"cannot resume: state[{key!r}] must be {expected}, got {state.get(key)!r}")
-
-    for key in ("in_epoch", "drew_base_seed", "next_epoch_starts_workers"):
-        if key in state and not isinstance(state[key], bool):
-            refuse(key, "True or False")
-    if "in_epoch" not in state:
-        refuse("in_epoch", "True or False")
-    count = state.get("batches_yielded")
-    if not _is_int(count) or count < 0:
-        refuse("batches_yielded", "a non-negative int")
-    seed = state.get("native_seed")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed < 1 << 64):
-        refuse("native_seed", "None or an int in [0, 2**64)")
-    if state.get("order") == "shuffled" and state["in_epoch"] and seed is None:
-        refuse("native_seed", "an int for a shuffled epoch")
-    workers = state.get("num_workers", 0)
-    if not _is_int(workers) or workers < 0:
-        refuse("num_workers", "a non-negative int")
-    generators = state.get("generators")
-    if not isinstance(generators, list) or not all(isinstance(g, (str, torch.Tensor)) for g in generators):
-        refuse("generators", "a list of encoded RNG states")
-    epoch = state.get("sampler_epoch")
-    if epoch is not None and not _is_int(epoch):
-        refuse("sampler_epoch", "None or an int")
-    if not isinstance(state.get("order"), str):
-        refuse("order", "the name of an order")
-
-
 @dataclass
 class EpochProgress:
     """Where the current epoch stands. The loader holds it strongly, since a checkpoint
     is often taken after `break` has dropped the iterator; iterators update it."""
 
-    order: str  # "sequential", "shuffled", "distributed", "block", "sampler" (native), "torch",
-    # "iterable" (an IterableDataset), or "none" (no epoch yet)
+    order: Order  # how the epoch's batches are ordered (see _state.Order)
     native_seed: int | None = None  # the shuffle seed of a native "shuffled" epoch
     snapshot: RngSnapshot | None = None  # RNG states at the epoch's start, for replay
     drew_base_seed: bool = True  # whether the epoch began with the iterator's seed draw
@@ -485,6 +443,7 @@ class EpochProgress:
     worker_states: dict | None = None
     last_worker: int | None = None
     workers_ended: set | None = None  # workers whose stream ended this epoch
+    self_iterating: set = field(default_factory=set)  # workers whose dataset is its own iterator
 
     def worker_reported(self, report: WorkerBatch) -> None:
         if self.worker_states is None:
@@ -494,6 +453,8 @@ class EpochProgress:
         self.last_worker = report.worker_id
         if report.ended:
             self.workers_ended.add(worker)
+        if report.self_iterating:
+            self.self_iterating.add(worker)
 
     def passed_batch(self) -> None:
         """One more batch delivered (or failed): the epoch moves past it."""
@@ -514,7 +475,7 @@ class EpochProgress:
 
     def to_state(self) -> dict:
         return {
-            "order": self.order,
+            "order": self.order.value,
             "in_epoch": not self.finished,
             "batches_yielded": self.batches_yielded,
             "native_seed": self.native_seed,
@@ -575,7 +536,7 @@ class TrackedIterator:
                 self.progress.finished = True
                 raise
             except Exception as error:
-                if not str(error).startswith("DataLoader timed out"):
+                if not is_timeout(error):
                     # The batch's own failure: torch's iterator has moved past it.
                     self.progress.passed_batch()
                     if self.progress.out_of_order:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import _core
+from ._torch_internals import current_raw_cuda_stream
 
 # The driver library loaded for device copies: the one torch's runtime talks to.
 DRIVER_ENV = "PYLOADER_CUDA_DRIVER"
@@ -129,7 +130,7 @@ class CudaBackend:
             # The loader's own stream (torch.cuda.Stream() hands out streams of a shared
             # pool, which other components may queue work on), wrapped for torch's use.
             self.stream = torch.cuda.ExternalStream(self.device_staging.copier.stream, device=device)
-        self._raw_stream = torch._C._cuda_getCurrentRawStream
+        self._raw_stream = current_raw_cuda_stream()
         self._pinning_failed = False
 
     @property

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import deque
 
-from torch.utils.data._utils.pin_memory import pin_memory
+from ._torch_internals import auto_collation, pin_memory
 
 from ._pinning import pin_device
 from ._resume import draw_base_seed
@@ -64,7 +64,7 @@ class ThreadWorkerIterator:
         self._loader = loader
         self._dataset = loader.dataset
         self._collate_fn = loader.collate_fn
-        self._auto_collation = loader._auto_collation
+        self._auto_collation = auto_collation(loader)
         self._threads = loader._thread_workers_for_epoch()
         self._timeout = loader.timeout if loader.timeout > 0 else None
         self._in_order = loader.in_order

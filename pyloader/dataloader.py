@@ -9,25 +9,25 @@ from typing import TypeVar
 
 import torch
 import torch.utils.data
-from torch.utils.data.dataloader import _DatasetKind
 
 from . import _core, _fork, _staging
+from ._torch_internals import (IndexSamplerHook, is_map_style, persistent_iterator, shut_down_persistent_workers,
+                               torch_index_sampler)
+from ._worker_start import start_reporting_workers
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
-from ._resume import (STATE_FORMAT, DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
-                      TrackedIterator, check_state_fields, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
+from ._resume import (DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
+                      TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
+from ._state import STATE_FORMAT, IDENTITY_FIELDS, Kind, LoaderState, Order, check_identity, parse
 from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, load_dataset_state,
                                reports_worker_states, resume_iterable, start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
 
-# What state_dict() reports about the current epoch.
-_EPOCH_KEYS = tuple(EpochProgress(order="none").to_state())
-
 _T_co = TypeVar("_T_co", covariant=True)
 
 
-class DataLoader(torch.utils.data.DataLoader[_T_co]):
+class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
     """A drop-in ``torch.utils.data.DataLoader``.
 
     Takes exactly torch's arguments, with the same defaults and the same argument
@@ -84,15 +84,15 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             raise ValueError(f"native must be None, True or False, got {native!r}")
         if worker_mode not in ("process", "thread"):
             raise ValueError(f"worker_mode must be 'process' or 'thread', got {worker_mode!r}")
-        if worker_mode == "thread" and self._dataset_kind != _DatasetKind.Map and num_workers > 0:
+        if worker_mode == "thread" and not is_map_style(self) and num_workers > 0:
             raise ValueError("worker_mode='thread' needs a map-style dataset; an IterableDataset "
                              "shards itself per worker process (get_worker_info)")
         if io not in ("auto", "mmap", "read"):
             raise ValueError(f"io must be 'auto', 'mmap' or 'read', got {io!r}")
         if snapshot_every_n_steps is not None and (isinstance(snapshot_every_n_steps, bool)
                                                    or not isinstance(snapshot_every_n_steps, int)
-                                                   or snapshot_every_n_steps < 1):
-            raise ValueError(f"snapshot_every_n_steps must be a positive integer or None, "
+                                                   or snapshot_every_n_steps < 0):
+            raise ValueError(f"snapshot_every_n_steps must be a non-negative integer or None, "
                              f"got {snapshot_every_n_steps!r}")
         # Accepted as torchdata's StatefulDataLoader accepts it. pyloader computes a
         # state from the position reached instead of snapshotting worker states, so
@@ -116,7 +116,11 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         self._thread_pool = _fork.PerProcess(lambda loader: _core.ThreadPool(loader.num_threads))
         self._columns_cache = ColumnsCache()
         self._progress = None  # the current epoch's EpochProgress
-        self._resume_state = None  # set by load_state_dict, consumed by the next __iter__
+        self._resume_state = None  # a LoaderState set by load_state_dict, consumed by the next __iter__
+        # Set by load_state_dict when the saved run's next epoch starts no workers (its
+        # persistent ones carried on): ours must start them without the seed draw.
+        self._next_epoch_draws_no_seed = False
+        self._loaded = None  # the LoaderState loaded, until an iteration starts: what state_dict() returns
         self._resumed_index_sampler = None
         if native:
             self._plan()
@@ -166,11 +170,13 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             return True
         if self.worker_mode == "thread":
             return not self._thread_epochs_started
-        return self._iterator is None
+        return persistent_iterator(self) is None
 
     def _torch_path_iterator(self):
         if self.worker_mode == "thread" and self.num_workers > 0:
             return ThreadWorkerIterator(self)
+        if self.num_workers > 0 and self.worker_init_fn is not None:
+            return start_reporting_workers(self, super().__iter__)
         return super().__iter__()
 
     def _torch_path_iterator_around(self, index_sampler):
@@ -186,14 +192,6 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         """The sampler whose `epoch` (set_epoch) a checkpoint records."""
         return self.batch_sampler.sampler if hasattr(self.batch_sampler, "sampler") else self.sampler
 
-    @property
-    def _index_sampler(self):
-        # torch's iterators read this once, when created; during a resumed epoch on
-        # torch's path it replays the sampler and skips what was already delivered.
-        if self._resumed_index_sampler is not None:
-            return self._resumed_index_sampler
-        return super()._index_sampler
-
     def _staging_for(self, pinned_for: str | None):
         """The loader's Staging when batches go to a device or pinned CUDA memory, else None."""
         if self.device is None and pinned_for != "cuda":
@@ -202,38 +200,41 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
 
     def __iter__(self):
         resume, self._resume_state = self._resume_state, None
+        no_seed_draw, self._next_epoch_draws_no_seed = self._next_epoch_draws_no_seed, False
+        loaded, self._loaded = self._loaded, None
         try:
-            iterator = self._start_epoch(resume)
+            iterator = self._start_epoch(resume, no_seed_draw)
         except BaseException:
-            self._resume_state = resume  # a failed resume can be retried, not lost
+            # A failed resume can be retried, not lost.
+            self._resume_state, self._next_epoch_draws_no_seed, self._loaded = resume, no_seed_draw, loaded
             raise
         if self.device is not None and isinstance(iterator, TrackedIterator):
             iterator.deliver = self._staging.get(self).move
         return iterator
 
-    def _start_epoch(self, resume: dict | None):
+    def _start_epoch(self, resume: LoaderState | None, no_seed_draw: bool = False):
         plan = self._plan()
         if plan is not None:
             iterator = NativeIterator(self, plan, resume)
             self._progress = iterator.progress
             return iterator
-        if self._dataset_kind != _DatasetKind.Map:
+        if not is_map_style(self):
             return self._start_iterable_epoch(resume)
-        if resume is not None and resume["order"] != "torch":
-            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
+        if resume is not None and resume.order != Order.TORCH:
+            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
                              "this loader now uses torch's path")
         sampler = stateful_sampler(self)
-        index_sampler = super()._index_sampler
-        if resume is None:
-            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self),
+        index_sampler = torch_index_sampler(self)
+        if resume is None and not no_seed_draw:
+            progress = EpochProgress(order=Order.TORCH, snapshot=RngSnapshot.capture(self),
                                      drew_base_seed=self._epoch_starts_workers())
             self._track_sampler(progress, sampler)
             self._progress = progress
             iterator = self._torch_path_iterator_around(ResumedIndexSampler(self, index_sampler))
-        elif resume["epoch_start_rng"] is None:
+        elif resume is None:
             # A new epoch whose saved run started no workers (persistent ones carried on):
             # ours must start them without the seed draw that comes with it.
-            progress = EpochProgress(order="torch", snapshot=RngSnapshot.capture(self), drew_base_seed=False)
+            progress = EpochProgress(order=Order.TORCH, snapshot=RngSnapshot.capture(self), drew_base_seed=False)
             self._track_sampler(progress, sampler)
             self._progress = progress
             if self.worker_mode == "thread":
@@ -244,20 +245,19 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
                 iterator = self._torch_path_iterator_around(
                     ResumedIndexSampler(self, index_sampler, restart_at_reset=progress.snapshot))
         else:
-            if self.worker_mode == "process" and self.persistent_workers and self._iterator is not None:
+            if self.worker_mode == "process" and self.persistent_workers:
                 # Its workers keep the index sampler they started with; a resumed epoch
                 # needs a fresh iterator built around the replaying one.
-                self._iterator._shutdown_workers()
-                self._iterator = None
-            progress = EpochProgress(order="torch", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
-                                     drew_base_seed=resume.get("drew_base_seed", True),
-                                     batches_yielded=resume["batches_yielded"],
-                                     delivered=DeliveredBatches.from_state(resume.get("delivered")),
-                                     draws_live=not resume.get("sampler_started", True))
+                shut_down_persistent_workers(self)
+            progress = EpochProgress(order=Order.TORCH, snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                                     drew_base_seed=resume.drew_base_seed,
+                                     batches_yielded=resume.batches_yielded,
+                                     delivered=DeliveredBatches.from_state(resume.delivered),
+                                     draws_live=not resume.sampler_started)
             self._track_sampler(progress, sampler)
             restored = restore_sampler(self, resume)
             if restored is not None:
-                progress.sampler_state, progress.sampler_restored = resume["sampler_state"], restored
+                progress.sampler_state, progress.sampler_restored = resume.sampler_state, restored
             self._progress = progress
             # The new iterator's own draws (its seed, and samplers that draw when
             # iterated) come from the epoch-start states; the replaying sampler then
@@ -281,48 +281,67 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
             progress.sampler, progress.sampler_states = sampler, deque()
             progress.sampler_state = {"sampler": sampler.state_dict()}  # as of no batch passed
 
-    def _start_iterable_epoch(self, resume: dict | None):
+    def _start_iterable_epoch(self, resume: LoaderState | None):
         """An epoch of an IterableDataset, resumable as described in `iterable_state`."""
-        if resume is not None and resume["order"] != "iterable":
-            raise ValueError(f"cannot resume: the state was saved for a {resume['order']!r} order, "
+        if resume is not None and resume.order != Order.ITERABLE:
+            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
                              "this loader now iterates an IterableDataset")
         carried = None  # worker states a new epoch's workers start from
-        if resume is not None and not resume["in_epoch"]:
-            carried, resume = resume["worker_states"], None  # a state between epochs (persistent workers)
-            if self._iterator is not None:
-                self._iterator._shutdown_workers()
-                self._iterator = None
+        self_iterating = ()
+        if resume is not None and not resume.in_epoch:
+            # A state between epochs (persistent workers): the next epoch's workers start from it.
+            carried, self_iterating, resume = resume.worker_states, resume.self_iterating_workers, None
+            shut_down_persistent_workers(self)
         if resume is None:
-            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.capture(self),
+            progress = EpochProgress(order=Order.ITERABLE, snapshot=RngSnapshot.capture(self),
                                      drew_base_seed=self._epoch_starts_workers())
             if reports_worker_states(self):
                 previous = self._progress
-                if carried is None and self.persistent_workers and self._iterator is not None and \
+                if carried is None and self.persistent_workers and persistent_iterator(self) is not None and \
                         previous is not None and previous.worker_states is not None:
                     carried = previous.worker_states  # persistent workers carry on from there
+                    self_iterating = previous.self_iterating
                 progress.worker_states, progress.workers_ended = dict(carried or {}), set()
+                progress.self_iterating = set(self_iterating) if carried is not None else set()
                 if carried is not None and not self.persistent_workers:
                     carried = None
                 self._progress = progress
-                if carried is not None and self._iterator is None:
+                if carried is not None and persistent_iterator(self) is None:
                     # New workers standing in for the saved run's persistent ones, which
                     # drew no seed for this epoch: the caller's RNG is left as it was.
                     with torch.random.fork_rng(devices=[]):
-                        iterator = start_reporting_iterator(self, carried)
+                        iterator = start_reporting_iterator(self, carried, self_iterating=self_iterating)
                 else:
                     iterator = start_reporting_iterator(self)
             else:
                 iterator = self._torch_path_iterator()
         else:
-            progress = EpochProgress(order="iterable", snapshot=RngSnapshot.from_dict(resume["epoch_start_rng"]),
-                                     drew_base_seed=resume.get("drew_base_seed", True))
-            if self.persistent_workers and self._iterator is not None:
-                self._iterator._shutdown_workers()  # its workers' datasets are past the saved point
-                self._iterator = None
+            progress = EpochProgress(order=Order.ITERABLE, snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                                     drew_base_seed=resume.drew_base_seed)
+            shut_down_persistent_workers(self)  # its workers' datasets are past the saved point
             iterator = resume_iterable(self, resume, progress)
         self._progress = progress
         progress.source = weakref.ref(iterator)
         return TrackedIterator(iterator, progress)
+
+    def _identity(self) -> dict:
+        """What an epoch's order depends on (`_state.IDENTITY_FIELDS`): a state saved
+        inside an epoch is refused by a loader that differs in any of them."""
+        identity = {"batch_size": self.batch_size, "drop_last": self.drop_last}
+        if is_map_style(self):
+            try:
+                identity["rows"] = len(self.dataset)
+            except TypeError:
+                pass
+        sampler = self._epoch_sampler()
+        if sampler is not None:
+            identity["sampler"] = type(sampler).__name__
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            identity.update(shuffle=sampler.shuffle, seed=sampler.seed, world_size=sampler.num_replicas,
+                            sampler_drop_last=sampler.drop_last)
+            if hasattr(sampler, "block_rows"):
+                identity["block"] = [sampler.block_rows, sampler.window_blocks]
+        return {key: value for key, value in identity.items() if key in IDENTITY_FIELDS}
 
     def state_dict(self) -> dict:
         """Where this loader stands, to resume exactly with :meth:`load_state_dict`.
@@ -330,83 +349,114 @@ class DataLoader(torch.utils.data.DataLoader[_T_co]):
         Taken after k batches of an epoch (inside the loop, or after leaving it with
         ``break``), a loader restored from it in a new process, with the same dataset
         and arguments, yields batch k+1 onwards of that epoch, then the same later
-        epochs as an uninterrupted run, provided torch's global RNG is restored too
-        (``torch.set_rng_state``) when the shuffle or sampler draws from it. Native
-        orders resume in O(1); other samplers replay their index stream (see
-        ``pyloader/_resume.py``). The state is plain data (RNG states as base64
-        text): ``json.dumps`` and ``torch.save`` both take it.
+        epochs as an uninterrupted run. The state holds torch's global RNG as it was
+        when the state was taken (shuffles and samplers draw from it), and
+        :meth:`load_state_dict` puts it back, so the state alone decides what comes
+        next. Native orders resume in O(1); other samplers replay their index stream
+        (see ``pyloader/_resume.py``). The state is plain data (RNG states as base64
+        text, schema in ``pyloader/_state.py``): ``json.dumps`` and ``torch.save``
+        both take it, and loading it then calling this before iterating gives it back.
         """
-        if (not self.in_order and self.num_workers > 0 and self._dataset_kind != _DatasetKind.Map
-                and not self.uses_native_path):
-            raise ValueError("state_dict() of an IterableDataset needs in_order=True when num_workers > 0: "
-                             "each worker's stream is replayed, which needs the batches in their order")
-        if self._resume_state is not None:
-            epoch = {key: self._resume_state[key] for key in _EPOCH_KEYS}  # not started yet
-        elif self._progress is not None:
-            epoch = self._progress.to_state()
-        else:
-            epoch = EpochProgress(order="none", finished=True).to_state()
-        if self._dataset_kind != _DatasetKind.Map:
-            epoch = {**epoch, **iterable_state(self)}
+        if self._loaded is not None:
+            return self._loaded.replace(format=STATE_FORMAT).to_dict()  # loaded, not iterated since
+        if (not self.in_order and self.num_workers > 0 and not is_map_style(self)
+                and not self.uses_native_path and not reports_worker_states(self)):
+            raise ValueError("state_dict() of an IterableDataset with in_order=False and num_workers > 0 needs a "
+                             "dataset with state_dict()/load_state_dict(): without them each worker's stream is "
+                             "replayed, which needs the batches in their order")
+        progress = self._progress if self._progress is not None else EpochProgress(order=Order.NONE, finished=True)
+        epoch = progress.to_state()
+        if not is_map_style(self):
+            epoch.update(iterable_state(self))
         elif is_stateful(self.dataset):
             # A map-style dataset with state of its own (e.g. a curriculum stage): the copy
             # in this process, which worker processes are started from.
-            epoch = {**epoch, "dataset_state": self.dataset.state_dict()}
-        return {
-            "format": STATE_FORMAT,
-            "num_workers": self.num_workers,
-            **epoch,
-            "generators": [encode_rng_state(g.get_state()) for g in sampler_generators(self)],
-            "sampler_epoch": getattr(self._epoch_sampler(), "epoch", None),
+            epoch["dataset_state"] = self.dataset.state_dict()
+        order = Order(epoch.pop("order"))
+        in_epoch = epoch["in_epoch"] and order is not Order.NONE
+        return LoaderState(
+            format=STATE_FORMAT, num_workers=self.num_workers, order=order, **epoch,
+            generators=[encode_rng_state(g.get_state()) for g in sampler_generators(self)],
+            global_rng=encode_rng_state(torch.get_rng_state()),
+            sampler_epoch=getattr(self._epoch_sampler(), "epoch", None),
             # Between epochs with persistent workers running, the next epoch draws no
             # seed; a restored loader, whose workers are new, must not draw one either.
-            "next_epoch_starts_workers": self._epoch_starts_workers(),
-        }
+            next_epoch_starts_workers=self._epoch_starts_workers(),
+            identity=self._identity() if in_epoch else None,
+        ).to_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores a :meth:`state_dict`: the next iteration resumes where it was taken."""
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a pyloader DataLoader state (expected format {STATE_FORMAT!r})")
-        check_state_fields(state)
-        saved_workers = state.get("num_workers", self.num_workers)
-        if (self._dataset_kind != _DatasetKind.Map and saved_workers != self.num_workers
-                and state.get("in_epoch")):
+        """Restores a :meth:`state_dict`: the next iteration resumes where it was taken.
+
+        The whole state is checked before anything of the loader changes; a state that
+        cannot be what ``state_dict()`` wrote, or that was saved inside an epoch whose
+        order this loader would not reproduce (another dataset length, batch size,
+        sampler, seed or world size), is refused with a ValueError naming the field,
+        and the loader stays as it was."""
+        loaded = parse(state)
+        iterable = not is_map_style(self)
+        if loaded.kind is Kind.IN_EPOCH and (loaded.order is Order.ITERABLE) != iterable:
+            raise ValueError(f"cannot resume: the state was saved for a {loaded.order.value!r} order, this loader "
+                             f"iterates {'an IterableDataset' if iterable else 'a map-style dataset'}")
+        if loaded.kind is Kind.IN_EPOCH:
+            check_identity(loaded, self._identity())
+        if (not is_map_style(self) and loaded.num_workers != self.num_workers
+                and loaded.in_epoch):
             # Each worker process iterates its own copy of the dataset (sharded by
             # get_worker_info): the stream itself depends on the number of workers.
-            raise ValueError(f"cannot resume: the state was saved with num_workers={saved_workers}, this "
+            raise ValueError(f"cannot resume: the state was saved with num_workers={loaded.num_workers}, this "
                              f"loader has num_workers={self.num_workers}, and an IterableDataset's stream "
                              "depends on the number of workers")
         generators = sampler_generators(self)
-        if len(generators) != len(state["generators"]):
+        if len(generators) != len(loaded.generators):
             raise ValueError("cannot resume: the loader's generators differ from the ones saved "
-                             f"({len(generators)} now, {len(state['generators'])} in the state)")
-        for generator, generator_state in zip(generators, state["generators"]):
-            generator.set_state(decode_rng_state(generator_state))
+                             f"({len(generators)} now, {len(loaded.generators)} in the state)")
+        generator_states = [_decoded_rng(encoded, "generators", g.get_state()) for g, encoded
+                            in zip(generators, loaded.generators)]
+        global_rng = None if loaded.global_rng is None else \
+            _decoded_rng(loaded.global_rng, "global_rng", torch.get_rng_state())
+        # Checked: from here on the loader takes the state.
+        for generator, generator_state in zip(generators, generator_states):
+            generator.set_state(generator_state)
+        if global_rng is not None:
+            torch.set_rng_state(global_rng)
         sampler = self._epoch_sampler()
-        if state["sampler_epoch"] is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(state["sampler_epoch"])
+        if loaded.sampler_epoch is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(loaded.sampler_epoch)
         self._progress = None  # whatever this loader did before is not the restored run
-        if self._dataset_kind == _DatasetKind.Map and state.get("dataset_state") is not None:
-            load_dataset_state(self.dataset, state["dataset_state"])
-        if not state["in_epoch"] and state.get("sampler_state") is not None:
-            load_sampler_state(self, state["sampler_state"])  # where the next epoch's sampler starts
-        self._resume_state = dict(state) if state["in_epoch"] else None
-        if self._dataset_kind != _DatasetKind.Map and not state["in_epoch"]:
-            self._load_iterable_between_epochs(state)
-        elif (self._resume_state is None and not state.get("next_epoch_starts_workers", True)
+        if is_map_style(self) and loaded.dataset_state is not None:
+            load_dataset_state(self.dataset, loaded.dataset_state)
+        if not loaded.in_epoch and loaded.sampler_state is not None:
+            load_sampler_state(self, loaded.sampler_state)  # where the next epoch's sampler starts
+        self._resume_state = loaded if loaded.kind is Kind.IN_EPOCH else None
+        self._next_epoch_draws_no_seed = False
+        if not is_map_style(self) and loaded.kind is not Kind.IN_EPOCH:
+            self._load_iterable_between_epochs(loaded)
+        elif (self._resume_state is None and not loaded.next_epoch_starts_workers
                 and self._epoch_starts_workers() and self._plan() is None):
-            # The saved run's next epoch starts no workers; see _start_epoch.
-            self._resume_state = {**EpochProgress(order="torch").to_state(), "drew_base_seed": False}
+            self._next_epoch_draws_no_seed = True  # the saved run's next epoch starts no workers
+        self._loaded = loaded
 
-    def _load_iterable_between_epochs(self, state: dict) -> None:
-        if state.get("worker_states") is not None:
+    def _load_iterable_between_epochs(self, state: LoaderState) -> None:
+        if state.worker_states is not None:
             if self.persistent_workers and self.num_workers > 0:
-                self._resume_state = dict(state)  # the next epoch's workers start from these
+                self._resume_state = state  # the next epoch's workers start from these
             return
-        if state.get("dataset_state") is not None:
-            load_dataset_state(self.dataset, state["dataset_state"])
-        elif not state.get("next_epoch_starts_workers", True) and state.get("order") == "iterable":
+        if state.dataset_state is not None:
+            load_dataset_state(self.dataset, state.dataset_state)
+        elif not state.next_epoch_starts_workers and state.order is Order.ITERABLE:
             warnings.warn(PERSISTENT_ITERABLE_WARNING, UserWarning, stacklevel=3)
+
+
+def _decoded_rng(encoded, key: str, like: torch.Tensor) -> torch.Tensor:
+    """A saved RNG state, refused (naming `key`) unless it is one of `like`'s kind."""
+    try:
+        decoded = decode_rng_state(encoded)
+    except ValueError:
+        decoded = None
+    if decoded is None or decoded.dtype != like.dtype or decoded.numel() != like.numel():
+        raise ValueError(f"cannot resume: state[{key!r}] holds something that is not an RNG state of this kind")
+    return decoded
 
 
 # torchdata's name for a checkpointable loader: pyloader's DataLoader is one.

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import default_collate
 
 from . import _core
 from ._columns import PiecedColumn, RecordsColumn, column_from, file_backing, open_npy

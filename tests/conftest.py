@@ -161,3 +161,20 @@ def stand_in_cuda(stand_in_driver, monkeypatch):
     stand_in_driver.fail_pinning(False)
     stand_in_driver.host_waits(True)
     stand_in_driver.fail_record(0)
+
+
+class WaitsForRelease(torch.utils.data.Dataset):
+    """Samples from `free` on wait until the test sets `release` (a multiprocessing
+    Event, for worker processes): no deadline can be met before, however loaded the
+    machine is."""
+
+    def __init__(self, release, free=0):
+        self.release, self.free = release, free
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if index >= self.free:
+            self.release.wait()
+        return torch.tensor(index)

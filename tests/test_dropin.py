@@ -1,6 +1,7 @@
 """Every DataLoader option behaves as torch's, side by side, on torch's path and ours."""
 
 import collections
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from conftest import assert_batches_equal
+from conftest import WaitsForRelease, assert_batches_equal
 
 Point = collections.namedtuple("Point", "x y")
 
@@ -131,17 +132,8 @@ def test_samplers_on_torchs_path():
 
 
 def test_timeout_on_torchs_path_raises_like_torch():
-    class Slow(tud.Dataset):
-        def __len__(self):
-            return 4
-
-        def __getitem__(self, index):
-            import time
-
-            time.sleep(0.8)
-            return index
-
-    for loader in both(dataset=Slow(), batch_size=1, num_workers=1, timeout=0.2):
+    release = multiprocessing.get_context("fork").Event()
+    for loader in both(dataset=WaitsForRelease(release), batch_size=1, num_workers=1, timeout=0.2):
         iterator = iter(loader)
         with pytest.raises(RuntimeError, match="timed out after 0.2 seconds"):
             next(iterator)

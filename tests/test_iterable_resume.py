@@ -170,7 +170,7 @@ def test_a_different_number_of_workers_is_refused_for_an_iterable():
     with pytest.raises(ValueError, match="num_workers=2.*num_workers=0"):
         pyloader.DataLoader(Counting(), batch_size=4).load_state_dict(state)
     with pytest.raises(ValueError, match="snapshot_every_n_steps"):
-        pyloader.DataLoader(Counting(), snapshot_every_n_steps=0)
+        pyloader.DataLoader(Counting(), snapshot_every_n_steps=-1)
     # Map-style states do not depend on the workers: they load anywhere.
     ds = pyloader.TensorDataset(torch.arange(20))
     mapped = pyloader.DataLoader(ds, batch_size=3, num_workers=2, native=False)

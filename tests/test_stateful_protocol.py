@@ -154,4 +154,5 @@ def test_stateful_map_dataset_is_restored(workers):
     assert fresh.stage == 2
     assert [b.tolist() for b in resumed] == [[203, 204, 205], [206, 207, 208], [209]]
     with pytest.raises(ValueError, match="dataset state"):
-        pyloader.DataLoader(Plain(), batch_size=3).load_state_dict(state)
+        # Of the same length, so that the missing load_state_dict() is what is refused.
+        pyloader.DataLoader(tud.Subset(Plain(), range(len(fresh))), batch_size=3).load_state_dict(state)

@@ -47,19 +47,31 @@ def test_getitems_and_collate_are_used_as_torch_uses_them():
     assert ours == theirs
 
 
-class SlowFirst(Squares):
+class HeldFirst(Squares):
+    """Sample 0 waits until the test releases it."""
+
+    def __init__(self, released=False):
+        super().__init__()
+        self.release = threading.Event()
+        if released:
+            self.release.set()
+
     def __getitem__(self, index):
         if index == 0:
-            time.sleep(0.3)
+            self.release.wait()
         return super().__getitem__(index)
 
 
 def test_out_of_order_delivery_yields_every_batch_once():
-    loader = pyloader.DataLoader(SlowFirst(), batch_size=5, num_workers=3, worker_mode="thread", in_order=False)
-    batches = [b["y"].tolist() for b in loader]
-    assert batches[0] != [0, 1, 4, 9, 16]  # the slow first batch was overtaken
+    dataset = HeldFirst()
+    loader = pyloader.DataLoader(dataset, batch_size=5, num_workers=3, worker_mode="thread", in_order=False)
+    iterator = iter(loader)
+    first = next(iterator)["y"].tolist()  # batch 0 is held: another one overtook it
+    dataset.release.set()
+    batches = [first] + [b["y"].tolist() for b in iterator]
+    assert first != [0, 1, 4, 9, 16]
     assert sorted(y for batch in batches for y in batch) == [i * i for i in range(97)]
-    ordered = pyloader.DataLoader(SlowFirst(), batch_size=5, num_workers=3, worker_mode="thread")
+    ordered = pyloader.DataLoader(HeldFirst(released=True), batch_size=5, num_workers=3, worker_mode="thread")
     assert next(iter(ordered))["y"].tolist() == [0, 1, 4, 9, 16]
 
 
