@@ -188,7 +188,7 @@ def test_no_thread_growth_with_collate_threads():
         next(iterator)
         del loader, iterator
     gc.collect()
-    deadline = 50
+    deadline = 600  # tenths of a second at most: the loop ends once they have exited
     while thread_count() > before and deadline:  # executor threads exit once told to
         threading.Event().wait(0.1)
         deadline -= 1

@@ -9,7 +9,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from conftest import assert_loaders_equal
+from conftest import WaitsForRelease, assert_loaders_equal
 
 
 class Squares(tud.Dataset):
@@ -90,7 +90,18 @@ def test_worker_init_fn_runs_once_per_thread():
         with lock:
             seen.append((worker_id, threading.current_thread().name))
 
-    loader = pyloader.DataLoader(Squares(delay=0.002), batch_size=2, num_workers=3, worker_mode="thread",
+    class MeetInThreeThreads(Squares):
+        """The first samples of the first three batches wait for each other: the pool
+        must run three threads at once, however the machine schedules them."""
+
+        barrier = threading.Barrier(3)
+
+        def __getitem__(self, index):
+            if index in (0, 2, 4):
+                self.barrier.wait(timeout=120)  # a hang guard, not a deadline the test races
+            return super().__getitem__(index)
+
+    loader = pyloader.DataLoader(MeetInThreeThreads(), batch_size=2, num_workers=3, worker_mode="thread",
                                  worker_init_fn=init)
     list(loader)
     list(loader)  # threads persist across epochs: no second initialisation
@@ -99,9 +110,14 @@ def test_worker_init_fn_runs_once_per_thread():
 
 
 def test_timeout_raises_like_torch():
-    loader = pyloader.DataLoader(Squares(delay=0.5), batch_size=1, num_workers=1, worker_mode="thread", timeout=0.05)
-    with pytest.raises(RuntimeError, match="timed out after 0.05 seconds"):
-        next(iter(loader))
+    release = threading.Event()
+    loader = pyloader.DataLoader(WaitsForRelease(release), batch_size=1, num_workers=1, worker_mode="thread",
+                                 timeout=0.05)
+    try:
+        with pytest.raises(RuntimeError, match="timed out after 0.05 seconds"):
+            next(iter(loader))
+    finally:
+        release.set()
 
 
 def test_break_and_reuse():
@@ -172,7 +188,7 @@ def test_dropped_loaders_release_their_threads():
         refs.append(weakref.ref(loader))
         del loader
     gc.collect()
-    deadline = time.time() + 5
+    deadline = time.time() + 60  # how long to wait at most, not a race: it ends once they have exited
     while worker_threads() > before and time.time() < deadline:
         time.sleep(0.05)
     assert all(ref() is None for ref in refs)
