@@ -38,6 +38,9 @@ class Column:
     # (st_dev, st_ino) of `file` when the column was made: explicit reads check that the
     # path still names the file that was mapped.
     file_identity: tuple[int, int] | None = None
+    # Byte offset in `file` of row 0 for a view whose mapping numpy cannot trace (token
+    # windows, made with as_strided): rows are array.strides[0] apart in the file.
+    file_offset: int | None = None
 
     ragged = False
 
@@ -62,8 +65,10 @@ class Column:
     def read_source(self) -> tuple[str, int, int, int] | None:
         """Where explicit reads find this column's rows, if anywhere (see file_position):
         (path, offset, st_dev, st_ino)."""
-        if self.file is None or self.file_identity is None or self.cast is not None:
-            return None  # a cast converts while copying from the mapping
+        if self.file is None or self.file_identity is None:
+            return None
+        if self.file_offset is not None:
+            return (self.file, self.file_offset, *self.file_identity)
         position = file_position(self.array)
         return None if position is None else (*position, *self.file_identity)
 
@@ -254,15 +259,20 @@ def column_from(value: Any, what: str) -> Column:
     except ValueError as error:
         raise ValueError(f"{what}: {error}") from None
     file, file_bytes = file_backing(array)
-    identity = None
-    if file is not None:
-        try:
-            status = os.stat(file)
-            identity = (status.st_dev, status.st_ino)
-        except OSError:
-            pass  # the mapping outlives its path: it is read through the mapping only
     return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes,
-                  file_identity=identity)
+                  file_identity=file_identity(file))
+
+
+def file_identity(path: str | None) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a mapped file, which explicit reads check the path still
+    names; None without one."""
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # the mapping outlives its path: it is read through the mapping only
+    return status.st_dev, status.st_ino
 
 
 def check_files_intact(mapped: list[tuple[str, int]]) -> None:

@@ -26,7 +26,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._columns import Column, PiecedColumn, _is_pattern, _torch_dtype_of, file_backing, open_npy, shard_paths
+from ._columns import (Column, PiecedColumn, _is_pattern, _torch_dtype_of, file_backing, file_identity, file_position,
+                       open_npy, shard_paths)
 from .dataset import ArrayDataset
 
 _TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32, np.int32, np.int64)
@@ -121,10 +122,16 @@ class TokenWindows(ArrayDataset):
         for stream in streams:
             windows = max(0, (len(stream) - block_size - 1) // stride + 1)
             file, file_bytes = file_backing(stream)
+            # Windows are strided views, which numpy cannot trace to the mapping: where
+            # their rows lie in the file is recorded here, for explicit reads.
+            position = file_position(stream) if file is not None else None
+            identity = file_identity(file) if position is not None else None
             for shift, pieces in ((0, inputs), (1, targets)):
                 view = _windows(stream, shift, windows, block_size, stride)
+                offset = None if position is None else position[1] + shift * stream.itemsize
                 pieces.append(Column(array=view, dtype=out_dtype, needs_view=False, file=file,
-                                     file_bytes=file_bytes, cast=cast))
+                                     file_bytes=file_bytes, cast=cast, file_identity=identity,
+                                     file_offset=offset))
         if sum(len(piece) for piece in inputs) == 0:
             longest = max(len(stream) for stream in streams)
             raise ValueError(f"block_size {block_size} needs at least {block_size + 1} tokens in a shard "

@@ -238,3 +238,83 @@ def test_fork_with_reads_in_flight(files):
     features, labels = files
     loader = pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=100, io="read")
     assert_fork_mid_epoch_continues(loader, list(range(ROWS)))
+
+
+def write_tokens(path, count, seed=0):
+    np.random.default_rng(seed).integers(0, 50_000, count, dtype=np.uint16).tofile(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("stride", [None, 1, 7, 3000])
+@pytest.mark.parametrize("dtype", [torch.int64, None])
+@pytest.mark.parametrize("io", ["read", "auto"])
+def test_token_windows_are_read_explicitly_with_the_mappings_bytes(tmp_path, stride, dtype, io):
+    # Windows are strided views of the token file (overlapping when stride < block_size),
+    # delivered as int64 (read as uint16, then widened) or as stored.
+    shards = [write_tokens(tmp_path / f"shard{k}.bin", 60_000 + 999 * k, seed=k) for k in range(2)]
+    make = lambda io: pyloader.DataLoader(
+        pyloader.TokenWindows(shards, 1024, stride=stride, dtype=dtype, token_dtype=np.uint16), batch_size=8,
+        shuffle=True, generator=torch.Generator().manual_seed(5), io=io)
+    expected = list(make("mmap"))
+    gc.collect()
+    for shard in shards:
+        evict(shard)
+    got, read = explicit_batches(make(io))
+    assert read > 0  # 2-KiB windows of a cold file: read explicitly
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert_same(a, b)
+
+
+def test_token_windows_of_npy_and_megatron_files_are_read_explicitly(tmp_path):
+    from megatron_files import write_megatron
+
+    tokens = np.random.default_rng(1).integers(0, 30_000, 50_000).astype(np.uint16)
+    np.save(tmp_path / "tokens.npy", tokens)
+    prefix = write_megatron(tmp_path / "corpus", [[tokens[:20_000]], [tokens[20_000:]]], np.uint16)
+    for dataset in (pyloader.TokenWindows(str(tmp_path / "tokens.npy"), 512),
+                    pyloader.TokenWindows.from_megatron(prefix, 512)):
+        make = lambda io: pyloader.DataLoader(dataset, batch_size=4, shuffle=True,
+                                              generator=torch.Generator().manual_seed(2), io=io)
+        got, read = explicit_batches(make("read"))
+        assert read > 0
+        for a, b in zip(got, make("mmap"), strict=True):
+            assert_same(a, b)
+
+
+def test_a_token_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_path):
+    path = write_tokens(tmp_path / "shrinking.bin", 1 << 22)  # 8 MiB of uint16 tokens
+    windows = pyloader.TokenWindows(path, 1024, token_dtype=np.uint16)
+    column = windows.columns[0].pieces[0]
+    pool = _core.ThreadPool(2)
+    pipeline = _core.BatchPipeline([column.array], pool, 4, casts=[np.dtype(np.int64)],
+                                   files=[[column.read_source]], io="read", read_threads=8)
+    pipeline.enqueue_indices(list(range(0, 4096, 16)))
+    first = pipeline.next()[0]
+    assert torch.equal(torch.as_tensor(first[1]), torch.from_numpy(np.fromfile(path, np.uint16)[16 * 1024:17 * 1024]
+                                                                  .astype(np.int64)))
+    os.truncate(path, 1 << 20)  # 1 MiB left: most windows are past the end now
+    pipeline.enqueue_indices(list(range(2048, 4096, 8)))
+    with pytest.raises(OSError, match="shrinking.bin.*short"):  # a short read, not a SIGBUS
+        pipeline.next()
+    pipeline.close()
+
+
+def test_loaders_in_one_process_share_one_bounded_read_engine(files):
+    # Each pipeline used to start its own reader threads: eight loaders read 8 x 64.
+    # One engine per process serves every loader and iterator.
+    features, labels = files
+    loaders = [pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=64, shuffle=True,
+                                   io="read", num_threads=1) for _ in range(8)]
+    for loader in loaders:
+        next(iter(loader))  # each loader's own gather thread exists from now on
+    gc.collect()
+    before = native_thread_count()
+    iterators = [iter(loader) for loader in loaders]
+    for iterator in iterators:
+        next(iterator)
+    assert all(iterator._pipeline.explicitly_read_batches > 0 for iterator in iterators)
+    assert native_thread_count() - before <= pyloader._native.READS_IN_FLIGHT  # one engine's readers, not eight
+    del iterators, iterator
+    gc.collect()
+    assert native_thread_count() == before

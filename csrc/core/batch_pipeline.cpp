@@ -378,7 +378,7 @@ void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
   if (mode == IoMode::kMmap) return;
   for (const Column& column : columns_) {
     if (readable_from_file(column)) {
-      reads_ = std::make_unique<ReadEngine>(read_threads);
+      reads_ = ReadEngine::shared(read_threads);
       break;
     }
   }
@@ -440,9 +440,9 @@ void BatchPipeline::read_ahead_window(const IndexOrder& order, const BlockWindow
 }
 
 bool BatchPipeline::readable_from_file(const Column& column) const noexcept {
-  if (column.cast.active()) return false;  // a cast converts while copying; reads land as stored
+  // Rows at a positive stride: consecutive rows, or token windows (which may overlap).
   for (const ColumnView& piece : column.pieces) {
-    if (!piece.file || piece.row_stride != piece.row_bytes) return false;
+    if (!piece.file || piece.row_stride <= 0) return false;
   }
   return true;
 }
@@ -456,7 +456,12 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   const std::size_t count = slot.rows;
   if (count == 0) return;
   thread_local std::vector<ReadEngine::RowSpan> spans;
+  // Columns whose integers are converted (uint16 tokens delivered as int64) are read as
+  // stored into a staging area, one per such column, and converted from there.
+  thread_local std::vector<std::vector<std::byte>> staged;
+  thread_local std::vector<std::size_t> staged_columns;
   spans.clear();
+  staged_columns.clear();
   for (std::size_t c = 0; c < columns_.size(); ++c) {
     const Column& column = columns_[c];
     if (!readable_from_file(column)) continue;
@@ -484,6 +489,13 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
       if (cached) continue;
     }
     std::byte* out = slot.buffer.get() + slot.column_offsets[c];
+    if (column.cast.active()) {
+      if (staged.size() <= staged_columns.size()) staged.emplace_back();
+      std::vector<std::byte>& area = staged[staged_columns.size()];
+      area.resize(count * static_cast<std::size_t>(column.row_bytes()));
+      out = area.data();
+      staged_columns.push_back(c);
+    }
     for_each_piece(column, plan, count, [&](const ColumnView& piece, std::size_t begin, std::size_t end) {
       spans.push_back(ReadEngine::RowSpan{&piece, piece.file.get(), begin, end, out});
     });
@@ -491,6 +503,12 @@ void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vecto
   }
   if (spans.empty()) return;
   reads_->read_rows(spans, plan);
+  for (std::size_t s = 0; s < staged_columns.size(); ++s) {
+    const Column& column = columns_[staged_columns[s]];
+    const std::int64_t elements = column.row_bytes() / column.cast.source_bytes;
+    cast_elements(column.cast, staged[s].data(), elements * static_cast<std::int64_t>(count),
+                  slot.buffer.get() + slot.column_offsets[staged_columns[s]]);
+  }
   explicitly_read_.fetch_add(1, std::memory_order_relaxed);
   std::uint64_t bytes = 0;
   for (const ReadEngine::RowSpan& span : spans) {

@@ -29,10 +29,12 @@
 //     pool threads drain them: a thread is woken only once a few requests are queued
 //     (or none is draining), so the consumer's per-batch work is a queue push, not a
 //     wake-up. A consumer that waits gathers queued batches itself.
-//   * File-backed columns (ColumnView::file on every piece, no cast) may be read with
-//     explicit reads at depth instead of page faults, as set_io_mode() says; the batch
-//     bytes are the same either way. A failed or short read fails that batch with
-//     SourceReadError naming the file.
+//   * File-backed columns (ColumnView::file on every piece; rows consecutive in the
+//     file, or at any positive stride, as token windows are) may be read with explicit
+//     reads at depth instead of page faults, as set_io_mode() says; a column whose
+//     integers are converted is read as stored into a per-thread staging area and
+//     converted from there. The batch bytes are the same either way. A failed or short
+//     read fails that batch with SourceReadError naming the file.
 //   * Staging (set_staging): a batch is gathered into a supplied host block when one
 //     fits (else into the pipeline's own pool). With a device, it is gathered into a
 //     pinned block of the device's pools and copied to a device block by the thread
@@ -255,7 +257,7 @@ class BatchPipeline {
 
   std::vector<Column> columns_;
   IoMode io_mode_ = IoMode::kMmap;
-  std::unique_ptr<ReadEngine> reads_;
+  std::shared_ptr<ReadEngine> reads_;  // the process's engine (ReadEngine::shared)
   std::atomic<std::uint64_t> explicitly_read_{0};
   bool read_ahead_ = false;  // IoMode::kAuto with file-backed columns and no row map
   // Block orders: positions of read_ahead_order_ in [read_ahead_first_, read_ahead_end_)

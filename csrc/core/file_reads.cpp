@@ -80,6 +80,19 @@ struct ReadEngine::Batch {
 
 ReadEngine::ReadEngine(std::size_t threads) : threads_(threads == 0 ? 1 : threads) {}
 
+std::shared_ptr<ReadEngine> ReadEngine::shared(std::size_t threads) {
+  static std::mutex mutex;
+  // Never destroyed: a weak reference, and a forked child's engine replaces the parent's.
+  static auto* current = new std::weak_ptr<ReadEngine>();
+  std::lock_guard<std::mutex> lock(mutex);
+  std::shared_ptr<ReadEngine> engine = current->lock();
+  if (!engine || !engine->usable()) {
+    engine = std::make_shared<ReadEngine>(threads);
+    *current = engine;
+  }
+  return engine;
+}
+
 void ReadEngine::serve(const Run& run) noexcept {
   Batch& batch = *run.batch;
   bool failed;
@@ -137,18 +150,22 @@ void ReadEngine::read_rows(const std::vector<RowSpan>& spans, const ReadPlan& pl
   std::vector<Run> runs;
   for (const RowSpan& span : spans) {
     const std::int64_t row_bytes = span.piece->row_bytes;
+    const std::int64_t row_stride = span.piece->row_stride;
     if (span.begin >= span.end || row_bytes == 0) continue;
+    // Only rows that follow one another in the file share a preadv(); strided or
+    // overlapping rows (token windows) are a read each.
+    const bool adjacent_rows = row_stride == row_bytes;
     const std::size_t rows_per_run = std::max<std::size_t>(
         1, std::min<std::size_t>(kMaxRunRows, static_cast<std::size_t>(kMaxRunBytes / row_bytes)));
     const std::size_t first_run = runs.size();
     for (std::size_t k = span.begin; k < span.end; ++k) {
       const std::int64_t source = plan.sources[k];
-      const bool continues = runs.size() > first_run && source == plan.sources[k - 1] + 1 &&
+      const bool continues = adjacent_rows && runs.size() > first_run && source == plan.sources[k - 1] + 1 &&
                              runs.back().iov_count < rows_per_run;
       if (continues) {
         ++runs.back().iov_count;
       } else {
-        runs.push_back(Run{&batch, span.file, span.file->offset() + (source - span.piece->first_row) * row_bytes,
+        runs.push_back(Run{&batch, span.file, span.file->offset() + (source - span.piece->first_row) * row_stride,
                            batch.iovs.size(), 1});
       }
       batch.iovs.push_back(iovec{span.out + static_cast<std::size_t>(plan.positions[k]) *

@@ -13,9 +13,11 @@
 //     waiting only for its own reads. It returns after every read it issued has finished
 //     (so `out` is no longer written), and throws SourceReadError when one failed or came
 //     back short (the file shrank): the message names the file.
-//   * The engine's threads (a ThreadPool) start on the first read and are joined by the
-//     destructor, which callers invoke only once no read_rows() call is running. Fork:
-//     in a forked child usable() is false, and the pool leaks its bookkeeping there.
+//   * One engine per process (shared()), whatever the number of loaders and iterators:
+//     its threads (a ThreadPool of at most the first caller's count) start on the first
+//     read and are joined when the last pipeline holding the engine lets go of it, once
+//     no read_rows() call is running. Fork: in a forked child usable() is false (the
+//     parent's engine leaks its bookkeeping there), and shared() makes the child its own.
 #pragma once
 
 #include <cstddef>
@@ -82,13 +84,18 @@ bool row_cached(const ColumnView& piece, std::int64_t row);
 
 class ReadEngine {
  public:
+  // The process's engine, made with `threads` threads if none is alive in this process.
+  static std::shared_ptr<ReadEngine> shared(std::size_t threads);
+
   explicit ReadEngine(std::size_t threads);
   ReadEngine(const ReadEngine&) = delete;
   ReadEngine& operator=(const ReadEngine&) = delete;
 
-  // Plan rows [begin, end) of `piece`, whose bytes lie in `file` (rows piece.row_stride
-  // apart, row_stride == row_bytes), to be read into out (plan row p at
-  // out + positions[p] * row_bytes). Precondition: the rows lie inside the piece.
+  // Plan rows [begin, end) of `piece`, whose bytes lie in `file` (row r at
+  // file->offset() + (r - first_row) * row_stride: consecutive rows when row_stride ==
+  // row_bytes, or windows of a token stream, which may overlap), to be read into out
+  // (plan row p at out + positions[p] * row_bytes). Preconditions: the rows lie inside
+  // the piece; row_stride > 0.
   struct RowSpan {
     const ColumnView* piece;
     const FileSource* file;

@@ -27,7 +27,7 @@ struct ColumnView {
   std::int64_t row_bytes = 0;
   std::int64_t row_stride = 0;
   std::int64_t first_row = 0;  // index of `base`'s row when the view is a piece of a column
-  std::shared_ptr<const FileSource> file;  // the file behind `base`, rows contiguous in it; or none
+  std::shared_ptr<const FileSource> file;  // the file behind `base` (row r at its offset() + r * row_stride); or none
 
   const std::byte* row(std::int64_t index) const noexcept {
     return base + (index - first_row) * row_stride;

@@ -1,5 +1,7 @@
 #include "thread_pool.hpp"
 
+#include <system_error>
+
 namespace pyloader {
 namespace {
 
@@ -14,7 +16,15 @@ ThreadPool::ThreadPool(std::size_t num_threads)
   state_->threads.reserve(size_);
   State* state = state_.get();
   for (std::size_t i = 0; i < size_; ++i) {
-    state_->threads.emplace_back([state] { run_worker(*state); });
+    try {
+      state_->threads.emplace_back([state] { run_worker(*state); });
+    } catch (const std::system_error&) {
+      // The system refused another thread (a process or container limit): the pool
+      // runs with those it has. With none, the constructor fails and nothing is left.
+      if (state_->threads.empty()) throw;
+      size_ = state_->threads.size();
+      break;
+    }
   }
 }
 

@@ -34,6 +34,8 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   void submit(std::function<void()> task);
+  // Threads running: `num_threads`, or fewer when the system refused more (at least one,
+  // else the constructor throws std::system_error).
   std::size_t size() const noexcept { return size_; }
   // Whether the calling thread is a worker of some ThreadPool: such a thread runs only
   // pyloader's tasks, so per-thread state it sets (a current CUDA context) need not be
