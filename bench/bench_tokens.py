@@ -20,13 +20,24 @@ Every contender yields --batches batches per round; the first batch of each roun
 x[0, 0] and y[-1, -1]. One warm-up round, then --rounds interleaved rounds; each
 contender's median round counts. Prints samples/s and ratio lines.
 
+With --cold the file is larger than what the rounds read (one raw uint16 file of
+--cold-gib GiB, default 4) and its pages are evicted from the page cache (madvise +
+posix_fadvise DONTNEED, no root needed) before every contender's round, so every window
+comes from storage. Contenders: the nanoGPT loop; pyloader's TokenWindows shuffled with
+the default stride and with stride 1, each with io="auto" (what a user gets) and
+io="mmap" (page faults only); and a raw reader keeping 64 pread()s in flight over the
+same number of random 2-KiB windows into private buffers (no conversion, no batch): the
+explicit-read ceiling.
+
     python bench/bench_tokens.py [--tokens 536870912] [--batches 200] [--rounds 5] [--dir DIR]
+    python bench/bench_tokens.py --cold [--cold-gib 4] [--batches 300] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import mmap
 import os
 import statistics
 import tempfile
@@ -59,6 +70,93 @@ def make_shards(directory: str, tokens: int) -> list[str]:
                 rng.integers(0, VOCAB, min(step, per_shard - first), dtype=np.uint16).tofile(out)
         os.replace(path + ".part", path)
     return paths
+
+
+def make_token_file(directory: str, gib: float) -> str:
+    """One raw uint16 token file of `gib` GiB, generated once."""
+    os.makedirs(directory, exist_ok=True)
+    tokens = int(gib * (1 << 30)) // 2
+    path = os.path.join(directory, f"tokens_{tokens}.bin")
+    if not (os.path.exists(path) and os.path.getsize(path) == 2 * tokens):
+        rng = np.random.default_rng(1)
+        step = 1 << 24
+        with open(path + ".part", "wb") as out:
+            for first in range(0, tokens, step):
+                rng.integers(0, VOCAB, min(step, tokens - first), dtype=np.uint16).tofile(out)
+        os.replace(path + ".part", path)
+    return path
+
+
+def evict(path: str, maps=()) -> None:
+    """Drops the file's pages from the page cache; pages still mapped into this process
+    are not dropped, so `maps` (np.memmaps of it) let go of theirs first."""
+    for array in maps:
+        array._mmap.madvise(mmap.MADV_DONTNEED)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def raw_window_reads(path: str, windows: int, depth: int = 64) -> float:
+    """Windows/s of a reader keeping `depth` pread()s of random 2-KiB windows in flight."""
+    rows = np.random.default_rng().integers(0, os.path.getsize(path) // (2 * BLOCK), windows).astype(np.int64)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
+        start = time.perf_counter()
+        pyloader._core.reference_read(descriptor, 0, 2 * BLOCK, rows, depth)
+        return windows / (time.perf_counter() - start)
+    finally:
+        os.close(descriptor)
+
+
+def cold(args) -> None:
+    start = time.perf_counter()
+    path = make_token_file(args.dir, args.cold_gib)
+    prepared = time.perf_counter() - start
+    datasets = {stride: pyloader.TokenWindows(path, BLOCK, stride=stride, token_dtype=np.uint16)
+                for stride in (BLOCK, 1)}
+    maps = [stream for dataset in datasets.values() for stream in dataset.tokens]
+
+    def loader(stride, io):
+        made = pyloader.DataLoader(datasets[stride], batch_size=BATCH, shuffle=True, io=io,
+                                   num_threads=args.threads)
+        return lambda: iter(made)
+
+    contenders = {
+        "nanoGPT loop": lambda: nanogpt_batches([path]),
+        "pyloader stride=block": loader(BLOCK, "auto"),
+        "pyloader stride=1": loader(1, "auto"),
+        "pyloader stride=block mmap": loader(BLOCK, "mmap"),
+        "pyloader stride=1 mmap": loader(1, "mmap"),
+    }
+    torch.manual_seed(0)
+    rates: dict[str, list[float]] = {name: [] for name in [*contenders, "raw pread depth 64"]}
+    for _ in range(args.rounds):
+        for name, make in contenders.items():
+            evict(path, maps)
+            rates[name].append(round_rate(make, args.batches))
+        evict(path, maps)
+        rates["raw pread depth 64"].append(raw_window_reads(path, args.batches * BATCH))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"token windows, cold: {os.path.getsize(path) / 2**30:.2f} GiB raw uint16 file (prepared in "
+          f"{prepared:.1f} s), evicted before every round, block {BLOCK}, batch {BATCH}, int64 x and y, "
+          f"{args.batches} batches per round, median of {args.rounds} interleaved rounds: samples/s "
+          "(windows/s for the raw reader)")
+    for name, values in rates.items():
+        print(f"  {name:<27} {median[name]:>10,.0f}   (rounds {min(values):,.0f}-{max(values):,.0f})")
+    print("\nratios (same run)")
+    for stride in ("stride=block", "stride=1"):
+        print(f"ratio cold token windows {stride}: pyloader / nanoGPT loop = "
+              f"{median['pyloader ' + stride] / median['nanoGPT loop']:.1f}x")
+        print(f"ratio cold token windows {stride}: pyloader / raw pread depth 64 = "
+              f"{median['pyloader ' + stride] / median['raw pread depth 64']:.0%}")
+        print(f"ratio cold token windows {stride}: io=auto / io=mmap = "
+              f"{median['pyloader ' + stride] / median['pyloader ' + stride + ' mmap']:.1f}x")
 
 
 def warm_page_cache(paths: list[str]) -> None:
@@ -135,7 +233,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="pyloader num_threads (default: its own)")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "pyloader-bench-tokens"),
                         help="where the shards are generated and cached")
+    parser.add_argument("--cold", action="store_true", help="a file read from storage (see above)")
+    parser.add_argument("--cold-gib", type=float, default=4.0, help="size of the --cold token file")
     args = parser.parse_args()
+    if args.cold:
+        cold(args)
+        return
     if args.tokens // SHARDS < 2 * (BLOCK + 1):
         parser.error(f"--tokens must be at least {SHARDS * 2 * (BLOCK + 1)}")
 
