@@ -76,7 +76,8 @@ def merge_rank_states(states: list[dict]) -> dict:
     consumed = [state.num_samples if not state.in_epoch
                 else min(state.batches_yielded * state.batch_size, state.num_samples) for state in by_rank]
     merged = by_rank[0].replace(in_epoch=True, rank=None, world_size=None, batches_yielded=0,
-                                elastic={"world_size": len(parsed), "consumed": consumed})
+                                elastic={"world_size": len(parsed), "consumed": consumed},
+                                identity=identities[0] if identities else None)
     return merged.to_dict()
 
 

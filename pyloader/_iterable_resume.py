@@ -67,23 +67,34 @@ class _WorkerFlags:
     """Per worker process: how its stream is batched and what its last batch reports."""
 
     skip_next_epoch = False  # its saved stream had ended in this epoch
-    deferred_state = None  # a saved state loaded once iter() made the dataset its own iterator
+    # A saved state for a dataset that is its own iterator, loaded once iter() has set up
+    # what loading needs; `deferred_at_end`: the state after its stream ended.
+    deferred_state = None
+    deferred_at_end = False
     self_iterating = False  # whether iter(dataset) returned the dataset itself
     batch_size = None  # samples per fetch (None: one sample, unbatched)
     batch_state = None  # (state after the batch's last sample, whether the stream ended there)
 
 
 def _reporting_iter(dataset):
+    base_iter = dataset._pyloader_base_class.__iter__
+    # A dataset that is its own iterator may set up in __iter__ what its load_state_dict
+    # needs: its saved state is loaded after iter(), as torchdata loads iterator states.
+    deferred, _WorkerFlags.deferred_state = _WorkerFlags.deferred_state, None
+    at_end = _WorkerFlags.deferred_at_end or _WorkerFlags.skip_next_epoch
+    if deferred is not None and at_end:
+        # The state after a stream that ended: the saved worker had iterated (set up)
+        # and reached the end, and its next iter() starts from there (rewinding, or not,
+        # as the dataset does).
+        base_iter(dataset)
+        dataset.load_state_dict(deferred)
     if _WorkerFlags.skip_next_epoch:
         _WorkerFlags.skip_next_epoch = False
         return
     per_batch = _WorkerFlags.batch_size or 1
-    iterator = dataset._pyloader_base_class.__iter__(dataset)
-    # A dataset that is its own iterator may set up in __iter__ what its load_state_dict
-    # needs: its saved state is loaded after iter(), as torchdata loads iterator states.
-    deferred, _WorkerFlags.deferred_state = _WorkerFlags.deferred_state, None
-    if deferred is not None:
-        dataset.load_state_dict(deferred)
+    iterator = base_iter(dataset)
+    if deferred is not None and not at_end:
+        dataset.load_state_dict(deferred)  # a position inside the stream
     _WorkerFlags.self_iterating = iterator is dataset
     end = object()
     item, count = next(iterator, end), 0
@@ -160,17 +171,19 @@ class LoadingInit:
     """The loader's worker_init_fn, then the worker's saved dataset state loaded, and
     its dataset set up to report where its stream ends."""
 
-    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size, self_iterating=()) -> None:
+    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size, self_iterating=(),
+                 between_epochs: bool = False) -> None:
         self.worker_init_fn, self.states, self.ended = worker_init_fn, states, ended
         self.batch_size = batch_size
         self.self_iterating = set(self_iterating)  # workers whose state is loaded after iter()
+        self.between_epochs = between_epochs  # `states` are where ended streams left off
 
     def __call__(self, worker_id: int) -> None:
         if self.worker_init_fn is not None:
             self.worker_init_fn(worker_id)
         dataset = get_worker_info().dataset
         state = self.states.get(str(worker_id))
-        _WorkerFlags.deferred_state = None
+        _WorkerFlags.deferred_state, _WorkerFlags.deferred_at_end = None, self.between_epochs
         if state is not None:
             if str(worker_id) in self.self_iterating:
                 _WorkerFlags.deferred_state = state
@@ -244,14 +257,16 @@ def reports_worker_states(loader) -> bool:
     return loader.num_workers > 0 and loader.worker_mode == "process" and is_stateful(loader.dataset)
 
 
-def start_reporting_iterator(loader, states: dict | None = None, ended=(), self_iterating=()):
+def start_reporting_iterator(loader, states: dict | None = None, ended=(), self_iterating=(),
+                             between_epochs: bool = False):
     """torch's worker iterator with each worker reporting its dataset state, having
     loaded its state in `states` first (those in `ended` then yield nothing this epoch;
-    those in `self_iterating` load theirs once iter() has run)."""
+    those in `self_iterating` load theirs once iter() has run). `between_epochs`: the
+    states are where the workers' previous streams ended."""
     collate_fn, worker_init_fn = loader.collate_fn, loader.worker_init_fn
     loader.collate_fn = ReportingCollate(collate_fn, loader.batch_size, loader.drop_last)
     loader.worker_init_fn = LoadingInit(worker_init_fn, dict(states or {}), set(ended), loader.batch_size,
-                                        self_iterating)
+                                        self_iterating, between_epochs)
     try:
         return loader._torch_path_iterator()
     finally:

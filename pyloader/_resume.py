@@ -443,6 +443,7 @@ class EpochProgress:
     worker_states: dict | None = None
     last_worker: int | None = None
     workers_ended: set | None = None  # workers whose stream ended this epoch
+    identity: dict | None = None  # what the epoch's order depends on (_state.IDENTITY_FIELDS)
     self_iterating: set = field(default_factory=set)  # workers whose dataset is its own iterator
 
     def worker_reported(self, report: WorkerBatch) -> None:

@@ -2,8 +2,9 @@
 
 ``DataLoader.state_dict()`` returns plain data (ints, strings, lists, dicts; RNG states
 as base64 text), so ``json`` and ``torch.save`` both take it and a round trip gives it
-back unchanged. :func:`parse` is the only reader of such a dict: it checks every field
-before anything of a loader is touched, so a hand-edited state, or one passed through a
+back unchanged. :func:`parse` is the only reader of such a dict: it checks the type and
+range of every field it can (what datasets and samplers saved of themselves is theirs to
+check when they load it) before anything of a loader is touched, so a hand-edited state, or one passed through a
 tool that turned ints into floats or strings, is refused with a ``ValueError`` naming
 the field, and the rest of the package reads a :class:`LoaderState`, never raw keys.
 
@@ -130,9 +131,8 @@ def parse(state) -> LoaderState:
         order = Order(state.get("order"))
     except ValueError:
         refuse("order", f"one of {[o.value for o in Order]}")
-    for key in ("in_epoch",):
-        if not isinstance(state.get(key), bool):
-            refuse(key, "True or False")
+    if not isinstance(state.get("in_epoch"), bool):
+        refuse("in_epoch", "True or False")
     for key in ("drew_base_seed", "sampler_started", "stream_ended", "next_epoch_starts_workers"):
         if key in state and not isinstance(state[key], bool):
             refuse(key, "True or False")
@@ -169,6 +169,18 @@ def parse(state) -> LoaderState:
         value = state.get(key)
         if value is not None and not isinstance(value, list):
             refuse(key, "a list of worker ids")
+    elastic = state.get("elastic")
+    if elastic is not None and not (_is_int(elastic.get("world_size")) and elastic["world_size"] > 0
+                                    and isinstance(elastic.get("consumed"), list)
+                                    and len(elastic["consumed"]) == elastic["world_size"]
+                                    and all(_is_int(c) and c >= 0 for c in elastic["consumed"])):
+        refuse("elastic", "None or what merge_states wrote (world_size, consumed per rank)")
+    next_worker = state.get("next_worker")
+    if next_worker is not None and next_worker >= max(1, state["num_workers"]):
+        refuse("next_worker", f"a worker id below num_workers={state['num_workers']}")
+    worker_states = state.get("worker_states")
+    if worker_states is not None and not all(isinstance(k, str) and k.isdigit() for k in worker_states):
+        refuse("worker_states", "keyed by worker id")
     identity = state.get("identity")
     if identity is not None and not set(identity) <= set(IDENTITY_FIELDS):
         refuse("identity", f"a dict of {list(IDENTITY_FIELDS)}")

@@ -5,14 +5,16 @@ at the first ``next()``; ``list(iter(loader))`` sees both alike).
 Each worker runs the loader's ``worker_init_fn`` wrapped so that it then sends one
 message: its id and, if the function raised, the exception as torch carries worker
 errors (``ExceptionWrapper``, re-raised with the worker's traceback). ``iter()`` waits
-for every worker's message. Workers that die before sending one are left to torch's
-iterator, which reports them at ``next()``.
+for every worker's message, for at most the loader's ``timeout`` when it has one.
+Workers that die, or are still in ``worker_init_fn`` when that time is up, are left to
+torch's iterator, which reports them at ``next()``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue as queue_module
+import time
 
 from . import _torch_internals
 from ._torch_internals import ExceptionWrapper
@@ -48,7 +50,7 @@ def start_reporting_workers(loader, start):
     if iterator is previous:  # persistent workers carried on: they ran worker_init_fn already
         return iterator
     try:
-        _wait_for_workers(iterator, messages, loader.num_workers)
+        _wait_for_workers(iterator, messages, loader.num_workers, loader.timeout)
     except BaseException:
         _torch_internals.shut_down_workers(iterator)
         if _torch_internals.persistent_iterator(loader) is iterator:
@@ -59,14 +61,18 @@ def start_reporting_workers(loader, start):
     return iterator
 
 
-def _wait_for_workers(iterator, messages, workers: int) -> None:
+def _wait_for_workers(iterator, messages, workers: int, timeout: float) -> None:
     waiting = set(range(workers))
+    deadline = time.monotonic() + timeout if timeout > 0 else None
     while waiting:
+        poll = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
         try:
-            worker_id, failure = messages.get(timeout=_POLL_SECONDS)
+            worker_id, failure = messages.get(timeout=poll)
         except queue_module.Empty:
             if not all(process.is_alive() for process in _torch_internals.worker_processes(iterator)):
                 return  # a worker died: torch's iterator reports it at next()
+            if deadline is not None and time.monotonic() >= deadline:
+                return  # torch's next() raises its own timeout
             continue
         waiting.discard(worker_id)
         if failure is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 import weakref
 from collections import deque
@@ -19,7 +20,7 @@ from ._plain import ColumnsCache
 from ._resume import (DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
                       TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
                       sampler_generators, stateful_sampler)
-from ._state import STATE_FORMAT, IDENTITY_FIELDS, Kind, LoaderState, Order, check_identity, parse
+from ._state import STATE_FORMAT, Kind, LoaderState, Order, check_identity, parse
 from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, load_dataset_state,
                                reports_worker_states, resume_iterable, start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
@@ -208,6 +209,8 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             # A failed resume can be retried, not lost.
             self._resume_state, self._next_epoch_draws_no_seed, self._loaded = resume, no_seed_draw, loaded
             raise
+        # What this epoch's order depends on, once per epoch: len(dataset) may not be cheap.
+        self._progress.identity = self._identity()
         if self.device is not None and isinstance(iterator, TrackedIterator):
             iterator.deliver = self._staging.get(self).move
         return iterator
@@ -310,7 +313,8 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
                     # New workers standing in for the saved run's persistent ones, which
                     # drew no seed for this epoch: the caller's RNG is left as it was.
                     with torch.random.fork_rng(devices=[]):
-                        iterator = start_reporting_iterator(self, carried, self_iterating=self_iterating)
+                        iterator = start_reporting_iterator(self, carried, self_iterating=self_iterating,
+                                                            between_epochs=True)
                 else:
                     iterator = start_reporting_iterator(self)
             else:
@@ -331,17 +335,25 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         if is_map_style(self):
             try:
                 identity["rows"] = len(self.dataset)
-            except TypeError:
+            except Exception:  # no length (or none that can be had): not compared
                 pass
         sampler = self._epoch_sampler()
         if sampler is not None:
             identity["sampler"] = type(sampler).__name__
         if isinstance(sampler, torch.utils.data.DistributedSampler):
-            identity.update(shuffle=sampler.shuffle, seed=sampler.seed, world_size=sampler.num_replicas,
-                            sampler_drop_last=sampler.drop_last)
+            # A subclass may not set every attribute torch's __init__ sets: None is "not compared".
+            identity.update(shuffle=getattr(sampler, "shuffle", None), seed=getattr(sampler, "seed", None),
+                            world_size=getattr(sampler, "num_replicas", None),
+                            sampler_drop_last=getattr(sampler, "drop_last", None))
             if hasattr(sampler, "block_rows"):
-                identity["block"] = [sampler.block_rows, sampler.window_blocks]
-        return {key: value for key, value in identity.items() if key in IDENTITY_FIELDS}
+                identity["block"] = [sampler.block_rows, getattr(sampler, "window_blocks", None)]
+        plain = {}
+        for key, value in identity.items():
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = int(value)  # a numpy seed, say: states are plain data
+            if isinstance(value, (int, bool, str, list)):
+                plain[key] = value
+        return plain
 
     def state_dict(self) -> dict:
         """Where this loader stands, to resume exactly with :meth:`load_state_dict`.
@@ -382,7 +394,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             # Between epochs with persistent workers running, the next epoch draws no
             # seed; a restored loader, whose workers are new, must not draw one either.
             next_epoch_starts_workers=self._epoch_starts_workers(),
-            identity=self._identity() if in_epoch else None,
+            identity=progress.identity if in_epoch else None,
         ).to_dict()
 
     def load_state_dict(self, state: dict) -> None:
@@ -392,7 +404,9 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         cannot be what ``state_dict()`` wrote, or that was saved inside an epoch whose
         order this loader would not reproduce (another dataset length, batch size,
         sampler, seed or world size), is refused with a ValueError naming the field,
-        and the loader stays as it was."""
+        and the loader stays as it was. Loading sets torch's global RNG to what it was
+        when the state was taken (the loader's orders draw from it): restore your own
+        RNG state after this call if it should differ."""
         loaded = parse(state)
         iterable = not is_map_style(self)
         if loaded.kind is Kind.IN_EPOCH and (loaded.order is Order.ITERABLE) != iterable:

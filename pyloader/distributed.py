@@ -15,7 +15,7 @@ _CHUNK = 1 << 16
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The native shuffle seed of (seed, epoch); the same on every rank."""
-    return _core.mix_seed(seed % _UINT64_SPAN, epoch % _UINT64_SPAN)
+    return _core.mix_seed(int(seed) % _UINT64_SPAN, int(epoch) % _UINT64_SPAN)  # numpy ints too
 
 
 class DistributedSampler(torch.utils.data.DistributedSampler):

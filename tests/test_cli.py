@@ -187,9 +187,10 @@ def test_python_dash_m_from_another_directory(tmp_path):
 
 
 def ratio_lines(out, case, workers):
+    # The ratios' values are timings of a few tiny batches: only their form is checked
+    # (under load one rounds to 0.0x).
     found = re.findall(rf"^ratio {case}: pyloader / torch DataLoader w(\d+) = (\d+\.\d)x$", out, re.M)
     assert [int(k) for k, _ in found] == workers, out
-    assert all(float(ratio) > 0 for _, ratio in found)
     assert re.search(r"^  pyloader DataLoader .* samples/s$", out, re.M), out
     for k in workers:
         assert re.search(rf"^  torch DataLoader w{k} .* samples/s$", out, re.M), out

@@ -137,7 +137,9 @@ def test_timeout_on_torchs_path_raises_like_torch():
         iterator = iter(loader)
         with pytest.raises(RuntimeError, match="timed out after 0.2 seconds"):
             next(iterator)
+        release.set()  # the worker may finish: shutting it down then takes no grace period
         iterator._shutdown_workers()
+        release.clear()
 
 
 def test_len_for_iterable_with_len_and_batch_size():

@@ -198,3 +198,60 @@ def test_the_schema_names_every_key_state_dict_writes():
     assert state["format"] == STATE_FORMAT
     assert parse(copy.deepcopy(state)).to_dict() == state
     assert set(state["identity"]) <= set(IDENTITY_FIELDS)
+
+
+class UnknownLength(tud.Dataset):
+    def __getitem__(self, index):
+        return torch.tensor(index)
+
+    def __len__(self):
+        raise NotImplementedError("length unknown")
+
+
+def test_a_dataset_without_a_length_still_saves_and_resumes():
+    batches_of = lambda: tud.BatchSampler(range(10), 2, False)
+    loader = pyloader.DataLoader(UnknownLength(), batch_sampler=batches_of())
+    state = state_after(loader, 2)
+    assert "rows" not in state["identity"]
+    resumed = pyloader.DataLoader(UnknownLength(), batch_sampler=batches_of())
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == [[4, 5], [6, 7], [8, 9]]
+
+
+def test_a_distributed_sampler_subclass_with_its_own_init_saves_and_resumes():
+    class Shard(tud.DistributedSampler):
+        def __init__(self, rows):  # sets none of torch's attributes
+            self.rows = rows
+
+        def __iter__(self):
+            return iter(range(0, self.rows, 2))
+
+        def __len__(self):
+            return (self.rows + 1) // 2
+
+    ds = pyloader.ArrayDataset(np.arange(20))
+    state = state_after(pyloader.DataLoader(ds, batch_size=2, sampler=Shard(20)), 2)
+    resumed = pyloader.DataLoader(ds, batch_size=2, sampler=Shard(20))
+    resumed.load_state_dict(state)
+    assert batches(resumed) == [[8, 10], [12, 14], [16, 18]]
+
+
+def test_a_merged_state_keeps_what_the_order_depends_on():
+    # Rank 0 finished its epoch (its state records no identity), rank 1 did not.
+    ds = pyloader.ArrayDataset(np.arange(40))
+    make = lambda rank, seed=5: pyloader.DataLoader(ds, batch_size=4,
+                                                    sampler=pyloader.DistributedSampler(ds, 2, rank, seed=seed))
+    finished = make(0)
+    list(finished)
+    states = [json.loads(json.dumps(finished.state_dict())), state_after(make(1), 2)]
+    merged = pyloader.DistributedSampler.merge_states(states)
+    assert merged["identity"]["seed"] == 5
+    with pytest.raises(ValueError, match="seed=5, this loader has seed=6"):
+        make(0, seed=6).load_state_dict(merged)
+
+
+def test_a_numpy_seed_is_plain_data_in_the_state():
+    ds = pyloader.ArrayDataset(np.arange(40))
+    loader = pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 2, 0, seed=np.int64(7)))
+    state = state_after(loader, 1)
+    assert state["identity"]["seed"] == 7 and type(state["identity"]["seed"]) is int

@@ -3,6 +3,7 @@ they save, reload and resume, compared call for call with pyloader's DataLoader.
 states' layouts differ; what the loaders yield after loading them must not."""
 
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -255,7 +256,7 @@ class SetUpOnIteration(tud.IterableDataset):
         return {"position": getattr(self, "position", 0)}
 
     def load_state_dict(self, state):
-        assert len(self.items) == 7  # AttributeError unless __iter__ ran first
+        assert self.items  # AttributeError unless __iter__ ran first
         self.position = state["position"]
 
 
@@ -311,3 +312,64 @@ def test_map_state_loads_with_another_number_of_workers():
     resumed = pyloader.DataLoader(Rows(), batch_size=3, shuffle=True, num_workers=2)
     resumed.load_state_dict(state)
     assert seen + values(resumed) == reference
+
+
+class SetUpOnIterationUneven(SetUpOnIteration):
+    """Worker 0's stream has 3 items, worker 1's 9: worker 0 ends first."""
+
+    def __iter__(self):
+        info = tud.get_worker_info()
+        self.items = list(range(100 * info.id, 100 * info.id + (3 if info.id == 0 else 9)))
+        self.position = 0
+        return self
+
+
+@pytest.mark.parametrize("when", ["a worker ended", "between epochs"])
+def test_self_iterating_dataset_with_persistent_workers_resumes_later_epochs_too(when):
+    kwargs = dict(batch_size=2, num_workers=2, persistent_workers=True)
+
+    def epochs(loader, count):
+        return [values(loader) for _ in range(count)]
+
+    def run(cls):
+        reference = epochs(cls(SetUpOnIterationUneven(), **kwargs), 3)
+        loader = cls(SetUpOnIterationUneven(), **kwargs)
+        if when == "between epochs":
+            seen = values(loader)
+        else:
+            iterator = iter(loader)
+            seen = [next(iterator).tolist() for _ in range(4)]  # worker 0's 3 items are out
+        state = saved(loader)
+        resumed = cls(SetUpOnIterationUneven(), **kwargs)
+        resumed.load_state_dict(state)
+        if when == "between epochs":
+            return reference, [seen] + epochs(resumed, 2)
+        got = epochs(resumed, 3)
+        return reference, [seen + got[0]] + got[1:]
+
+    theirs, ours = both(run)
+    assert ours == theirs
+    assert ours[1] == ours[0]
+
+
+def waiting_worker_init(release):
+    def init(worker_id):
+        if worker_id == 1:
+            release.wait()
+    return init
+
+
+def test_a_worker_init_fn_that_blocks_is_bounded_by_timeout():
+    # iter() waits for the workers' worker_init_fn, but never past the loader's timeout:
+    # then torch's next() reports the timeout as it would.
+    release = multiprocessing.get_context("fork").Event()
+    loader = pyloader.DataLoader(Rows(), batch_size=2, num_workers=2, timeout=0.5,
+                                 worker_init_fn=waiting_worker_init(release))
+    try:
+        iterator = iter(loader)
+        assert next(iterator).tolist() == [0, 1]  # worker 0 was ready
+        with pytest.raises(RuntimeError, match="timed out after 0.5 seconds"):
+            next(iterator)  # worker 1 is still in worker_init_fn
+    finally:
+        release.set()
+    del iterator
