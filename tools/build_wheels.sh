@@ -95,8 +95,7 @@ for req in "${requested[@]}"; do
   if [ "$arch" != x86_64 ]; then
     # The tags and the extension suffix must be the target's, not this machine's.
     abi=$("$py" -c 'import sys; print("cpython-%d%d" % sys.version_info[:2])')
-    cross=(-C "cmake.define.CMAKE_SYSTEM_NAME=Linux" -C "cmake.define.CMAKE_SYSTEM_PROCESSOR=$arch"
-           -C "cmake.define.SKBUILD_SOABI=$abi-$arch-linux-gnu")
+    cross=(-C "cmake.define.CMAKE_SYSTEM_NAME=Linux" -C "cmake.define.CMAKE_SYSTEM_PROCESSOR=$arch")
     export _PYTHON_HOST_PLATFORM="linux-$arch" SETUPTOOLS_EXT_SUFFIX=".$abi-$arch-linux-gnu.so"
   fi
   CC="$tools/bin/zig-cc-$arch-$glibc" CXX="$tools/bin/zig-c++-$arch-$glibc" PIP_CONSTRAINT="$pins" \
@@ -104,7 +103,10 @@ for req in "${requested[@]}"; do
       tail -n 40 "$out/build.log" >&2; echo "build_wheels: CPython $ver: build failed" >&2; status=1; continue; }
   unset _PYTHON_HOST_PLATFORM SETUPTOOLS_EXT_SUFFIX
 
-  PATH="$tools/bin:$PATH" "$tools/bin/auditwheel" repair --plat "$plat" --wheel-dir "$out/repaired" "$out"/dist/*.whl >"$out/repair.log" 2>&1 || {
+  # (auditwheel's --plat choices are the build machine's arch only; "auto" takes the wheel's.)
+  repair_plat=$plat
+  [ "$arch" = "$(uname -m)" ] || repair_plat=auto
+  PATH="$tools/bin:$PATH" "$tools/bin/auditwheel" repair --plat "$repair_plat" --wheel-dir "$out/repaired" "$out"/dist/*.whl >"$out/repair.log" 2>&1 || {
     cat "$out/repair.log" >&2; echo "build_wheels: CPython $ver: auditwheel repair failed" >&2; status=1; continue; }
   wheel=$(ls "$out"/repaired/*.whl)
   run_it=()

@@ -105,8 +105,10 @@ def check_wheel(wheel: Path, glibc: str, arch: str, import_with: str | None) -> 
     if not m:
         return [f"unexpected wheel file name {wheel.name}"]
     py_tag, _, plat_tags = m.groups()
-    if plat not in plat_tags.split("."):
-        problems.append(f"file name's platform tags {plat_tags} lack {plat}")
+    for tag in plat_tags.split("."):
+        t = re.match(rf"^manylinux_(\d+)_(\d+)_{arch}$", tag)
+        if not t or version_tuple(f"{t[1]}.{t[2]}") > version_tuple(glibc):
+            problems.append(f"file name's platform tag {tag} is not manylinux_X_Y_{arch} with X.Y <= {glibc}")
 
     show = subprocess.run(
         [sys.executable, "-m", "auditwheel", "show", str(wheel)], capture_output=True, text=True
@@ -121,6 +123,8 @@ def check_wheel(wheel: Path, glibc: str, arch: str, import_with: str | None) -> 
         tag = re.match(rf"^manylinux_(\d+)_(\d+)_{arch}$", line.group(1))
         if not tag or version_tuple(f"{tag[1]}.{tag[2]}") > version_tuple(glibc):
             problems.append(f"auditwheel show reports {line.group(1)}, not {plat} or older")
+        elif line.group(1) not in plat_tags.split("."):
+            problems.append(f"file name's platform tags {plat_tags} lack {line.group(1)}")
 
     expected_suffix = f".cpython-{py_tag[2:]}-{arch}-linux-gnu.so"
     with zipfile.ZipFile(wheel) as zf, tempfile.TemporaryDirectory() as tmp:
