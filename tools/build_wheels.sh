@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and check manylinux wheels of pyloader-native, without containers.
 #
-#   tools/build_wheels.sh                  # every python3.9 ... python3.13 found on PATH
+#   tools/build_wheels.sh                  # every python3.9 ... python3.13 on PATH or in pyenv
 #   tools/build_wheels.sh 3.11 3.12        # chosen versions (or interpreter names/paths)
 #   PYLOADER_WHEEL_PYTHONS="3.11" tools/build_wheels.sh
 #
@@ -37,6 +37,18 @@ case "$arch" in
   *) echo "build_wheels: unsupported PYLOADER_WHEEL_ARCH=$arch (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
 
+# An interpreter for version X.Y: pythonX.Y on PATH, else one that pyenv has installed
+# (its shims answer only for the versions currently selected).
+find_python() {
+  local v=$1 p
+  if command -v "python$v" >/dev/null && "python$v" -c 'pass' 2>/dev/null; then
+    command -v "python$v"; return 0
+  fi
+  for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v"; do
+    if [ -x "$p" ] && "$p" -c 'pass' 2>/dev/null; then echo "$p"; fi
+  done | sort -V | tail -n 1 | grep .
+}
+
 if [ $# -gt 0 ]; then
   requested=("$@")
 elif [ -n "${PYLOADER_WHEEL_PYTHONS:-}" ]; then
@@ -44,7 +56,7 @@ elif [ -n "${PYLOADER_WHEEL_PYTHONS:-}" ]; then
 else
   requested=()
   for v in 3.9 3.10 3.11 3.12 3.13; do
-    if command -v "python$v" >/dev/null && "python$v" -c 'pass' 2>/dev/null; then requested+=("$v"); fi
+    if find_python "$v" >/dev/null; then requested+=("$v"); fi
   done
 fi
 if [ ${#requested[@]} -eq 0 ]; then
@@ -82,9 +94,12 @@ status=0
 for req in "${requested[@]}"; do
   case "$req" in
     */*) py=$req ;;
-    python*) py=$(command -v "$req") ;;
-    *) py=$(command -v "python$req") ;;
+    python*) py=$(find_python "${req#python}") || py= ;;
+    *) py=$(find_python "$req") || py= ;;
   esac
+  if [ -z "$py" ] || ! "$py" -c 'pass' 2>/dev/null; then
+    echo "build_wheels: no working interpreter for '$req'" >&2; status=1; continue
+  fi
   ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   echo "== CPython $ver ($py), $plat"
   start=$SECONDS
@@ -93,8 +108,9 @@ for req in "${requested[@]}"; do
   benv="$tools/build-$ver"
   if ! cmp -s "$pins" "$benv/.pins" 2>/dev/null; then
     rm -rf "$benv"
-    "$py" -m venv "$benv"
-    "$benv/bin/pip" install -q --disable-pip-version-check -c "$pins" build
+    if ! { "$py" -m venv "$benv" && "$benv/bin/pip" install -q --disable-pip-version-check -c "$pins" build; }; then
+      echo "build_wheels: CPython $ver: cannot set up $benv" >&2; status=1; continue
+    fi
     cp "$pins" "$benv/.pins"
   fi
 
