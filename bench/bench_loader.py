@@ -35,7 +35,6 @@ same rows runs too (the explicit-read ceiling).
 from __future__ import annotations
 
 import argparse
-import mmap
 import os
 import tempfile
 import time
@@ -45,6 +44,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+from _cold import evict
 from pyloader import _core
 from pyloader._columns import file_position
 
@@ -62,17 +62,6 @@ class PerSampleDataset(tud.Dataset):
 
     def __getitem__(self, index):
         return torch.from_numpy(np.array(self.array[index]))
-
-
-def evict(array: np.memmap) -> None:
-    """Drops the file's pages from the page cache (no root needed). Pages still mapped
-    into this process are not dropped, so the mapping lets go of them first."""
-    array._mmap.madvise(mmap.MADV_DONTNEED)
-    descriptor = os.open(array.filename, os.O_RDONLY)
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
 
 
 def make_memmap(directory: str, row_bytes: int, gib: float, warm: bool = True) -> np.memmap:
@@ -199,7 +188,7 @@ def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = 
     contenders["raw gather"] = lambda: raw_gather_rate(array, generator, seconds, threads, cap, sequential)
     if cold:
         contenders["raw pread64"] = lambda: raw_pread_rate(array, generator, seconds, 64, cap, sequential)
-    return best_of(rounds, contenders, before_each=(lambda: evict(array)) if cold else (lambda: None))
+    return best_of(rounds, contenders, before_each=(lambda: evict(array.filename, [array])) if cold else (lambda: None))
 
 
 def measure_fixed_cost(seconds: float, rounds: int) -> float:

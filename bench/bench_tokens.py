@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import mmap
 import os
 import statistics
 import tempfile
@@ -48,6 +47,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+from _cold import evict
 
 BLOCK = 1024
 BATCH = 32
@@ -85,18 +85,6 @@ def make_token_file(directory: str, gib: float) -> str:
                 rng.integers(0, VOCAB, min(step, tokens - first), dtype=np.uint16).tofile(out)
         os.replace(path + ".part", path)
     return path
-
-
-def evict(path: str, maps=()) -> None:
-    """Drops the file's pages from the page cache; pages still mapped into this process
-    are not dropped, so `maps` (np.memmaps of it) let go of theirs first."""
-    for array in maps:
-        array._mmap.madvise(mmap.MADV_DONTNEED)
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
 
 
 def raw_window_reads(path: str, windows: int, depth: int = 64) -> float:

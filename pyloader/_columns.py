@@ -90,6 +90,8 @@ class RecordsColumn:
     starts: np.ndarray  # CSR offsets (records + 1, in value rows), or byte pointers with `lengths`
     lengths: np.ndarray | None  # value rows per record (pointer layout); None for CSR
     mapped: list = field(default_factory=list)  # (file, bytes needed) of every memory map involved
+    # Where explicit reads find the values (see Column.read_source), or None.
+    read_source: tuple[str, int, int, int] | None = None
 
     ragged = True
     needs_view = False

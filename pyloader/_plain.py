@@ -65,11 +65,12 @@ class DatasetColumns:
 
     def read_sources(self, min_row_bytes: int = 0) -> list | None:
         """Per column, None or per piece where explicit reads find its rows (see
-        Column.read_source), for columns of at least `min_row_bytes` bytes a row (no
-        file is opened for others); None when there is nothing to read explicitly."""
+        Column.read_source), for records and for columns of at least `min_row_bytes`
+        bytes a row (no file is opened for others); None when there is nothing to read
+        explicitly."""
         sources = []
         for pieces in self.pieces:
-            if pieces[0].ragged or pieces[0].row_bytes < min_row_bytes:
+            if not pieces[0].ragged and pieces[0].row_bytes < min_row_bytes:
                 sources.append(None)
                 continue
             per_piece = [getattr(piece, "read_source", None) for piece in pieces]

@@ -134,7 +134,7 @@ def _records_piece(values, offsets, dtype, what: str) -> RecordsColumn:
         mapped.append((offsets_file, offsets_bytes))
     out_dtype = column.dtype if cast is None else dtype
     return RecordsColumn(source=source, array=column.array, dtype=out_dtype, cast=cast, starts=offsets_array,
-                         lengths=None, mapped=mapped)
+                         lengths=None, mapped=mapped, read_source=column.read_source)
 
 
 def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarray, dtype, what: str,
@@ -148,7 +148,8 @@ def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarra
     except (ValueError, TypeError) as error:
         raise ValueError(f"{what}: {error}") from None
     return RecordsColumn(source=source, array=column.array, dtype=column.dtype if cast is None else dtype,
-                         cast=cast, starts=pointers, lengths=lengths, mapped=mapped + list(column.mapped))
+                         cast=cast, starts=pointers, lengths=lengths, mapped=mapped + list(column.mapped),
+                         read_source=column.read_source)
 
 
 class RaggedDataset(ArrayDataset):

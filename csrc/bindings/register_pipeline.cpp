@@ -243,15 +243,21 @@ class PythonBatchPipeline {
     }
     for (std::size_t k = 0; k < output_.size(); ++k) {
       const py::object spec = option(files, k);
-      if (output_[k].ragged || spec.is_none()) continue;
-      Column& column = columns[output_[k].index];
+      if (spec.is_none()) continue;
       const auto per_piece = py::reinterpret_borrow<py::sequence>(spec);
-      if (per_piece.size() != column.pieces.size()) throw py::value_error("one file (or None) per column piece is needed");
-      for (std::size_t p = 0; p < column.pieces.size(); ++p) {
+      const std::size_t pieces = output_[k].ragged ? ragged[output_[k].index].pieces.size()
+                                                   : columns[output_[k].index].pieces.size();
+      if (per_piece.size() != pieces) throw py::value_error("one file (or None) per column piece is needed");
+      for (std::size_t p = 0; p < pieces; ++p) {
         if (per_piece[p].is_none()) continue;
         const auto entry = py::reinterpret_borrow<py::tuple>(per_piece[p]);
-        column.pieces[p].file = open_file_source(entry[0].cast<std::string>(), entry[1].cast<std::int64_t>(),
-                                                 entry[2].cast<std::uint64_t>(), entry[3].cast<std::uint64_t>());
+        auto file = open_file_source(entry[0].cast<std::string>(), entry[1].cast<std::int64_t>(),
+                                     entry[2].cast<std::uint64_t>(), entry[3].cast<std::uint64_t>());
+        if (output_[k].ragged) {
+          ragged[output_[k].index].pieces[p].file = std::move(file);
+        } else {
+          columns[output_[k].index].pieces[p].file = std::move(file);
+        }
       }
     }
     std::optional<RowMap> map;
@@ -694,7 +700,7 @@ void register_pipeline(py::module_& module) {
            py::arg("casts") = py::none(), py::arg("paddings") = py::none(), py::arg("files") = py::none(),
            py::arg("io") = "mmap", py::arg("read_threads") = 64, py::arg("stats") = true,
            "`files[c]` (None, or per piece None or (path, byte offset of row 0, st_dev, st_ino) of "
-           "the file mapped) names the file behind column c's memory mapping, which `io` ('mmap', "
+           "the file mapped; for records, of their values' row 0) names the file behind column c's memory mapping, which `io` ('mmap', "
            "'read' or 'auto'; 'mmap' here, the loader picks its own default) may read explicitly "
            "with `read_threads` reads in flight. A piece whose file cannot be opened, or is no "
            "longer that file, is copied from its mapping. `stats=False` keeps no counters.")

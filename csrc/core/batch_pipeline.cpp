@@ -12,6 +12,11 @@ namespace {
 constexpr std::size_t kColumnAlignment = 64;
 // Batches of a block-shuffled order read ahead at least, past the one requested.
 constexpr std::uint64_t kBatchesAhead = 4;
+// Batches one drainer keeps reading at once: a batch's reads are waited for only after
+// the next few batches' reads are in flight, so the read engine is never left idle
+// between batches (one gather thread on a small machine still keeps dozens of reads in
+// flight).
+constexpr std::size_t kBatchesReadAtOnce = 4;
 // Free batch buffers kept beyond the in-flight ones, so that a consumer that drops
 // each batch before taking the next never makes the pool allocate.
 constexpr std::size_t kSpareBuffers = 2;
@@ -22,11 +27,19 @@ std::size_t align_up(std::size_t value, std::size_t alignment) {
 
 }  // namespace
 
+// A batch whose explicit reads are in flight: what end_fill() needs of begin_fill().
+struct BatchPipeline::Reading {
+  ReadPlan plan;
+  std::vector<char> done;  // per fixed column: written by the reads
+  std::unique_ptr<ExplicitReads::Pending> pending;
+};
+
 struct BatchPipeline::Slot {
   std::vector<std::int64_t> indices;
   std::optional<IndexOrder> order;  // set for position requests (then `indices` stays empty)
   std::uint64_t first_position = 0;
   bool read_ahead = false;  // its rows' blocks were read ahead: copied from the mapping
+  std::unique_ptr<Reading> reading;  // between begin_fill() and end_fill(): its reads in flight
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
@@ -272,7 +285,28 @@ void BatchPipeline::drain() noexcept {
     // The consumer may have gathered some. Each reference is let go before its batch is
     // published, so that the consumer's is the last: what a batch holds (its buffer,
     // its error) is then released on the consumer's thread, never under its feet.
-    for (auto& slot : taken) gather_if_unclaimed(*slot, &slot);
+    std::size_t reading_first = 0, reading_end = 0;  // taken[first, end): reads in flight, oldest first
+    for (std::size_t k = 0; k < taken.size(); ++k) {
+      Slot& slot = *taken[k];
+      if (!slot.claim()) {
+        taken[k].reset();
+        continue;
+      }
+      if (sync_->cancelled.load(std::memory_order_relaxed) || !begin_fill(slot)) {
+        publish(slot, &taken[k]);
+        continue;
+      }
+      std::swap(taken[reading_end++], taken[k]);  // kept in request order among the reading
+      if (reading_end - reading_first == kBatchesReadAtOnce) {
+        end_fill(*taken[reading_first]);
+        publish(*taken[reading_first], &taken[reading_first]);
+        ++reading_first;
+      }
+    }
+    for (; reading_first < reading_end; ++reading_first) {
+      end_fill(*taken[reading_first]);
+      publish(*taken[reading_first], &taken[reading_first]);
+    }
   }
 }
 
@@ -281,8 +315,13 @@ bool BatchPipeline::gather_if_unclaimed(Slot& slot, std::shared_ptr<Slot>* relea
     if (release) release->reset();
     return false;
   }
+  if (!sync_->cancelled.load(std::memory_order_relaxed) && begin_fill(slot)) end_fill(slot);
+  publish(slot, release);
+  return true;
+}
+
+void BatchPipeline::publish(Slot& slot, std::shared_ptr<Slot>* release) noexcept {
   if (!sync_->cancelled.load(std::memory_order_relaxed)) {
-    fill(slot);
     if (!slot.error && counting_) gathered_bytes_.fetch_add(slot.bytes, std::memory_order_relaxed);
     if (!slot.error && staging_.device) stage_to_device(slot);
   }
@@ -296,7 +335,6 @@ bool BatchPipeline::gather_if_unclaimed(Slot& slot, std::shared_ptr<Slot>* relea
     std::lock_guard<std::mutex> lock(sync_->mutex);
     sync_->completed.notify_all();
   }
-  return true;
 }
 
 bool BatchPipeline::help_one() {
@@ -317,7 +355,7 @@ PipelineStats BatchPipeline::stats() const noexcept {
   return stats;
 }
 
-void BatchPipeline::fill(Slot& slot) noexcept {
+bool BatchPipeline::begin_fill(Slot& slot) noexcept {
   try {
     // The batch's column rows, in a per-thread buffer: the request itself stays as it
     // was asked, so that a batch gathered again (after running out of memory) maps
@@ -332,17 +370,16 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     if (row_map_) {
       for (std::int64_t& index : rows) index = row_map_->rows[index];
     }
-    // Per thread, so the sort workspace is allocated once per thread, not per batch.
+    // Per thread, so the sort workspace is allocated once per thread, not per batch
+    // (a batch whose reads go in flight takes them along, and the next batch allocates).
     thread_local ReadPlan plan;
     plan_reads(rows.data(), slot.rows, plan);
-    thread_local std::vector<char> read_explicitly;
-    read_explicitly.assign(columns_.size(), 0);
-    CopyJob job{this, &slot, &plan};
-    job.read_explicitly = &read_explicitly;
+    thread_local std::vector<char> done;
+    done.assign(columns_.size(), 0);
     if (!ragged_.empty()) {
+      CopyJob job{this, &slot, &plan};
       slot.spans.resize(ragged_.size());
       for (auto& spans : slot.spans) spans.resize(slot.rows);
-      job.spans_valid = true;
       if (!run_with_bus_error_guard(&BatchPipeline::locate_ragged, &job)) {
         throw SourceReadError(
             "reading the record offsets failed with SIGBUS: a memory-mapped file was "
@@ -357,17 +394,53 @@ void BatchPipeline::fill(Slot& slot) noexcept {
     } else {
       allocate_fixed(slot);
     }
-    if (reads_ && reads_->usable()) read_from_files(slot, plan, read_explicitly);  // outside the guard: it allocates
-    if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
-      slot.error = std::make_exception_ptr(SourceReadError(
-          "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
-          "became unreadable while the loader was using it"));
+    if (reads_ && reads_->usable()) {  // outside the guard: it allocates
+      const ExplicitReads::Batch batch{&plan, slot.rows, slot.read_ahead, slot.buffer.get(), &slot.column_offsets,
+                                       &slot.spans};
+      if (std::unique_ptr<ExplicitReads::Pending> pending = reads_->start(batch, done)) {
+        auto reading = std::make_unique<Reading>();
+        reading->pending = std::move(pending);
+        std::swap(reading->plan, plan);
+        std::swap(reading->done, done);
+        slot.reading = std::move(reading);
+        return true;
+      }
     }
+    copy_from_mappings(slot, plan, done);
   } catch (const std::bad_alloc&) {
     slot.error = std::current_exception();
     slot.retry = true;
   } catch (...) {
     slot.error = std::current_exception();
+  }
+  return false;
+}
+
+void BatchPipeline::end_fill(Slot& slot) noexcept {
+  Reading& reading = *slot.reading;
+  try {
+    const ExplicitReads::Batch batch{&reading.plan, slot.rows, slot.read_ahead, slot.buffer.get(),
+                                     &slot.column_offsets, &slot.spans};
+    const std::uint64_t bytes = reads_->finish(*reading.pending, batch);
+    explicitly_read_.fetch_add(1, std::memory_order_relaxed);
+    read_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    copy_from_mappings(slot, reading.plan, reading.done);
+  } catch (const std::bad_alloc&) {
+    slot.error = std::current_exception();
+    slot.retry = true;
+  } catch (...) {
+    slot.error = std::current_exception();
+  }
+  slot.reading.reset();  // after the copy: record spans may point into its staging
+}
+
+void BatchPipeline::copy_from_mappings(Slot& slot, const ReadPlan& plan, const std::vector<char>& done) {
+  CopyJob job{this, &slot, &plan};
+  job.read_explicitly = &done;
+  if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
+    slot.error = std::make_exception_ptr(SourceReadError(
+        "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
+        "became unreadable while the loader was using it"));
   }
 }
 
@@ -375,14 +448,18 @@ void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
   if (!slots_.empty() || popped_ != 0) throw std::logic_error("set_io_mode() after the first batch");
   io_mode_ = mode;
   reads_.reset();
+  read_ahead_ = false;
   if (mode == IoMode::kMmap) return;
-  for (const Column& column : columns_) {
-    if (readable_from_file(column)) {
-      reads_ = ReadEngine::shared(read_threads);
-      break;
-    }
+  reads_ = std::make_unique<ExplicitReads>(columns_, ragged_, mode, read_threads);
+  if (!reads_->active()) {
+    reads_.reset();
+    return;
   }
-  read_ahead_ = reads_ && mode == IoMode::kAuto && !row_map_;
+  bool fixed_files = false;
+  for (const Column& column : columns_) {
+    for (const ColumnView& piece : column.pieces) fixed_files = fixed_files || piece.file;
+  }
+  read_ahead_ = mode == IoMode::kAuto && !row_map_ && fixed_files;
 }
 
 bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first,
@@ -430,91 +507,15 @@ void BatchPipeline::read_ahead_window(const IndexOrder& order, const BlockWindow
       for (const ColumnView& piece : column.pieces) {
         const std::int64_t lo = std::max(first, piece.first_row);
         const std::int64_t hi = std::min(end, piece.first_row + piece.rows);
-        if (lo >= hi || !piece.file || piece.row_stride != piece.row_bytes) continue;
-        reads_->read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_bytes,
-                           (hi - lo) * piece.row_bytes);
+        if (lo >= hi || !piece.file || piece.row_stride <= 0) continue;
+        // Consecutive rows, or token windows (at a stride, perhaps overlapping): the
+        // block's rows lie in one range of the file either way.
+        reads_->engine().read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_stride,
+                                    (hi - lo - 1) * piece.row_stride + piece.row_bytes);
       }
     }
   }
   windows_read_ahead_.fetch_add(1, std::memory_order_relaxed);
-}
-
-bool BatchPipeline::readable_from_file(const Column& column) const noexcept {
-  // Rows at a positive stride: consecutive rows, or token windows (which may overlap).
-  for (const ColumnView& piece : column.pieces) {
-    if (!piece.file || piece.row_stride <= 0) return false;
-  }
-  return true;
-}
-
-void BatchPipeline::read_from_files(Slot& slot, const ReadPlan& plan, std::vector<char>& done) {
-  // Rows sampled to tell a cached batch (copied from the mapping, the fast path) from
-  // one that would be read through page faults, one page run at a time per thread.
-  constexpr std::size_t kResidencySamples = 4;
-  // Mean run length from which a batch is left to the mapping's read-ahead.
-  constexpr std::size_t kStreamedRunBytes = std::size_t{1} << 20;
-  const std::size_t count = slot.rows;
-  if (count == 0) return;
-  thread_local std::vector<ReadEngine::RowSpan> spans;
-  // Columns whose integers are converted (uint16 tokens delivered as int64) are read as
-  // stored into a staging area, one per such column, and converted from there.
-  thread_local std::vector<std::vector<std::byte>> staged;
-  thread_local std::vector<std::size_t> staged_columns;
-  spans.clear();
-  staged_columns.clear();
-  for (std::size_t c = 0; c < columns_.size(); ++c) {
-    const Column& column = columns_[c];
-    if (!readable_from_file(column)) continue;
-    if (io_mode_ == IoMode::kAuto && slot.read_ahead) continue;  // its blocks are arriving in the cache
-    auto piece_of = [&](std::int64_t row) -> const ColumnView& {
-      auto next = std::upper_bound(column.pieces.begin(), column.pieces.end(), row,
-                                   [](std::int64_t r, const ColumnView& p) { return r < p.first_row; });
-      return *(next - 1);
-    };
-    if (io_mode_ == IoMode::kAuto) {
-      if (column.row_bytes() < kExplicitReadMinRowBytes) continue;
-      // Runs of consecutive rows of a MiB or more on average (a sequential order): the
-      // kernel's read-ahead on the mapping streams them faster than explicit reads
-      // (measured: explicit reads were 0.6x the mapping for 12-KiB rows in file order).
-      // Shorter runs (blocks of a block shuffle) are read explicitly, all at once.
-      std::size_t runs = 1;
-      for (std::size_t k = 1; k < count; ++k) runs += plan.sources[k] != plan.sources[k - 1] + 1;
-      if (count / runs * static_cast<std::size_t>(column.row_bytes()) >= kStreamedRunBytes) continue;
-      bool cached = true;
-      const std::size_t samples = std::min(count, kResidencySamples);
-      for (std::size_t s = 0; s < samples && cached; ++s) {
-        const std::int64_t row = plan.sources[s * count / samples];
-        cached = row_cached(piece_of(row), row);
-      }
-      if (cached) continue;
-    }
-    std::byte* out = slot.buffer.get() + slot.column_offsets[c];
-    if (column.cast.active()) {
-      if (staged.size() <= staged_columns.size()) staged.emplace_back();
-      std::vector<std::byte>& area = staged[staged_columns.size()];
-      area.resize(count * static_cast<std::size_t>(column.row_bytes()));
-      out = area.data();
-      staged_columns.push_back(c);
-    }
-    for_each_piece(column, plan, count, [&](const ColumnView& piece, std::size_t begin, std::size_t end) {
-      spans.push_back(ReadEngine::RowSpan{&piece, piece.file.get(), begin, end, out});
-    });
-    done[c] = 1;
-  }
-  if (spans.empty()) return;
-  reads_->read_rows(spans, plan);
-  for (std::size_t s = 0; s < staged_columns.size(); ++s) {
-    const Column& column = columns_[staged_columns[s]];
-    const std::int64_t elements = column.row_bytes() / column.cast.source_bytes;
-    cast_elements(column.cast, staged[s].data(), elements * static_cast<std::int64_t>(count),
-                  slot.buffer.get() + slot.column_offsets[staged_columns[s]]);
-  }
-  explicitly_read_.fetch_add(1, std::memory_order_relaxed);
-  std::uint64_t bytes = 0;
-  for (const ReadEngine::RowSpan& span : spans) {
-    bytes += (span.end - span.begin) * static_cast<std::uint64_t>(span.piece->row_bytes);
-  }
-  read_bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void BatchPipeline::copy_columns(void* job_pointer) {

@@ -69,6 +69,7 @@
 
 #include "buffer_pool.hpp"
 #include "device_staging.hpp"
+#include "explicit_reads.hpp"
 #include "file_reads.hpp"
 #include "gather.hpp"
 #include "permutation.hpp"
@@ -223,7 +224,16 @@ class BatchPipeline {
   // mark it done and wake every waiter. False when another thread had claimed it.
   // `release`, when given, is a reference to the slot let go before it is marked done.
   bool gather_if_unclaimed(Slot& slot, std::shared_ptr<Slot>* release = nullptr) noexcept;
-  void fill(Slot& slot) noexcept;
+  // Gathers a claimed batch: plans it, takes its buffer and copies what is not read
+  // explicitly; returns true, with the batch's reads in flight, when end_fill() is
+  // still to be called (failures become the batch's error either way).
+  bool begin_fill(Slot& slot) noexcept;
+  // Waits for the batch's reads and copies the rest.
+  void end_fill(Slot& slot) noexcept;
+  // Stages a gathered batch to the device, then marks it done and wakes a waiting
+  // consumer. `release`, when given, is a reference to the slot let go before.
+  void publish(Slot& slot, std::shared_ptr<Slot>* release) noexcept;
+  struct Reading;
   // The part of fill() that reads the source: runs under a SIGBUS guard, so it owns
   // nothing with a destructor.
   struct CopyJob {
@@ -233,14 +243,12 @@ class BatchPipeline {
     bool spans_valid = true;  // cleared by locate_ragged for a span outside its values
     const std::vector<char>* read_explicitly = nullptr;  // per fixed column: already read from its file
   };
-  // Reads the fixed columns that IoMode says to read explicitly; marks them in `done`.
-  void read_from_files(Slot& slot, const ReadPlan& plan, std::vector<char>& done);
   // Reads ahead the windows of positions [first, first + count) of `order` not read
   // ahead yet, and the next window; true when the order's batches are read ahead
   // (then they are copied from the mapping). Never throws: it is advice.
   bool read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept;
   void read_ahead_window(const IndexOrder& order, const BlockWindow& window);
-  bool readable_from_file(const Column& column) const noexcept;
+  void copy_from_mappings(Slot& slot, const ReadPlan& plan, const std::vector<char>& done);
   static void copy_columns(void* job);
   static void locate_ragged(void* job);
   // Lays out the batch's columns and takes its buffer (fixed-size columns only).
@@ -257,9 +265,9 @@ class BatchPipeline {
 
   std::vector<Column> columns_;
   IoMode io_mode_ = IoMode::kMmap;
-  std::shared_ptr<ReadEngine> reads_;  // the process's engine (ReadEngine::shared)
+  std::unique_ptr<ExplicitReads> reads_;  // what is read from files explicitly; null for kMmap
   std::atomic<std::uint64_t> explicitly_read_{0};
-  bool read_ahead_ = false;  // IoMode::kAuto with file-backed columns and no row map
+  bool read_ahead_ = false;  // IoMode::kAuto with file-backed fixed columns and no row map
   // Block orders: positions of read_ahead_order_ in [read_ahead_first_, read_ahead_end_)
   // lie in windows already read ahead.
   std::optional<IndexOrder> read_ahead_order_;

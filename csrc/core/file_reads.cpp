@@ -54,13 +54,13 @@ bool FileSource::is(std::uint64_t device, std::uint64_t inode) const noexcept {
          static_cast<std::uint64_t>(status.st_ino) == inode;
 }
 
-bool row_cached(const ColumnView& piece, std::int64_t row) {
-  if (piece.row_bytes == 0) return true;
+bool bytes_cached(const std::byte* address, std::int64_t bytes) {
+  if (bytes <= 0) return true;
   const std::size_t page = page_size();
   unsigned char resident[kResidencyPagesPerRow + 1];
-  const auto address = reinterpret_cast<std::uintptr_t>(piece.row(row));
-  const std::uintptr_t first_page = address / page * page;
-  const std::size_t span = std::min<std::size_t>(address + static_cast<std::size_t>(piece.row_bytes) - first_page,
+  const auto start = reinterpret_cast<std::uintptr_t>(address);
+  const std::uintptr_t first_page = start / page * page;
+  const std::size_t span = std::min<std::size_t>(start + static_cast<std::size_t>(bytes) - first_page,
                                                  kResidencyPagesPerRow * page);
   if (::mincore(reinterpret_cast<void*>(first_page), span, resident) != 0) return true;  // not ours to ask about
   const std::size_t pages = (span + page - 1) / page;
@@ -145,41 +145,64 @@ void ReadEngine::read_run(const Run& run) {
   }
 }
 
-void ReadEngine::read_rows(const std::vector<RowSpan>& spans, const ReadPlan& plan) {
-  Batch batch;
+ReadEngine::Reads::Reads(std::unique_ptr<Batch> batch) : batch_(std::move(batch)) {}
+
+ReadEngine::Reads::~Reads() {
+  std::unique_lock<std::mutex> lock(batch_->mutex);
+  batch_->finished.wait(lock, [&] { return batch_->runs_left == 0; });
+}
+
+std::unique_ptr<ReadEngine::Reads> ReadEngine::start(const std::vector<Extent>& extents) {
+  auto batch = std::make_unique<Batch>();
   std::vector<Run> runs;
-  for (const RowSpan& span : spans) {
-    const std::int64_t row_bytes = span.piece->row_bytes;
-    const std::int64_t row_stride = span.piece->row_stride;
-    if (span.begin >= span.end || row_bytes == 0) continue;
-    // Only rows that follow one another in the file share a preadv(); strided or
-    // overlapping rows (token windows) are a read each.
-    const bool adjacent_rows = row_stride == row_bytes;
-    const std::size_t rows_per_run = std::max<std::size_t>(
-        1, std::min<std::size_t>(kMaxRunRows, static_cast<std::size_t>(kMaxRunBytes / row_bytes)));
-    const std::size_t first_run = runs.size();
-    for (std::size_t k = span.begin; k < span.end; ++k) {
-      const std::int64_t source = plan.sources[k];
-      const bool continues = adjacent_rows && runs.size() > first_run && source == plan.sources[k - 1] + 1 &&
-                             runs.back().iov_count < rows_per_run;
-      if (continues) {
-        ++runs.back().iov_count;
-      } else {
-        runs.push_back(Run{&batch, span.file, span.file->offset() + (source - span.piece->first_row) * row_stride,
-                           batch.iovs.size(), 1});
-      }
-      batch.iovs.push_back(iovec{span.out + static_cast<std::size_t>(plan.positions[k]) *
-                                                static_cast<std::size_t>(row_bytes),
-                                 static_cast<std::size_t>(row_bytes)});
+  batch->iovs.reserve(extents.size());
+  std::int64_t run_end = -1;  // file offset where the last run ends
+  std::int64_t run_bytes = 0;
+  for (const Extent& extent : extents) {
+    if (extent.bytes == 0) continue;
+    const bool continues = !runs.empty() && runs.back().file == extent.file && extent.offset == run_end &&
+                           runs.back().iov_count < kMaxRunRows &&
+                           run_bytes + static_cast<std::int64_t>(extent.bytes) <= kMaxRunBytes;
+    if (continues) {
+      ++runs.back().iov_count;
+      run_bytes += static_cast<std::int64_t>(extent.bytes);
+    } else {
+      runs.push_back(Run{batch.get(), extent.file, extent.offset, batch->iovs.size(), 1});
+      run_bytes = static_cast<std::int64_t>(extent.bytes);
+    }
+    run_end = extent.offset + static_cast<std::int64_t>(extent.bytes);
+    batch->iovs.push_back(iovec{extent.out, extent.bytes});
+  }
+  if (runs.empty()) return nullptr;
+  ThreadPool& threads = pool();
+  // Counted before the first is queued: a submit that fails (no memory) leaves the runs
+  // never queued to be counted off here, so that finish() does not wait for them.
+  batch->runs_left = runs.size();
+  std::unique_ptr<Reads> reads(new Reads(std::move(batch)));
+  Batch& pending = *reads->batch_;
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    try {
+      const Run run = runs[k];
+      threads.submit([run] { serve(run); });
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(pending.mutex);
+      pending.runs_left -= runs.size() - k;
+      if (pending.error.empty()) pending.error = "out of memory queueing reads";
+      break;
     }
   }
-  if (runs.empty()) return;
-  ThreadPool& threads = pool();
-  batch.runs_left = runs.size();
-  for (const Run& run : runs) threads.submit([run] { serve(run); });
+  return reads;
+}
+
+void ReadEngine::finish(Reads& reads) {
+  Batch& batch = *reads.batch_;
   std::unique_lock<std::mutex> lock(batch.mutex);
   batch.finished.wait(lock, [&] { return batch.runs_left == 0; });
   if (!batch.error.empty()) throw SourceReadError(batch.error);
+}
+
+void ReadEngine::read(const std::vector<Extent>& extents) {
+  if (std::unique_ptr<Reads> reads = start(extents)) finish(*reads);
 }
 
 ThreadPool& ReadEngine::pool() {

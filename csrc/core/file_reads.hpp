@@ -9,14 +9,14 @@
 // Contract:
 //   * FileSource owns its descriptor (closed by its destructor); it is immutable after
 //     construction and safe to share between threads.
-//   * ReadEngine::read_rows() is thread-safe: gather threads call it concurrently, each
-//     waiting only for its own reads. It returns after every read it issued has finished
-//     (so `out` is no longer written), and throws SourceReadError when one failed or came
-//     back short (the file shrank): the message names the file.
+//   * ReadEngine::start()/read() are thread-safe: gather threads call them concurrently,
+//     each waiting only for its own reads. read() and finish() return after every read
+//     issued has finished (so `out` is no longer written), and throw SourceReadError when
+//     one failed or came back short (the file shrank): the message names the file.
 //   * One engine per process (shared()), whatever the number of loaders and iterators:
 //     its threads (a ThreadPool of at most the first caller's count) start on the first
 //     read and are joined when the last pipeline holding the engine lets go of it, once
-//     no read_rows() call is running. Fork: in a forked child usable() is false (the
+//     no read() call is running. Fork: in a forked child usable() is false (the
 //     parent's engine leaks its bookkeeping there), and shared() makes the child its own.
 #pragma once
 
@@ -78,9 +78,9 @@ enum class IoMode {
 // page, so the kernel's read-around already reads at close to sequential bandwidth.
 constexpr std::int64_t kExplicitReadMinRowBytes = 2048;
 
-// True when the pages of `piece`'s row `row` (its first few pages, for long rows) are
-// in the page cache: one mincore() on the mapping, which never faults.
-bool row_cached(const ColumnView& piece, std::int64_t row);
+// True when the pages of `bytes` bytes at `address` of a mapping (their first few
+// pages, for long ranges) are in the page cache: one mincore(), which never faults.
+bool bytes_cached(const std::byte* address, std::int64_t bytes);
 
 class ReadEngine {
  public:
@@ -91,21 +91,41 @@ class ReadEngine {
   ReadEngine(const ReadEngine&) = delete;
   ReadEngine& operator=(const ReadEngine&) = delete;
 
-  // Plan rows [begin, end) of `piece`, whose bytes lie in `file` (row r at
-  // file->offset() + (r - first_row) * row_stride: consecutive rows when row_stride ==
-  // row_bytes, or windows of a token stream, which may overlap), to be read into out
-  // (plan row p at out + positions[p] * row_bytes). Preconditions: the rows lie inside
-  // the piece; row_stride > 0.
-  struct RowSpan {
-    const ColumnView* piece;
+  // `bytes` bytes of `file` from byte `offset`, to be read into `out`.
+  struct Extent {
     const FileSource* file;
-    std::size_t begin, end;
+    std::int64_t offset;
     std::byte* out;
+    std::size_t bytes;
   };
 
-  // Reads every span (of one batch's plan) with all their reads in flight at once, so
-  // a batch spread over many pieces or columns still keeps the engine's depth.
-  void read_rows(const std::vector<RowSpan>& spans, const ReadPlan& plan);
+  struct Batch;
+  // A batch of reads in flight; finish() it before it is destroyed (its destructor
+  // waits for what is still in flight, so its buffers are never written after).
+  class Reads {
+   public:
+    ~Reads();
+    Reads(const Reads&) = delete;
+    Reads& operator=(const Reads&) = delete;
+
+   private:
+    friend class ReadEngine;
+    explicit Reads(std::unique_ptr<Batch> batch);
+    std::unique_ptr<Batch> batch_;
+  };
+
+  // Starts reading every extent (one batch's) with all their reads in flight at once,
+  // so a batch spread over many pieces, columns or records keeps the engine's depth,
+  // and returns without waiting (null when there was nothing to read). An extent that
+  // starts where the one before it (in the order given) ends, in the same file, shares
+  // its preadv(): give a batch's extents in file order and neighbouring rows coalesce.
+  // Preconditions: the `out` ranges do not overlap; they and the files outlive the reads.
+  std::unique_ptr<Reads> start(const std::vector<Extent>& extents);
+  // Waits until every read of `reads` has finished; throws SourceReadError when one
+  // failed or came back short (the file shrank): the message names the file.
+  static void finish(Reads& reads);
+  // start() then finish().
+  void read(const std::vector<Extent>& extents);
 
   // Asks the kernel to read bytes [offset, offset + length) of `file` into the page
   // cache, and returns without waiting: posix_fadvise(WILLNEED) calls on the engine's
@@ -120,7 +140,6 @@ class ReadEngine {
   bool usable() const noexcept { return owner_.is_current(); }
 
  private:
-  struct Batch;
   struct Run {
     Batch* batch;
     const FileSource* file;

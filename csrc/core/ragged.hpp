@@ -9,7 +9,8 @@
 //
 // Contract:
 //   * RaggedPiece borrows all its memory, as ColumnView does; the owner keeps it
-//     readable while any gather over it may run.
+//     readable while any gather over it may run. It may name the file its values map
+//     (`file`), so that records can also be read from it explicitly (explicit_reads.hpp).
 //   * The spans are validated by whoever builds a piece: offsets non-decreasing within
 //     [0, value_rows]; pointers multiples of value_row_bytes, lengths >= 0, and every
 //     record inside the table. locate_records() checks each span it reads again (the
@@ -23,6 +24,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "gather.hpp"
@@ -38,6 +40,7 @@ struct RaggedPiece {
   const std::int32_t* lengths = nullptr;   // value rows per record, with `pointers`
   std::int64_t records = 0;
   std::int64_t first_record = 0;
+  std::shared_ptr<const FileSource> file;  // the file behind `values` (value row 0 at its offset()); or none
 };
 
 struct Padding {

@@ -41,6 +41,16 @@ using pyloader::GatheredBatch;
 using pyloader::IndexOrder;
 using pyloader::ThreadPool;
 
+// Whether the oldest batch fails with a SourceReadError naming `path`.
+bool fails_naming(BatchPipeline& pipeline, const char* path) {
+  try {
+    pipeline.pop_front();
+  } catch (const pyloader::SourceReadError& error) {
+    return std::strstr(error.what(), path) != nullptr;
+  }
+  return false;
+}
+
 void permutations_are_bijections() {
   for (std::uint64_t rows : {1ULL, 2ULL, 3ULL, 17ULL, 65536ULL, 65537ULL, 100000ULL, 1ULL << 20}) {
     for (std::uint64_t seed : {0ULL, 1ULL, 0xdeadbeefULL}) {
@@ -201,6 +211,96 @@ void out_of_range_indices_are_refused() {
   CHECK(batch.rows == 2);
 }
 
+// Token windows (inputs and targets one token apart, overlapping, widened uint16 ->
+// int64) and padded records read explicitly give the mapping's batches, with several
+// batches' reads in flight per gather thread; a short read of a record fails its batch.
+void explicit_reads_of_windows_and_records_match_the_mapping() {
+  char path[] = "/tmp/pyloader_core_windows_XXXXXX";
+  const int descriptor = ::mkstemp(path);
+  CHECK(descriptor >= 0);
+  constexpr std::int64_t kTokens = 1 << 18, kBlock = 300, kStride = 7, kHeader = 64;
+  std::vector<std::uint16_t> tokens(static_cast<std::size_t>(kTokens + kHeader / 2));
+  for (std::size_t k = 0; k < tokens.size(); ++k) tokens[k] = static_cast<std::uint16_t>((k * 2654435761U) >> 7);
+  const auto* bytes = reinterpret_cast<const std::byte*>(tokens.data());
+  CHECK(::write(descriptor, bytes, tokens.size() * 2) == static_cast<ssize_t>(tokens.size() * 2));
+  const std::int64_t windows = (kTokens - kBlock - 1) / kStride;
+  auto window_column = [&](std::int64_t shift) {
+    ColumnView view{bytes + kHeader + shift, windows, kBlock * 2, kStride * 2, 0};
+    view.file = std::make_shared<const pyloader::FileSource>(path, kHeader + shift);
+    Column column;
+    column.pieces.push_back(view);
+    column.cast = pyloader::ElementCast{2, false, 8};
+    return column;
+  };
+  // Records over the same bytes: record r holds (r * 37) % 500 tokens from token r * 61.
+  constexpr std::int64_t kRecords = 4000;
+  std::vector<std::int64_t> pointers;
+  std::vector<std::int32_t> lengths;
+  for (std::int64_t r = 0; r < kRecords; ++r) {
+    pointers.push_back(r * 61 * 2);
+    lengths.push_back(static_cast<std::int32_t>((r * 37) % 500));
+  }
+  pyloader::RaggedColumn records;
+  records.element_bytes = 8;
+  records.cast = pyloader::ElementCast{2, false, 8};
+  records.padding.enabled = true;
+  records.padding.mask = true;
+  records.pieces.push_back(pyloader::RaggedPiece{bytes + kHeader, kTokens, 2, nullptr, pointers.data(),
+                                                 lengths.data(), kRecords, 0});
+  auto pool = std::make_shared<ThreadPool>(2);
+  auto batches = [&](pyloader::IoMode mode, bool ragged, std::uint64_t* read) {
+    std::vector<Column> columns{window_column(0), window_column(2)};
+    std::vector<pyloader::RaggedColumn> ragged_columns;
+    if (ragged) {
+      columns.clear();
+      ragged_columns.push_back(records);
+      if (mode != pyloader::IoMode::kMmap) {
+        ragged_columns[0].pieces[0].file = std::make_shared<const pyloader::FileSource>(path, kHeader);
+      }
+    }
+    BatchPipeline pipeline(columns, ragged_columns, pool, 16);
+    pipeline.set_io_mode(mode, 8);
+    const std::int64_t rows = ragged ? kRecords : windows;
+    const IndexOrder order = IndexOrder::shuffled(static_cast<std::uint64_t>(rows), 11);
+    pipeline.schedule_positions(order, 0, 40 * 24, 24);
+    std::vector<std::vector<std::byte>> out;
+    for (int b = 0; b < 40; ++b) {
+      GatheredBatch batch = pipeline.pop_front();
+      // Each column's bytes (not the alignment gaps between them).
+      std::vector<std::size_t> sizes{24 * kBlock * 8, 24 * kBlock * 8};
+      if (ragged) {
+        const auto width = static_cast<std::size_t>(batch.ragged_widths[0]);
+        sizes = {24 * width * 8, 24 * 8, 24 * width};
+      }
+      out.emplace_back();
+      for (std::size_t c = 0; c < sizes.size(); ++c) {
+        const std::byte* at = batch.buffer.get() + batch.column_offsets[c];
+        out.back().insert(out.back().end(), at, at + sizes[c]);
+      }
+    }
+    *read = pipeline.explicitly_read_batches();
+    return out;
+  };
+  for (bool ragged : {false, true}) {
+    std::uint64_t mapped_reads = 0, explicit_reads = 0;
+    const auto expected = batches(pyloader::IoMode::kMmap, ragged, &mapped_reads);
+    const auto got = batches(pyloader::IoMode::kRead, ragged, &explicit_reads);
+    CHECK(mapped_reads == 0 && explicit_reads >= 40);
+    CHECK(got == expected);
+  }
+  {
+    pyloader::RaggedColumn column = records;
+    column.pieces[0].file = std::make_shared<const pyloader::FileSource>(path, kHeader);
+    BatchPipeline pipeline({}, {column}, pool, 4);
+    pipeline.set_io_mode(pyloader::IoMode::kRead, 8);
+    CHECK(::ftruncate(descriptor, kHeader + 1000) == 0);
+    pipeline.enqueue_indices({3, kRecords - 1});
+    CHECK(fails_naming(pipeline, path));
+  }
+  ::close(descriptor);
+  ::unlink(path);
+}
+
 void casts_widen_signed_and_unsigned_integers() {
   const std::vector<std::uint16_t> unsigned_rows{1, 65535, 7, 8};
   const std::vector<std::int8_t> signed_rows{-1, 5, -128, 127};
@@ -304,13 +404,7 @@ void explicit_reads_match_the_mapping() {
     CHECK(pipeline.explicitly_read_batches() == requests.size());
     CHECK(::ftruncate(descriptor, kHeader + 100 * kRowBytes) == 0);
     pipeline.enqueue_indices({5, 4000});
-    bool failed = false;
-    try {
-      pipeline.pop_front();
-    } catch (const pyloader::SourceReadError& error) {
-      failed = std::strstr(error.what(), path) != nullptr;
-    }
-    CHECK(failed);
+    CHECK(fails_naming(pipeline, path));
     pipeline.enqueue_indices({5, 6});
     GatheredBatch batch = pipeline.pop_front();
     CHECK(std::memcmp(batch.buffer.get(), view.row(5), kRowBytes) == 0);
@@ -517,6 +611,7 @@ int main() {
   block_windows_cover_every_block_once();
   block_orders_read_their_windows_ahead();
   explicit_reads_match_the_mapping();
+  explicit_reads_of_windows_and_records_match_the_mapping();
   casts_widen_signed_and_unsigned_integers();
   ragged_batches_pack_and_pad_across_pieces();
   permutations_are_bijections();
