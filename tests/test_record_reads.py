@@ -91,25 +91,41 @@ def test_records_are_read_explicitly_with_the_mappings_bytes(shards, io, collate
     assert_batches_equal(got, expected)
 
 
-def test_records_beside_fixed_columns_in_subsets_ranks_and_resume(shards, tmp_path):
+@pytest.mark.parametrize("kind", ["records and labels", "token windows", "megatron"])
+def test_subsets_ranks_and_resume_read_the_mappings_bytes(shards, tmp_path, kind):
+    from megatron_files import write_megatron
+
     values, offsets = shards[0]
-    labels = np.arange(RECORDS, dtype=np.int64) * 3
-    np.save(tmp_path / "labels.npy", labels)
+    if kind == "records and labels":
+        np.save(tmp_path / "labels.npy", np.arange(RECORDS, dtype=np.int64) * 3)
+        files = [values]
+        new_dataset = lambda: pyloader.ArrayDataset(
+            tokens=pyloader.Records(mapped(values), mapped(offsets), dtype=torch.int64),
+            label=mapped(str(tmp_path / "labels.npy")))
+    elif kind == "token windows":
+        files = [str(tmp_path / "tokens.bin")]
+        np.random.default_rng(5).integers(0, 50_000, 1 << 19, dtype=np.uint16).tofile(files[0])
+        new_dataset = lambda: pyloader.TokenWindows(files[0], 1024, token_dtype=np.uint16)  # 2-KiB rows
+    else:
+        rng = np.random.default_rng(6)
+        prefix = write_megatron(tmp_path / "corpus", [[rng.integers(0, 30_000, int(n)).astype(np.uint16)]
+                                                      for n in rng.integers(1, 300, 1500)])
+        files = [prefix + ".bin"]
+        new_dataset = lambda: pyloader.MegatronDataset(prefix)
+    collate = None if kind == "token windows" else pyloader.PadCollate()
 
     def make(io, rank=0, world=1, subset=False):
-        dataset = pyloader.ArrayDataset(tokens=pyloader.Records(mapped(values), mapped(offsets), dtype=torch.int64),
-                                        label=mapped(str(tmp_path / "labels.npy")))
+        dataset = new_dataset()
         if subset:
-            dataset = torch.utils.data.Subset(dataset, list(range(5, RECORDS, 3)))
+            dataset = torch.utils.data.Subset(dataset, list(range(5, len(dataset), 3)))
         sampler = pyloader.DistributedSampler(dataset, num_replicas=world, rank=rank, seed=4)
-        return pyloader.DataLoader(dataset, batch_size=16, sampler=sampler, collate_fn=pyloader.PadCollate(),
-                                   io=io)
+        return pyloader.DataLoader(dataset, batch_size=16, sampler=sampler, collate_fn=collate, io=io)
 
     for world in (1, 3):
         for rank in range(world):
             for subset in (False, True):
                 expected, _ = epoch_and_reads(make("mmap", rank, world, subset))
-                got, read = epoch_and_reads(make("read", rank, world, subset), evicted=[values])
+                got, read = epoch_and_reads(make("read", rank, world, subset), evicted=files)
                 assert read > 0
                 assert_batches_equal(got, expected)
 
@@ -120,11 +136,15 @@ def test_records_beside_fixed_columns_in_subsets_ranks_and_resume(shards, tmp_pa
         next(iterator)
     state = loader.state_dict()
     del iterator
-    resumed = make("read", 1, 3)
+    resumed = make("auto", 1, 3)
     resumed.load_state_dict(state)
     gc.collect()
-    evict(values)
-    rest = list(resumed)
+    for file in files:
+        evict(file)
+    iterator = iter(resumed)
+    rest = [next(iterator)]
+    assert iterator._pipeline.explicitly_read_batches > 0  # the first batch itself was read
+    rest += list(iterator)
     assert_batches_equal(rest, list(make("mmap", 1, 3))[5:])
 
 

@@ -152,11 +152,12 @@ std::unique_ptr<ExplicitReads::Pending> ExplicitReads::start(const Batch& batch,
   if (count == 0) return nullptr;
   thread_local std::vector<ReadEngine::Extent> extents;
   extents.clear();
-  auto pending = std::make_unique<Pending>();
+  std::unique_ptr<Pending> pending;  // made once something is to be read: cached batches allocate nothing
 
   for (const Group& group : groups_) {
     const Column& lead = columns_[group.members.front()];
     if (!read_now(lead, plan, count, batch.read_ahead)) continue;
+    if (!pending) pending = std::make_unique<Pending>();
     const auto row_bytes = static_cast<std::size_t>(group.union_bytes);
     std::byte* out;
     if (group.members.size() == 1 && !lead.cast.active()) {  // straight into the batch
@@ -179,6 +180,7 @@ std::unique_ptr<ExplicitReads::Pending> ExplicitReads::start(const Batch& batch,
     const RaggedColumn& column = ragged_[r];
     const std::vector<RecordSpan>& spans = (*batch.spans)[r];
     if (!read_now(column, plan, count, spans)) continue;
+    if (!pending) pending = std::make_unique<Pending>();
     const auto value_row_bytes = static_cast<std::size_t>(column.value_row_bytes());
     std::size_t total = 0;
     for (std::size_t k = 0; k < count; ++k) total += static_cast<std::size_t>(spans[k].length) * value_row_bytes;
