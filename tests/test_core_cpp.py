@@ -1,6 +1,7 @@
 """The C++ core's own tests (csrc/tests), built and run under sanitizers."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -15,7 +16,7 @@ TOOLS = [shutil.which("cmake"), shutil.which("ninja"), shutil.which("c++") or sh
 def test_core_under_sanitizers(tmp_path, sanitizers):
     build = tmp_path / "build"
     subprocess.run(["cmake", "-S", ROOT, "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Debug",
-                    "-DPYLOADER_BUILD_TESTS=ON", f"-DPYLOADER_SANITIZE={sanitizers}"],
+                    "-DPYLOADER_BUILD_TESTS=ON", "-DPYLOADER_WERROR=ON", f"-DPYLOADER_SANITIZE={sanitizers}"],
                    check=True, capture_output=True, timeout=300)
     built = subprocess.run(["cmake", "--build", str(build), "--target", "core_tests"],
                            capture_output=True, text=True, timeout=600)
@@ -30,4 +31,8 @@ def test_core_under_sanitizers(tmp_path, sanitizers):
                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1", STAND_IN_CUDA_DRIVER=str(driver))
     result = subprocess.run([str(build / "core_tests")], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "core tests: 0 failure(s)" in result.stdout
+    # Every TEST in the file ran (they register themselves), and none failed.
+    with open(os.path.join(ROOT, "csrc", "tests", "core_tests.cpp")) as source:
+        defined = len(re.findall(r"^TEST\(\w+\)", source.read(), flags=re.M))
+    assert defined > 0
+    assert f"core tests: {defined} run, 0 failure(s)" in result.stdout

@@ -26,6 +26,27 @@ namespace {
 
 int failures = 0;
 
+// Tests register themselves: TEST(name) { ... } defines a test that main() runs, in the
+// order of the file, so a test cannot be written and then forgotten.
+struct TestCase {
+  const char* name;
+  void (*run)();
+};
+
+std::vector<TestCase>& registered_tests() {
+  static std::vector<TestCase> tests;
+  return tests;
+}
+
+struct TestRegistration {
+  TestRegistration(const char* name, void (*run)()) { registered_tests().push_back({name, run}); }
+};
+
+#define TEST(name)                                               \
+  void name();                                                   \
+  const TestRegistration name##_registration{#name, &name};      \
+  void name()
+
 #define CHECK(condition)                                                   \
   do {                                                                     \
     if (!(condition)) {                                                    \
@@ -51,7 +72,7 @@ bool fails_naming(BatchPipeline& pipeline, const char* path) {
   return false;
 }
 
-void permutations_are_bijections() {
+TEST(permutations_are_bijections) {
   for (std::uint64_t rows : {1ULL, 2ULL, 3ULL, 17ULL, 65536ULL, 65537ULL, 100000ULL, 1ULL << 20}) {
     for (std::uint64_t seed : {0ULL, 1ULL, 0xdeadbeefULL}) {
       const IndexOrder order = IndexOrder::shuffled(rows, seed);
@@ -68,7 +89,7 @@ void permutations_are_bijections() {
   }
 }
 
-void batched_evaluation_matches_single_positions() {
+TEST(batched_evaluation_matches_single_positions) {
   for (std::uint64_t rows : {5ULL, 65537ULL, 100003ULL, 1ULL << 20}) {
     const IndexOrder base = IndexOrder::shuffled(rows, rows * 7);
     for (const IndexOrder& order : {base, base.strided(3, 4, rows / 4 + 1), IndexOrder::sequential(rows)}) {
@@ -82,7 +103,7 @@ void batched_evaluation_matches_single_positions() {
   }
 }
 
-void strided_orders_pad_and_shard_like_torch() {
+TEST(strided_orders_pad_and_shard_like_torch) {
   // 10 rows over 4 ranks: 3 samples each, positions wrap past the end.
   const IndexOrder base = IndexOrder::sequential(10);
   std::vector<std::uint64_t> all;
@@ -98,7 +119,7 @@ void strided_orders_pad_and_shard_like_torch() {
   CHECK(distinct.size() == 10);
 }
 
-void gather_reads_pieces_and_negative_strides() {
+TEST(gather_reads_pieces_and_negative_strides) {
   // Column rows r hold bytes {r, r+1, r+2, r+3}; piece 0 is stored reversed.
   std::vector<std::byte> forward(6 * 4), reversed(4 * 4);
   for (int r = 0; r < 4; ++r) {
@@ -124,7 +145,7 @@ void gather_reads_pieces_and_negative_strides() {
 // Orders that defeat a bucket pass over the whole index range (a descending run, a
 // narrow window of a huge dataset, repeats, two far clusters) must still give a
 // correct plan: sources ascending, each one the index of the position it fills.
-void read_plans_are_correct_for_any_order() {
+TEST(read_plans_are_correct_for_any_order) {
   const std::int64_t far = std::int64_t{1} << 40;
   std::vector<std::vector<std::int64_t>> batches;
   std::vector<std::int64_t> descending(16384), window(16384), repeats(5000, 12345), clusters;
@@ -152,7 +173,7 @@ void read_plans_are_correct_for_any_order() {
   }
 }
 
-void pipeline_delivers_in_order_under_concurrency() {
+TEST(pipeline_delivers_in_order_under_concurrency) {
   const std::int64_t rows = 50000;
   std::vector<std::int64_t> data(rows);
   std::iota(data.begin(), data.end(), 0);
@@ -180,7 +201,7 @@ void pipeline_delivers_in_order_under_concurrency() {
   }
 }
 
-void pipeline_destroyed_mid_flight_waits_for_its_gathers() {
+TEST(pipeline_destroyed_mid_flight_waits_for_its_gathers) {
   std::vector<std::int64_t> data(1 << 20, 7);
   Column column;
   column.pieces.push_back(ColumnView{reinterpret_cast<const std::byte*>(data.data()), 1 << 20, 8, 8, 0});
@@ -193,7 +214,7 @@ void pipeline_destroyed_mid_flight_waits_for_its_gathers() {
   }
 }
 
-void out_of_range_indices_are_refused() {
+TEST(out_of_range_indices_are_refused) {
   std::vector<std::int64_t> data(10);
   Column column;
   column.pieces.push_back(ColumnView{reinterpret_cast<const std::byte*>(data.data()), 10, 8, 8, 0});
@@ -214,7 +235,7 @@ void out_of_range_indices_are_refused() {
 // Token windows (inputs and targets one token apart, overlapping, widened uint16 ->
 // int64) and padded records read explicitly give the mapping's batches, with several
 // batches' reads in flight per gather thread; a short read of a record fails its batch.
-void explicit_reads_of_windows_and_records_match_the_mapping() {
+TEST(explicit_reads_of_windows_and_records_match_the_mapping) {
   char path[] = "/tmp/pyloader_core_windows_XXXXXX";
   const int descriptor = ::mkstemp(path);
   CHECK(descriptor >= 0);
@@ -301,7 +322,7 @@ void explicit_reads_of_windows_and_records_match_the_mapping() {
   ::unlink(path);
 }
 
-void casts_widen_signed_and_unsigned_integers() {
+TEST(casts_widen_signed_and_unsigned_integers) {
   const std::vector<std::uint16_t> unsigned_rows{1, 65535, 7, 8};
   const std::vector<std::int8_t> signed_rows{-1, 5, -128, 127};
   Column wide;
@@ -319,7 +340,7 @@ void casts_widen_signed_and_unsigned_integers() {
   CHECK(signed_out[0] == -128 && signed_out[1] == 127 && signed_out[2] == -1 && signed_out[3] == 5);
 }
 
-void ragged_batches_pack_and_pad_across_pieces() {
+TEST(ragged_batches_pack_and_pad_across_pieces) {
   // Piece 0: records {10,11,12}, {}, {13}; piece 1 (pointer layout): {20,21}, {22}.
   const std::vector<std::int32_t> values0{10, 11, 12, 13};
   const std::vector<std::int64_t> offsets0{0, 3, 3, 4};
@@ -366,7 +387,7 @@ void ragged_batches_pack_and_pad_across_pieces() {
 // Explicit reads land the same bytes the mapping would give, for coalesced runs,
 // duplicates and unsorted batches, from many threads at once; a short read fails the
 // batch with SourceReadError and the pipeline goes on.
-void explicit_reads_match_the_mapping() {
+TEST(explicit_reads_match_the_mapping) {
   char path[] = "/tmp/pyloader_core_reads_XXXXXX";
   const int descriptor = ::mkstemp(path);
   CHECK(descriptor >= 0);
@@ -416,7 +437,7 @@ void explicit_reads_match_the_mapping() {
 // BlockWindow: every position's window holds its row, a window's positions visit
 // exactly its blocks' rows, and the windows of an epoch visit every block once, for the
 // whole order and for ranks' contiguous shares (padded past the end, as torch pads).
-void block_windows_cover_every_block_once() {
+TEST(block_windows_cover_every_block_once) {
   struct Case {
     std::uint64_t rows, block_rows, window_blocks, seed;
   };
@@ -487,7 +508,7 @@ void block_windows_cover_every_block_once() {
 // A block-shuffled order over a file-backed column in IoMode::kAuto reads its windows
 // ahead and delivers the same bytes; non-block orders read nothing ahead; a file
 // truncated under it changes nothing for a column whose memory stays readable.
-void block_orders_read_their_windows_ahead() {
+TEST(block_orders_read_their_windows_ahead) {
   char path[] = "/tmp/pyloader_core_ahead_XXXXXX";
   const int descriptor = ::mkstemp(path);
   CHECK(descriptor >= 0);
@@ -536,7 +557,7 @@ void block_orders_read_their_windows_ahead() {
 // staging (run when STAND_IN_CUDA_DRIVER names the stand-in driver library) copies
 // each batch as it is gathered into pooled blocks, and blocks of batches never
 // delivered wait for their copies before they are reused.
-void staging_uses_supplied_blocks_and_copies_to_the_device() {
+TEST(staging_uses_supplied_blocks_and_copies_to_the_device) {
   const std::int64_t rows = 20000;
   std::vector<std::int64_t> data(rows);
   std::iota(data.begin(), data.end(), 0);
@@ -606,22 +627,16 @@ void staging_uses_supplied_blocks_and_copies_to_the_device() {
 
 }  // namespace
 
-int main() {
-  staging_uses_supplied_blocks_and_copies_to_the_device();
-  block_windows_cover_every_block_once();
-  block_orders_read_their_windows_ahead();
-  explicit_reads_match_the_mapping();
-  explicit_reads_of_windows_and_records_match_the_mapping();
-  casts_widen_signed_and_unsigned_integers();
-  ragged_batches_pack_and_pad_across_pieces();
-  permutations_are_bijections();
-  batched_evaluation_matches_single_positions();
-  strided_orders_pad_and_shard_like_torch();
-  gather_reads_pieces_and_negative_strides();
-  read_plans_are_correct_for_any_order();
-  pipeline_delivers_in_order_under_concurrency();
-  pipeline_destroyed_mid_flight_waits_for_its_gathers();
-  out_of_range_indices_are_refused();
-  std::printf("core tests: %d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+int main(int argc, char** argv) {
+  // Arguments, if any, name the tests to run (all by default).
+  int ran = 0;
+  for (const TestCase& test : registered_tests()) {
+    bool wanted = argc == 1;
+    for (int a = 1; a < argc; ++a) wanted = wanted || std::strcmp(argv[a], test.name) == 0;
+    if (!wanted) continue;
+    test.run();
+    ++ran;
+  }
+  std::printf("core tests: %d run, %d failure(s)\n", ran, failures);
+  return failures == 0 && ran > 0 ? 0 : 1;
 }
