@@ -21,9 +21,9 @@ import tempfile
 import time
 
 import numpy as np
+from bench_loader import BATCH, evict, make_memmap
 
 import pyloader
-from bench_loader import BATCH, evict, make_memmap
 
 ROW_BYTES = 4096
 CLASSES = 100
@@ -40,8 +40,9 @@ def loader_rate(array, sampler, shuffle: bool, samples: int) -> float:
     dataset = pyloader.ArrayDataset(array)
     if sampler is not None:
         sampler.dataset = dataset  # the native path takes a sampler over the loader's own dataset
-    loader = pyloader.DataLoader(dataset, batch_size=BATCH, sampler=sampler,
-                                 shuffle=shuffle if sampler is None else None, drop_last=True)
+    loader = pyloader.DataLoader(
+        dataset, batch_size=BATCH, sampler=sampler, shuffle=shuffle if sampler is None else None, drop_last=True
+    )
     assert loader.uses_native_path
     evict(array)
     start, seen = time.perf_counter(), 0
@@ -95,8 +96,10 @@ def main() -> None:
             best[name] = max(best[name], loader_rate(array, sampler, shuffle, samples))
         sequential = max(sequential, sequential_bandwidth(array, samples))
 
-    print(f"{rows:,} rows of {ROW_BYTES} bytes ({array.nbytes / 2**30:.2f} GiB, cold), {samples:,} rows a round, "
-          f"batch {BATCH}, window {args.window_blocks} blocks, best of {args.rounds} rounds")
+    print(
+        f"{rows:,} rows of {ROW_BYTES} bytes ({array.nbytes / 2**30:.2f} GiB, cold), {samples:,} rows a round, "
+        f"batch {BATCH}, window {args.window_blocks} blocks, best of {args.rounds} rounds"
+    )
     print(f"sequential read: {sequential / 2**20:,.0f} MiB/s")
     print(f"  {'order':<18} {'samples/s':>12} {'MiB/s':>9} {'labels/batch':>13}")
     full_order = np.array(pyloader.DistributedSampler(dataset_rows, 1, 0, seed=0).native_order().take(0, samples))

@@ -66,8 +66,9 @@ def handoff_cost(array) -> float:
         for _ in range(batches):
             pipeline.next(0.0)
 
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True,
-                                 drop_last=True, num_threads=2)
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True, drop_last=True, num_threads=2
+    )
 
     def full():
         for _ in loader:
@@ -93,8 +94,10 @@ def batch_order_costs() -> dict:
         "descending run": np.arange(rows * 3 // 5, rows * 3 // 5 - batch, -1, dtype=np.int64),
         "few distinct, shuffled": rng.integers(0, 8, batch).astype(np.int64) * 1000,
     }
-    return {name: best_seconds(lambda idx=idx: _core.reference_gather(pool, [array], idx, batch), runs=20)
-            for name, idx in orders.items()}
+    return {
+        name: best_seconds(lambda idx=idx: _core.reference_gather(pool, [array], idx, batch), runs=20)
+        for name, idx in orders.items()
+    }
 
 
 def split_epoch_starts() -> tuple[float, float]:
@@ -135,8 +138,10 @@ def main() -> None:
     startup = best_seconds(lambda: next(iter(loader)), runs=50)
     print(f"epoch start-up: {startup * 1e6:.0f} microseconds")
     first, second = split_epoch_starts()
-    print(f"epoch start-up, random_split part of 10M rows: first {first * 1e3:.1f} ms, "
-          f"second {second * 1e6:.0f} microseconds")
+    print(
+        f"epoch start-up, random_split part of 10M rows: first {first * 1e3:.1f} ms, "
+        f"second {second * 1e6:.0f} microseconds"
+    )
     print("milliseconds to order and copy one batch of 16384 rows drawn from 1e8")
     for name, seconds in batch_order_costs().items():
         print(f"  {name:<26}{seconds * 1e3:6.2f}")

@@ -62,6 +62,7 @@ def training_step(milliseconds: float):
     def step(batch):
         for _ in range(per_step):
             a @ a
+
     return step
 
 
@@ -91,12 +92,16 @@ def main() -> None:
         return tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
 
     contenders = {
-        "pyloader w0": lambda: pyloader.DataLoader(dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate),
-        "pyloader w2": lambda: pyloader.DataLoader(dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate,
-                                                   num_workers=2),
+        "pyloader w0": lambda: pyloader.DataLoader(
+            dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate
+        ),
+        "pyloader w2": lambda: pyloader.DataLoader(
+            dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate, num_workers=2
+        ),
         "torch w0": lambda: tud.DataLoader(dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate),
-        "torch w2": lambda: tud.DataLoader(dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate,
-                                           num_workers=2),
+        "torch w2": lambda: tud.DataLoader(
+            dataset, batch_size=BATCH, sampler=sampler(), collate_fn=pad_collate, num_workers=2
+        ),
     }
     loaders = {name: make() for name, make in contenders.items()}
     assert loaders["pyloader w0"].uses_native_path and loaders["pyloader w2"].uses_native_path
@@ -104,8 +109,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, loader in loaders.items():
             best[name] = max(best[name], rate(loader, args.seconds, step))
-    print(f"padding collate, lengths 16-{MAX_LENGTH}, batch {BATCH}, {args.step_ms:g} ms simulated step, "
-          f"best of {args.rounds} interleaved rounds: samples/s")
+    print(
+        f"padding collate, lengths 16-{MAX_LENGTH}, batch {BATCH}, {args.step_ms:g} ms simulated step, "
+        f"best of {args.rounds} interleaved rounds: samples/s"
+    )
     for name, value in best.items():
         print(f"  {name:<12} {value:>12,.0f}")
     print("\nratios (same run)")

@@ -63,8 +63,9 @@ def main() -> None:
     data = np.random.default_rng(0).integers(0, 255, (rows, 256), dtype=np.uint8)
 
     def make(**options):
-        return pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=BATCH, shuffle=True, drop_last=True,
-                                   **options)
+        return pyloader.DataLoader(
+            pyloader.ArrayDataset(data), batch_size=BATCH, shuffle=True, drop_last=True, **options
+        )
 
     def pinned(batches):
         _native.pin_device = lambda loader, stacklevel: "cuda"
@@ -82,8 +83,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, measure in contenders.items():
             best[name] = min(best[name], measure())
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, stand-in CUDA driver, "
-          f"{BATCH} shuffled rows of 256 B, best of {args.rounds} rounds of {args.batches} batches")
+    print(
+        f"pyloader {pyloader.__version__}, torch {torch.__version__}, stand-in CUDA driver, "
+        f"{BATCH} shuffled rows of 256 B, best of {args.rounds} rounds of {args.batches} batches"
+    )
     for name, seconds in best.items():
         print(f"  {name:<16} {1e6 * seconds:7.2f} us a batch on the training thread")
     for name in ("device=", "pin_memory=True"):

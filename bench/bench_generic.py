@@ -72,10 +72,12 @@ def main() -> None:
             "torch w0": lambda dataset=dataset: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True),
             "pyloader w0": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True),
             "torch w2": lambda dataset=dataset: tud.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2),
-            "pyloader w2 process": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
-                                                               num_workers=2),
-            "pyloader w2 thread": lambda dataset=dataset: pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True,
-                                                              num_workers=2, worker_mode="thread"),
+            "pyloader w2 process": lambda dataset=dataset: pyloader.DataLoader(
+                dataset, batch_size=BATCH, shuffle=True, num_workers=2
+            ),
+            "pyloader w2 thread": lambda dataset=dataset: pyloader.DataLoader(
+                dataset, batch_size=BATCH, shuffle=True, num_workers=2, worker_mode="thread"
+            ),
         }
         best = dict.fromkeys(contenders, 0.0)
         for _ in range(args.rounds):

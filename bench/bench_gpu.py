@@ -104,14 +104,22 @@ def delivered_rate(loader, seconds: float, to_device, host_cost: list | None = N
 
 
 def pyloader_loader(array: np.ndarray):
-    return pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True, drop_last=True,
-                               device="cuda")
+    return pyloader.DataLoader(
+        pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=True, drop_last=True, device="cuda"
+    )
 
 
 def torch_loader(array: np.ndarray, workers: int):
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(array))
-    return torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True, pin_memory=True,
-                                       num_workers=workers, persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        pin_memory=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def torch_to_device(batch):
@@ -147,6 +155,7 @@ def step_times(array: np.ndarray, seconds: float, matmuls: int, torch_workers: i
             except StopIteration:
                 state["iterator"] = iter(loader)
                 return to_device(next(state["iterator"]))
+
         return next_batch, state
 
     staged = [torch.from_numpy(array[:BATCH]).cuda()]
@@ -185,18 +194,21 @@ def main() -> None:
         array = rng.integers(0, 255, (rows, row_bytes), dtype=np.uint8)
         host_cost: list = []
         ours = delivered_rate(pyloader_loader(array), args.seconds, lambda batch: batch, host_cost)
-        print(f"  {row_bytes} B rows: pyloader device=cuda {ours:12,.0f}   "
-              f"(training thread: {1e6 * host_cost[0]:.1f} us a batch in next(), waits excluded)")
+        print(
+            f"  {row_bytes} B rows: pyloader device=cuda {ours:12,.0f}   "
+            f"(training thread: {1e6 * host_cost[0]:.1f} us a batch in next(), waits excluded)"
+        )
         ratios.append(f"ratio host cost of device=cuda, {row_bytes} B rows: {1e6 * host_cost[0]:.1f} us a batch")
         best_name, best = 0, 0.0
-        for workers in ((0, 4) if args.quick else (0, 2, 4, 8)):
+        for workers in (0, 4) if args.quick else (0, 2, 4, 8):
             theirs = delivered_rate(torch_loader(array, workers), args.seconds, torch_to_device)
             print(f"  {row_bytes} B rows: torch workers={workers}      {theirs:12,.0f}")
             if theirs > best:
                 best_name, best = workers, theirs
         best_workers[row_bytes] = best_name
-        ratios.append(f"ratio end-to-end {row_bytes} B rows: pyloader / best torch (workers={best_name}) = "
-                      f"{ours / best:.1f}x")
+        ratios.append(
+            f"ratio end-to-end {row_bytes} B rows: pyloader / best torch (workers={best_name}) = {ours / best:.1f}x"
+        )
         del array
 
     print("\nSimulated step (150 KiB rows, batch 256): mean step time")
@@ -205,12 +217,16 @@ def main() -> None:
     for name, value in times.items():
         print(f"  {name:<22} {1000 * value:8.2f} ms")
     staged, ours = times["pre-staged"], times["pyloader"]
-    ratios.append(f"ratio wait (step {1000 * staged:.1f} ms): pyloader's step is {100 * (ours - staged) / ours:.2f}% "
-                  f"longer than a pre-staged batch's (host wait in next() {100 * times['pyloader host wait'] / ours:.2f}%)")
+    ratios.append(
+        f"ratio wait (step {1000 * staged:.1f} ms): pyloader's step is {100 * (ours - staged) / ours:.2f}% "
+        f"longer than a pre-staged batch's (host wait in next() {100 * times['pyloader host wait'] / ours:.2f}%)"
+    )
     theirs_name = [name for name in times if name.startswith("torch")][0]
     theirs = times[theirs_name]
-    ratios.append(f"ratio wait, {theirs_name}: its step is {100 * (theirs - staged) / theirs:.2f}% longer than a "
-                  "pre-staged batch's")
+    ratios.append(
+        f"ratio wait, {theirs_name}: its step is {100 * (theirs - staged) / theirs:.2f}% longer than a "
+        "pre-staged batch's"
+    )
 
     print("\nratios (same run)")
     for line in ratios:

@@ -12,7 +12,8 @@ at 256-byte and 12-KiB rows, plus batches/s for batch_size=1 over an in-RAM
 TensorDataset, and the fixed cost of a batch: batches/s of 256 shuffled 4-byte rows,
 where there is almost nothing to copy. pyloader runs with its default number of gather
 threads (what a user gets); the raw gather uses --threads. "pyloader no stats" is
-pyloader with its iterator counters (LoaderStats) switched off, to show what they cost. Every contender reads the same mapping after one warm-up pass, so the
+pyloader with its iterator counters (LoaderStats) switched off, to show what they cost.
+Every contender reads the same mapping after one warm-up pass, so the
 page cache and page tables are equally warm for all. Contenders run in interleaved
 rounds and each keeps its best round. Prints a table and ratio lines.
 
@@ -44,9 +45,10 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from _cold import evict
 from pyloader import _core
 from pyloader._columns import file_position
+
+from _cold import evict
 
 BATCH = 256
 
@@ -73,14 +75,14 @@ def make_memmap(directory: str, row_bytes: int, gib: float, warm: bool = True) -
         step = max(1, (64 << 20) // row_bytes)
         for first in range(0, rows, step):
             block = np.arange(first, min(rows, first + step), dtype=np.float32)[:, None]
-            out[first:first + len(block)] = block + np.arange(columns, dtype=np.float32) / columns
+            out[first : first + len(block)] = block + np.arange(columns, dtype=np.float32) / columns
         out.flush()
         del out
         os.replace(path + ".part", path)
     array = np.load(path, mmap_mode="r")
     if warm:
         for first in range(0, rows, max(1, (256 << 20) // row_bytes)):  # warm-up pass
-            np.asarray(array[first:first + (256 << 20) // row_bytes]).sum()
+            np.asarray(array[first : first + (256 << 20) // row_bytes]).sum()
     return array
 
 
@@ -108,7 +110,7 @@ def epoch_order(rows: int, generator, sequential: bool) -> np.ndarray:
 def numpy_loop(array, generator, sequential: bool = False):
     order = epoch_order(len(array), generator, sequential)
     for first in range(0, len(order) - BATCH + 1, BATCH):
-        yield torch.from_numpy(array[order[first:first + BATCH]])
+        yield torch.from_numpy(array[order[first : first + BATCH]])
 
 
 def chunked_rate(read_chunk, order: np.ndarray, budget_s: float, max_samples: int | None) -> float:
@@ -119,21 +121,27 @@ def chunked_rate(read_chunk, order: np.ndarray, budget_s: float, max_samples: in
     while (time.perf_counter() - start < budget_s) if max_samples is None else samples < max_samples:
         if first + chunk > len(order):
             first = 0
-        read_chunk(order[first:first + chunk])
+        read_chunk(order[first : first + chunk])
         samples += chunk
         first += chunk
     return samples / (time.perf_counter() - start)
 
 
-def raw_gather_rate(array, generator, budget_s: float, threads: int, max_samples: int | None = None,
-                    sequential: bool = False) -> float:
+def raw_gather_rate(
+    array, generator, budget_s: float, threads: int, max_samples: int | None = None, sequential: bool = False
+) -> float:
     pool = _core.ThreadPool(threads)
-    return chunked_rate(lambda rows: _core.reference_gather(pool, [array], rows, BATCH),
-                        epoch_order(len(array), generator, sequential), budget_s, max_samples)
+    return chunked_rate(
+        lambda rows: _core.reference_gather(pool, [array], rows, BATCH),
+        epoch_order(len(array), generator, sequential),
+        budget_s,
+        max_samples,
+    )
 
 
-def raw_pread_rate(array, generator, budget_s: float, depth: int, max_samples: int | None = None,
-                   sequential: bool = False) -> float:
+def raw_pread_rate(
+    array, generator, budget_s: float, depth: int, max_samples: int | None = None, sequential: bool = False
+) -> float:
     """The same rows read with `depth` pread()s in flight, one per row, into private
     buffers: the explicit-read ceiling for a cold file."""
     path, offset = file_position(array)
@@ -142,7 +150,10 @@ def raw_pread_rate(array, generator, budget_s: float, depth: int, max_samples: i
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
         return chunked_rate(
             lambda rows: _core.reference_read(descriptor, offset, array.strides[0], np.sort(rows), depth),
-            epoch_order(len(array), generator, sequential), budget_s, max_samples)
+            epoch_order(len(array), generator, sequential),
+            budget_s,
+            max_samples,
+        )
     finally:
         os.close(descriptor)
 
@@ -163,19 +174,29 @@ def without_stats(loader):
     return loader
 
 
-def measure_rows(array, seconds: float, threads: int, rounds: int, cold: bool = False,
-                 sequential: bool = False, cold_fraction: float = 0.25, with_torch: bool = True) -> dict:
+def measure_rows(
+    array,
+    seconds: float,
+    threads: int,
+    rounds: int,
+    cold: bool = False,
+    sequential: bool = False,
+    cold_fraction: float = 0.25,
+    with_torch: bool = True,
+) -> dict:
     generator = np.random.default_rng(0)
     first_of = lambda batch: len(batch[0])
     cap = max(BATCH, int(len(array) * cold_fraction)) if cold else None
-    make = lambda io: pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential,
-                                          drop_last=True, io=io)
+    make = lambda io: pyloader.DataLoader(
+        pyloader.ArrayDataset(array), batch_size=BATCH, shuffle=not sequential, drop_last=True, io=io
+    )
     loader = make("auto")  # the defaults: what a user gets without asking
     assert loader.uses_native_path
     uncounted = without_stats(make("auto"))
     per_sample = PerSampleDataset(array)
-    torch_loader = lambda workers: tud.DataLoader(per_sample, batch_size=BATCH, shuffle=not sequential,
-                                                  drop_last=True, num_workers=workers)
+    torch_loader = lambda workers: tud.DataLoader(
+        per_sample, batch_size=BATCH, shuffle=not sequential, drop_last=True, num_workers=workers
+    )
     contenders = {"pyloader": lambda: timed(loader, seconds, first_of, cap)}
     if not cold:
         contenders["pyloader no stats"] = lambda: timed(uncounted, seconds, first_of, cap)
@@ -207,10 +228,13 @@ def measure_small_batches(seconds: float, rounds: int) -> dict:
     torch.manual_seed(0)
     ours = pyloader.DataLoader(dataset, batch_size=1, shuffle=True)
     theirs = tud.DataLoader(dataset, batch_size=1, shuffle=True)
-    return best_of(rounds, {
-        "pyloader": lambda: timed(ours, seconds, count),
-        "torch w0": lambda: timed(theirs, seconds, count),
-    })
+    return best_of(
+        rounds,
+        {
+            "pyloader": lambda: timed(ours, seconds, count),
+            "torch w0": lambda: timed(theirs, seconds, count),
+        },
+    )
 
 
 def main() -> None:
@@ -222,30 +246,50 @@ def main() -> None:
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where datasets are generated")
     parser.add_argument("--cold", action="store_true", help="evict the page cache before every round")
     parser.add_argument("--sequential", action="store_true", help="read in file order instead of shuffled")
-    parser.add_argument("--row-bytes", type=int, nargs="+", default=None,
-                        help="row sizes to measure (default: 256 and 12288; cold: 256, 4096 and 12288)")
-    parser.add_argument("--cold-fraction", type=float, default=0.25,
-                        help="share of the file's rows each cold round reads")
-    parser.add_argument("--no-torch", action="store_true",
-                        help="leave out torch's DataLoader (slow on cold files; the IO ceilings stay)")
+    parser.add_argument(
+        "--row-bytes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="row sizes to measure (default: 256 and 12288; cold: 256, 4096 and 12288)",
+    )
+    parser.add_argument(
+        "--cold-fraction", type=float, default=0.25, help="share of the file's rows each cold round reads"
+    )
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="leave out torch's DataLoader (slow on cold files; the IO ceilings stay)",
+    )
     args = parser.parse_args()
     sizes = args.row_bytes or ((256, 4096, 12 * 1024) if args.cold else (256, 12 * 1024))
 
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, pyloader's default {pyloader.DataLoader([0]).num_threads} gather thread(s), "
-          f"batch {BATCH}, "
-          f"{'in file order' if args.sequential else 'shuffled'}, "
-          f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
-          + (", page cache evicted before each round" if args.cold else ""))
+    print(
+        f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, pyloader's default {pyloader.DataLoader([0]).num_threads} gather thread(s), "
+        f"batch {BATCH}, "
+        f"{'in file order' if args.sequential else 'shuffled'}, "
+        f"best of {args.rounds} interleaved rounds of {args.seconds:g} s"
+        + (", page cache evicted before each round" if args.cold else "")
+    )
     table = []
     for row_bytes in sizes:
         array = make_memmap(args.dir, row_bytes, args.gib, warm=not args.cold)
-        rates = measure_rows(array, args.seconds, args.threads, args.rounds, cold=args.cold,
-                             sequential=args.sequential, cold_fraction=args.cold_fraction,
-                             with_torch=not args.no_torch)
+        rates = measure_rows(
+            array,
+            args.seconds,
+            args.threads,
+            args.rounds,
+            cold=args.cold,
+            sequential=args.sequential,
+            cold_fraction=args.cold_fraction,
+            with_torch=not args.no_torch,
+        )
         table.append((row_bytes, rates))
         state = "cold" if args.cold else "warm"
-        print(f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s")
+        print(
+            f"\n{row_bytes}-byte rows, {len(array):,} rows ({array.nbytes / 2**30:.2f} GiB memmap, {state}): samples/s"
+        )
         for name, rate in rates.items():
             print(f"  {name:<14} {rate:>14,.0f}")
     small = measure_small_batches(args.seconds, args.rounds)
@@ -261,16 +305,22 @@ def main() -> None:
             best_torch = max(rates["torch w0"], rates["torch w2"])
             print(f"ratio {row_bytes}B rows: pyloader / best torch DataLoader = {rates['pyloader'] / best_torch:.1f}x")
         print(f"ratio {row_bytes}B rows: pyloader / numpy loop = {rates['pyloader'] / rates['numpy loop']:.2f}x")
-        print(f"ratio {row_bytes}B rows: pyloader / raw {args.threads}-thread gather = "
-              f"{100 * rates['pyloader'] / rates['raw gather']:.0f}%")
+        print(
+            f"ratio {row_bytes}B rows: pyloader / raw {args.threads}-thread gather = "
+            f"{100 * rates['pyloader'] / rates['raw gather']:.0f}%"
+        )
         if "raw pread64" in rates:
-            print(f"ratio {row_bytes}B rows: pyloader / raw pread at depth 64 = "
-                  f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%")
+            print(
+                f"ratio {row_bytes}B rows: pyloader / raw pread at depth 64 = "
+                f"{100 * rates['pyloader'] / rates['raw pread64']:.0f}%"
+            )
         versus_mapping = rates["pyloader"] / rates["pyloader mmap"]
         print(f"ratio {row_bytes}B rows: pyloader / pyloader io=mmap = {versus_mapping:.2f}x")
         if "pyloader no stats" in rates:
-            print(f"ratio {row_bytes}B rows: pyloader / pyloader without stats = "
-                  f"{100 * rates['pyloader'] / rates['pyloader no stats']:.0f}%")
+            print(
+                f"ratio {row_bytes}B rows: pyloader / pyloader without stats = "
+                f"{100 * rates['pyloader'] / rates['pyloader no stats']:.0f}%"
+            )
     print(f"ratio batch_size=1: pyloader / torch DataLoader = {small['pyloader'] / small['torch w0']:.1f}x")
     print(f"ratio fixed per-batch cost: {fixed:,.0f} batches/s of 256 4-byte rows ({1e6 / fixed:.2f} us a batch)")
 

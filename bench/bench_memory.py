@@ -20,9 +20,9 @@ import os
 import tempfile
 import time
 
+from bench_loader import BATCH, evict, make_memmap
 
 import pyloader
-from bench_loader import BATCH, evict, make_memmap
 
 
 def resident_kib() -> dict:
@@ -50,8 +50,10 @@ def main() -> None:
     depth = iterator._depth
     del iterator
     budget = depth * BATCH * args.row_bytes
-    print(f"{array.nbytes / 2**30:.2f} GiB file, {args.row_bytes}-byte rows, io={args.io}, "
-          f"{depth} batches in flight = {budget / 2**20:.0f} MiB budget")
+    print(
+        f"{array.nbytes / 2**30:.2f} GiB file, {args.row_bytes}-byte rows, io={args.io}, "
+        f"{depth} batches in flight = {budget / 2**20:.0f} MiB budget"
+    )
     gc.collect()
     start = resident_kib()
     print(f"before:   anon {start['RssAnon'] / 1024:8.0f} MiB   file {start['RssFile'] / 1024:8.0f} MiB")
@@ -62,11 +64,15 @@ def main() -> None:
         seconds = time.perf_counter() - began
         gc.collect()
         now = resident_kib()
-        print(f"epoch {epoch}: anon {now['RssAnon'] / 1024:8.0f} MiB   file {now['RssFile'] / 1024:8.0f} MiB   "
-              f"({rows:,} rows in {seconds:.1f} s, {rows / seconds:,.0f} rows/s)")
+        print(
+            f"epoch {epoch}: anon {now['RssAnon'] / 1024:8.0f} MiB   file {now['RssFile'] / 1024:8.0f} MiB   "
+            f"({rows:,} rows in {seconds:.1f} s, {rows / seconds:,.0f} rows/s)"
+        )
     grown = (now["RssAnon"] - start["RssAnon"]) * 1024
-    print(f"anonymous memory grew by {grown / 2**20:.0f} MiB over {args.epochs} epochs "
-          f"({100 * grown / array.nbytes:.1f}% of the file, {grown / budget:.2f}x the in-flight budget)")
+    print(
+        f"anonymous memory grew by {grown / 2**20:.0f} MiB over {args.epochs} epochs "
+        f"({100 * grown / array.nbytes:.1f}% of the file, {grown / budget:.2f}x the in-flight budget)"
+    )
 
 
 if __name__ == "__main__":

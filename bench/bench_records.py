@@ -46,6 +46,7 @@ import torch.utils.data as tud
 from torch.nn.utils.rnn import pad_sequence
 
 import pyloader
+
 from _cold import evict
 
 BATCH = 64
@@ -73,7 +74,7 @@ class PlainRecords(tud.Dataset):
         return len(self.offsets) - 1
 
     def __getitem__(self, index):
-        return torch.from_numpy(self.values[self.offsets[index]:self.offsets[index + 1]].astype(np.int64))
+        return torch.from_numpy(self.values[self.offsets[index] : self.offsets[index + 1]].astype(np.int64))
 
 
 def pad_collate(samples):
@@ -115,22 +116,27 @@ def interleaved_rounds(loaders: dict, rounds: int, batches: int, before_each=lam
     for _ in range(rounds):
         for name, loader in loaders.items():
             before_each()
-            rates[name].append(round_rate(lambda: iter(loader), batches))
+            rates[name].append(round_rate(loader.__iter__, batches))
     return rates, {name: statistics.median(values) for name, values in rates.items()}
 
 
 def padded_loader(dataset, threads, **options) -> pyloader.DataLoader:
     """pyloader's contender: shuffled, natively padded batches."""
-    loader = pyloader.DataLoader(dataset, batch_size=BATCH, shuffle=True, collate_fn=pyloader.PadCollate(),
-                                 num_threads=threads, **options)
+    loader = pyloader.DataLoader(
+        dataset, batch_size=BATCH, shuffle=True, collate_fn=pyloader.PadCollate(), num_threads=threads, **options
+    )
     assert loader.uses_native_path
     return loader
 
 
 def torch_loaders(plain) -> dict:
     """torch's contenders: the tutorial's pad_sequence collate, 0 and 2 worker processes."""
-    return {f"torch w{workers}": tud.DataLoader(plain, batch_size=BATCH, shuffle=True, collate_fn=pad_collate,
-                                                num_workers=workers) for workers in (0, 2)}
+    return {
+        f"torch w{workers}": tud.DataLoader(
+            plain, batch_size=BATCH, shuffle=True, collate_fn=pad_collate, num_workers=workers
+        )
+        for workers in (0, 2)
+    }
 
 
 def make_record_files(directory: str, gib: float) -> tuple[str, str, str]:
@@ -181,12 +187,16 @@ def cold(args) -> None:
     }
     torch.manual_seed(0)
     rates, median = interleaved_rounds(loaders, args.rounds, args.batches, before_each=lambda: evict(values_path, maps))
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, pyloader num_threads {loaders['pyloader'].num_threads}")
-    print(f"records, cold: {len(offsets) - 1:,} int32 records of {MIN_LENGTH}-{MAX_LENGTH} values "
-          f"({os.path.getsize(values_path) / 2**30:.2f} GiB, prepared in {prepared:.1f} s), evicted before every "
-          f"round, int64 padded batches of {BATCH}, {args.batches} batches per round, median of {args.rounds} "
-          "interleaved rounds: samples/s")
+    print(
+        f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, pyloader num_threads {loaders['pyloader'].num_threads}"
+    )
+    print(
+        f"records, cold: {len(offsets) - 1:,} int32 records of {MIN_LENGTH}-{MAX_LENGTH} values "
+        f"({os.path.getsize(values_path) / 2**30:.2f} GiB, prepared in {prepared:.1f} s), evicted before every "
+        f"round, int64 padded batches of {BATCH}, {args.batches} batches per round, median of {args.rounds} "
+        "interleaved rounds: samples/s"
+    )
     for name, values_ in rates.items():
         print(f"  {name:<18} {median[name]:>10,.0f}   (rounds {min(values_):,.0f}-{max(values_):,.0f})")
     best_torch = max(median["torch w0"], median["torch w2"])
@@ -204,8 +214,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="pyloader num_threads (default: its own)")
     parser.add_argument("--cold", action="store_true", help="records read from storage (see above)")
     parser.add_argument("--cold-gib", type=float, default=4.0, help="size of the --cold values file")
-    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "pyloader-bench-records"),
-                        help="where the --cold files are generated (kept for later runs)")
+    parser.add_argument(
+        "--dir",
+        default=os.path.join(tempfile.gettempdir(), "pyloader-bench-records"),
+        help="where the --cold files are generated (kept for later runs)",
+    )
     args = parser.parse_args()
     if args.cold:
         cold(args)
@@ -223,14 +236,18 @@ def main() -> None:
     }
     torch.manual_seed(0)
     for loader in loaders.values():  # warm-up round
-        round_rate(lambda: iter(loader), max(1, args.batches // 10))
+        round_rate(loader.__iter__, max(1, args.batches // 10))
     rates, median = interleaved_rounds(loaders, args.rounds, args.batches)
 
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, pyloader num_threads {loaders['pyloader w0'].num_threads}")
-    print(f"records: {args.records:,} uint16 records of {MIN_LENGTH}-{MAX_LENGTH} tokens ({values.nbytes / 2**20:.0f} "
-          f"MiB, in RAM), int64 padded batches of {BATCH}, {args.batches} batches per round, median of "
-          f"{args.rounds} interleaved rounds: samples/s")
+    print(
+        f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, pyloader num_threads {loaders['pyloader w0'].num_threads}"
+    )
+    print(
+        f"records: {args.records:,} uint16 records of {MIN_LENGTH}-{MAX_LENGTH} tokens ({values.nbytes / 2**20:.0f} "
+        f"MiB, in RAM), int64 padded batches of {BATCH}, {args.batches} batches per round, median of "
+        f"{args.rounds} interleaved rounds: samples/s"
+    )
     for name, value in median.items():
         spread = f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}"
         print(f"  {name:<12} {value:>10,.0f}   (rounds {spread})")

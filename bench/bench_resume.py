@@ -51,7 +51,8 @@ def main() -> None:
     makers = {
         "native shuffle": lambda: pyloader.DataLoader(data, batch_size=BATCH, shuffle=True),
         "replayed sampler": lambda: pyloader.DataLoader(
-            data, batch_size=BATCH, sampler=tud.RandomSampler(data, generator=torch.Generator().manual_seed(0))),
+            data, batch_size=BATCH, sampler=tud.RandomSampler(data, generator=torch.Generator().manual_seed(0))
+        ),
     }
     print(f"{args.rows:,} rows, batch {BATCH}: seconds from load_state_dict() to the first batch")
     print(f"  {'position':<10}" + "".join(f"{name:>20}" for name in makers))

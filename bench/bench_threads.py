@@ -22,8 +22,9 @@ import pyloader
 
 
 def rate(array, threads: int, seconds: float) -> float:
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=256, shuffle=True,
-                                 drop_last=True, num_threads=threads)
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(array), batch_size=256, shuffle=True, drop_last=True, num_threads=threads
+    )
     iterator = iter(loader)
     next(iterator)
     samples, start = 0, time.perf_counter()

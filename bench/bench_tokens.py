@@ -47,6 +47,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from _cold import evict
 
 BLOCK = 1024
@@ -104,13 +105,13 @@ def cold(args) -> None:
     start = time.perf_counter()
     path = make_token_file(args.dir, args.cold_gib)
     prepared = time.perf_counter() - start
-    datasets = {stride: pyloader.TokenWindows(path, BLOCK, stride=stride, token_dtype=np.uint16)
-                for stride in (BLOCK, 1)}
+    datasets = {
+        stride: pyloader.TokenWindows(path, BLOCK, stride=stride, token_dtype=np.uint16) for stride in (BLOCK, 1)
+    }
     maps = [stream for dataset in datasets.values() for stream in dataset.tokens]
 
     def loader(stride, io):
-        made = pyloader.DataLoader(datasets[stride], batch_size=BATCH, shuffle=True, io=io,
-                                   num_threads=args.threads)
+        made = pyloader.DataLoader(datasets[stride], batch_size=BATCH, shuffle=True, io=io, num_threads=args.threads)
         return lambda: iter(made)
 
     contenders = {
@@ -129,22 +130,29 @@ def cold(args) -> None:
         evict(path, maps)
         rates["raw pread depth 64"].append(raw_window_reads(path, args.batches * BATCH))
     median = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs")
-    print(f"token windows, cold: {os.path.getsize(path) / 2**30:.2f} GiB raw uint16 file (prepared in "
-          f"{prepared:.1f} s), evicted before every round, block {BLOCK}, batch {BATCH}, int64 x and y, "
-          f"{args.batches} batches per round, median of {args.rounds} interleaved rounds: samples/s "
-          "(windows/s for the raw reader)")
+    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"token windows, cold: {os.path.getsize(path) / 2**30:.2f} GiB raw uint16 file (prepared in "
+        f"{prepared:.1f} s), evicted before every round, block {BLOCK}, batch {BATCH}, int64 x and y, "
+        f"{args.batches} batches per round, median of {args.rounds} interleaved rounds: samples/s "
+        "(windows/s for the raw reader)"
+    )
     for name, values in rates.items():
         print(f"  {name:<27} {median[name]:>10,.0f}   (rounds {min(values):,.0f}-{max(values):,.0f})")
     print("\nratios (same run)")
     for stride in ("stride=block", "stride=1"):
-        print(f"ratio cold token windows {stride}: pyloader / nanoGPT loop = "
-              f"{median['pyloader ' + stride] / median['nanoGPT loop']:.1f}x")
-        print(f"ratio cold token windows {stride}: pyloader / raw pread depth 64 = "
-              f"{median['pyloader ' + stride] / median['raw pread depth 64']:.0%}")
-        print(f"ratio cold token windows {stride}: io=auto / io=mmap = "
-              f"{median['pyloader ' + stride] / median['pyloader ' + stride + ' mmap']:.1f}x")
+        print(
+            f"ratio cold token windows {stride}: pyloader / nanoGPT loop = "
+            f"{median['pyloader ' + stride] / median['nanoGPT loop']:.1f}x"
+        )
+        print(
+            f"ratio cold token windows {stride}: pyloader / raw pread depth 64 = "
+            f"{median['pyloader ' + stride] / median['raw pread depth 64']:.0%}"
+        )
+        print(
+            f"ratio cold token windows {stride}: io=auto / io=mmap = "
+            f"{median['pyloader ' + stride] / median['pyloader ' + stride + ' mmap']:.1f}x"
+        )
 
 
 def warm_page_cache(paths: list[str]) -> None:
@@ -161,8 +169,8 @@ def nanogpt_batches(paths: list[str]):
         shard = int(torch.randint(len(paths), (1,)))
         data = np.memmap(paths[shard], dtype=np.uint16, mode="r")
         ix = torch.randint(len(data) - BLOCK, (BATCH,))
-        x = torch.stack([torch.from_numpy((data[i:i + BLOCK]).astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy((data[i + 1:i + 1 + BLOCK]).astype(np.int64)) for i in ix])
+        x = torch.stack([torch.from_numpy((data[i : i + BLOCK]).astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy((data[i + 1 : i + 1 + BLOCK]).astype(np.int64)) for i in ix])
         yield x, y
 
 
@@ -184,7 +192,7 @@ class MemmapWindows(tud.Dataset):
             self.maps = [np.memmap(path, dtype=np.uint16, mode="r") for path in self.paths]
         shard = bisect.bisect_right(self.ends, index)
         start = (index - (self.ends[shard - 1] if shard else 0)) * BLOCK
-        chunk = self.maps[shard][start:start + BLOCK + 1]
+        chunk = self.maps[shard][start : start + BLOCK + 1]
         return torch.from_numpy(chunk[:-1].astype(np.int64)), torch.from_numpy(chunk[1:].astype(np.int64))
 
 
@@ -219,8 +227,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="timed batches per contender and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each contender's median counts")
     parser.add_argument("--threads", type=int, default=None, help="pyloader num_threads (default: its own)")
-    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "pyloader-bench-tokens"),
-                        help="where the shards are generated and cached")
+    parser.add_argument(
+        "--dir",
+        default=os.path.join(tempfile.gettempdir(), "pyloader-bench-tokens"),
+        help="where the shards are generated and cached",
+    )
     parser.add_argument("--cold", action="store_true", help="a file read from storage (see above)")
     parser.add_argument("--cold-gib", type=float, default=4.0, help="size of the --cold token file")
     args = parser.parse_args()
@@ -257,11 +268,15 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in rates.items()}
 
     total = sum(os.path.getsize(path) for path in paths)
-    print(f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
-          f"{os.cpu_count()} CPUs, pyloader num_threads {ours.num_threads}")
-    print(f"token windows: {total / 2**30:.2f} GiB of uint16 tokens in {SHARDS} shards (page cache warm, "
-          f"prepared in {prepared:.1f} s), block {BLOCK}, batch {BATCH}, int64 x and y, {args.batches} "
-          f"batches per round, median of {args.rounds} interleaved rounds: samples/s")
+    print(
+        f"pyloader {pyloader.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, pyloader num_threads {ours.num_threads}"
+    )
+    print(
+        f"token windows: {total / 2**30:.2f} GiB of uint16 tokens in {SHARDS} shards (page cache warm, "
+        f"prepared in {prepared:.1f} s), block {BLOCK}, batch {BATCH}, int64 x and y, {args.batches} "
+        f"batches per round, median of {args.rounds} interleaved rounds: samples/s"
+    )
     for name, value in median.items():
         spread = f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}"
         print(f"  {name:<13} {value:>10,.0f}   (rounds {spread})")

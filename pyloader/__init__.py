@@ -37,9 +37,9 @@ from torch.utils.data import (
     random_split,
 )
 
+from .block_shuffle import BlockShuffleSampler
 from .dataloader import DataLoader, StatefulDataLoader
 from .dataset import ArrayDataset
-from .block_shuffle import BlockShuffleSampler
 from .distributed import DistributedSampler
 from .megatron import MegatronDataset
 from .records import PadCollate, PaddedBatch, RaggedDataset, Records

@@ -26,8 +26,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,10 +55,10 @@ class Source:
     kind: str  # "array", "shards", "tokens" or "megatron"
     files: list[str]  # every file the data lives in
     dtype: np.dtype
-    rows: Optional[int] = None  # arrays and shards
-    row_shape: Optional[tuple] = None
-    tokens: Optional[int] = None  # token files and Megatron pairs
-    token_dtype: Optional[np.dtype] = None  # raw token files: the dtype they were named with
+    rows: int | None = None  # arrays and shards
+    row_shape: tuple | None = None
+    tokens: int | None = None  # token files and Megatron pairs
+    token_dtype: np.dtype | None = None  # raw token files: the dtype they were named with
     index: object = field(default=None, repr=False)  # MegatronIndex
 
     @property
@@ -79,20 +79,23 @@ def _npy_files(path: str, files: list[str]) -> Source:
     first = arrays[0]
     for file, array in zip(files[1:], arrays[1:]):
         if array.dtype != first.dtype or array.shape[1:] != first.shape[1:]:
-            raise DataError(f"shard {file!r} holds {array.dtype} rows of shape {array.shape[1:]}, but "
-                            f"{files[0]!r} holds {first.dtype} rows of shape {first.shape[1:]}")
+            raise DataError(
+                f"shard {file!r} holds {array.dtype} rows of shape {array.shape[1:]}, but "
+                f"{files[0]!r} holds {first.dtype} rows of shape {first.shape[1:]}"
+            )
     if first.ndim == 0:
         raise DataError(f"{files[0]!r} holds a 0-d array; a dataset needs a first (row) dimension")
     kind = "array" if len(files) == 1 and not _names_several(path) else "shards"
-    return Source(path, kind, list(files), first.dtype, rows=sum(len(a) for a in arrays),
-                  row_shape=tuple(first.shape[1:]))
+    return Source(
+        path, kind, list(files), first.dtype, rows=sum(len(a) for a in arrays), row_shape=tuple(first.shape[1:])
+    )
 
 
 def _names_several(path: str) -> bool:
     return os.path.isdir(path) or _is_pattern(path)
 
 
-def _megatron_prefix(path: str) -> Optional[str]:
+def _megatron_prefix(path: str) -> str | None:
     """The prefix when `path` names a Megatron pair (PREFIX, PREFIX.bin or PREFIX.idx).
 
     A ``.bin`` without an ``.idx`` beside it is a raw token file (nanoGPT's train.bin)."""
@@ -106,7 +109,7 @@ def _megatron_prefix(path: str) -> Optional[str]:
     return None
 
 
-def open_source(path: str, token_dtype: Optional[str] = None) -> Source:
+def open_source(path: str, token_dtype: str | None = None) -> Source:
     """Opens one PATH argument; raises OSError, ValueError or TypeError for bad data."""
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(glob.escape(path), "*.npy")))
@@ -120,8 +123,9 @@ def open_source(path: str, token_dtype: Optional[str] = None) -> Source:
         from ._megatron import read_megatron_index
 
         index = read_megatron_index(prefix)
-        return Source(path, "megatron", [index.bin_path, index.idx_path], index.dtype,
-                      tokens=len(index.tokens), index=index)
+        return Source(
+            path, "megatron", [index.bin_path, index.idx_path], index.dtype, tokens=len(index.tokens), index=index
+        )
     if not os.path.exists(path):
         raise DataError(f"{path!r}: no such file, directory, glob match or Megatron prefix")
     if not os.path.isfile(path):
@@ -129,8 +133,10 @@ def open_source(path: str, token_dtype: Optional[str] = None) -> Source:
     if path.endswith(".npy"):
         return _npy_files(path, [path])
     if token_dtype is None:
-        raise DataError(f"{path!r} is neither a .npy file nor a Megatron .bin/.idx pair; if it holds "
-                        "raw tokens, say their dtype with --token-dtype (nanoGPT's train.bin is uint16)")
+        raise DataError(
+            f"{path!r} is neither a .npy file nor a Megatron .bin/.idx pair; if it holds "
+            "raw tokens, say their dtype with --token-dtype (nanoGPT's train.bin is uint16)"
+        )
     dtype = np.dtype(token_dtype)
     size = os.path.getsize(path)
     if size % dtype.itemsize:
@@ -162,8 +168,7 @@ def describe(source: Source) -> list[str]:
             lengths = index.sequence_lengths
             # int64 sum: an int32 accumulator would wrap past 2**31 tokens.
             mean = int(lengths.sum(dtype=np.int64)) / index.sequences
-            lines.append(f"  sequence length: min {int(lengths.min())}, mean {mean:.1f}, "
-                         f"max {int(lengths.max())}")
+            lines.append(f"  sequence length: min {int(lengths.min())}, mean {mean:.1f}, max {int(lengths.max())}")
         else:
             lines.append("  sequence length: no sequences")
     size = source.size
@@ -241,7 +246,7 @@ class TorchArrays(_Lazy):
         maps = self._streams()
         self._ends, start = [], 0
         for width in self._widths:
-            self._ends.append(list(np.cumsum([len(m) for m in maps[start:start + width]])))
+            self._ends.append(list(np.cumsum([len(m) for m in maps[start : start + width]])))
             start += width
         self._maps = None  # reopened on first use, in whichever process that is
 
@@ -276,9 +281,8 @@ class TorchWindows(_Lazy):
         piece = bisect.bisect_right(self._ends, index)
         local = index - (int(self._ends[piece - 1]) if piece else 0)
         start = local * self.block_size
-        chunk = self._streams()[piece][start:start + self.block_size + 1]
-        return (torch.from_numpy(chunk[:-1].astype(np.int64)),
-                torch.from_numpy(chunk[1:].astype(np.int64)))
+        chunk = self._streams()[piece][start : start + self.block_size + 1]
+        return (torch.from_numpy(chunk[:-1].astype(np.int64)), torch.from_numpy(chunk[1:].astype(np.int64)))
 
 
 # --- bench ---------------------------------------------------------------------------------
@@ -308,13 +312,15 @@ def build_case(arguments) -> BenchCase:
     as_tokens = arguments.tokens or bool(kinds & {"tokens", "megatron"})
     if not as_tokens:
         columns = [source.files for source in sources]
-        pattern_or_files = [source.path if source.kind == "array" or _is_pattern(source.path)
-                            else source.files for source in sources]
+        pattern_or_files = [
+            source.path if source.kind == "array" or _is_pattern(source.path) else source.files for source in sources
+        ]
         name = "shards" if "shards" in kinds else "array"
         batch_size = arguments.batch_size or 256
         shapes = ", ".join(f"{s.rows} rows of {s.dtype} {s.row_shape}" for s in sources)
-        return BenchCase(name, pyloader.ArrayDataset(*pattern_or_files), TorchArrays(columns),
-                         batch_size, f"{name}: {shapes}")
+        return BenchCase(
+            name, pyloader.ArrayDataset(*pattern_or_files), TorchArrays(columns), batch_size, f"{name}: {shapes}"
+        )
     if "megatron" in kinds and len(kinds) > 1:
         raise DataError("a Megatron pair cannot be benchmarked together with other kinds of files")
     specs, streams = [], []
@@ -332,9 +338,13 @@ def build_case(arguments) -> BenchCase:
     name = "megatron" if "megatron" in kinds else "tokens"
     ours = pyloader.TokenWindows(streams, block_size, token_dtype=arguments.token_dtype)
     tokens = sum(len(stream) for stream in ours.tokens)
-    return BenchCase(name, ours, TorchWindows(specs, block_size), arguments.batch_size or 32,
-                     f"{name}: {tokens} {ours.tokens[0].dtype} tokens in {len(specs)} file(s), "
-                     f"{len(ours)} windows of {block_size}")
+    return BenchCase(
+        name,
+        ours,
+        TorchWindows(specs, block_size),
+        arguments.batch_size or 32,
+        f"{name}: {tokens} {ours.tokens[0].dtype} tokens in {len(specs)} file(s), {len(ours)} windows of {block_size}",
+    )
 
 
 def _rows_in(batch) -> int:
@@ -393,25 +403,33 @@ def _bench(arguments) -> int:
 
     shuffle = arguments.shuffle
     print(case.what)
-    print(f"batch size {case.batch_size}, {'shuffled' if shuffle else 'in order'}, "
-          f"{arguments.batches} batches a round, median of {arguments.rounds} round(s)")
+    print(
+        f"batch size {case.batch_size}, {'shuffled' if shuffle else 'in order'}, "
+        f"{arguments.batches} batches a round, median of {arguments.rounds} round(s)"
+    )
 
     def generator():
         # Same seed for both: the same order of files touched, as far as the samplers agree.
         return torch.Generator().manual_seed(0)
 
     # pyloader runs first: a cold page cache costs it, not torch.
-    ours = pyloader.DataLoader(case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle,
-                               generator=generator())
+    ours = pyloader.DataLoader(
+        case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle, generator=generator()
+    )
     rate = samples_per_second(ours, arguments.batches, arguments.rounds)
     label = f"pyloader DataLoader (num_threads={ours.num_threads})"
     results = []
     for workers in arguments.workers:
         # persistent_workers: an epoch restart inside a round would otherwise respawn torch's
         # workers; keeping them favours torch, so the ratio errs on the modest side.
-        theirs = torch.utils.data.DataLoader(case.torch_dataset, batch_size=case.batch_size,
-                                             shuffle=shuffle, generator=generator(),
-                                             num_workers=workers, persistent_workers=workers > 0)
+        theirs = torch.utils.data.DataLoader(
+            case.torch_dataset,
+            batch_size=case.batch_size,
+            shuffle=shuffle,
+            generator=generator(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         results.append((workers, samples_per_second(theirs, arguments.batches, arguments.rounds)))
         del theirs
     width = max([len(label)] + [len(f"torch DataLoader w{w}") for w, _ in results])
@@ -427,46 +445,62 @@ def _bench(arguments) -> int:
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Inspect data files and benchmark pyloader on them.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Inspect data files and benchmark pyloader on them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser(
-        "inspect", help="say what data files hold",
+        "inspect",
+        help="say what data files hold",
         description="Say what each PATH holds: a .npy file, a glob pattern or directory of .npy "
-                    "shards, a Megatron-LM prefix (or its .bin/.idx), or a raw token file "
-                    "(with --token-dtype). Reads headers only.")
+        "shards, a Megatron-LM prefix (or its .bin/.idx), or a raw token file "
+        "(with --token-dtype). Reads headers only.",
+    )
     inspect.add_argument("paths", nargs="+", metavar="PATH")
-    inspect.add_argument("--token-dtype", choices=_TOKEN_DTYPES,
-                         help="dtype of raw token files (nanoGPT's train.bin: uint16)")
+    inspect.add_argument(
+        "--token-dtype", choices=_TOKEN_DTYPES, help="dtype of raw token files (nanoGPT's train.bin: uint16)"
+    )
     inspect.set_defaults(run=_inspect)
 
     bench = commands.add_parser(
-        "bench", help="time pyloader against torch's DataLoader on these files",
+        "bench",
+        help="time pyloader against torch's DataLoader on these files",
         description="Time pyloader.DataLoader against torch.utils.data.DataLoader over a plain "
-                    "Dataset reading the same files. Arrays: each PATH is a column (.npy, glob or "
-                    "directory of shards). Token files and Megatron pairs (or .npy files with "
-                    "--tokens): the PATHs are shards of one token stream, cut into (x, y) windows.")
+        "Dataset reading the same files. Arrays: each PATH is a column (.npy, glob or "
+        "directory of shards). Token files and Megatron pairs (or .npy files with "
+        "--tokens): the PATHs are shards of one token stream, cut into (x, y) windows.",
+    )
     bench.add_argument("paths", nargs="+", metavar="PATH")
-    bench.add_argument("--token-dtype", choices=_TOKEN_DTYPES,
-                       help="dtype of raw token files (nanoGPT's train.bin: uint16)")
-    bench.add_argument("--tokens", action="store_true",
-                       help="read 1-D .npy files as a token stream rather than as arrays")
-    bench.add_argument("--batch-size", type=int, default=None,
-                       help="samples per batch (default: 256 for arrays, 32 for token windows)")
-    bench.add_argument("--block-size", type=int, default=1024,
-                       help="tokens per window (default: 1024)")
+    bench.add_argument(
+        "--token-dtype", choices=_TOKEN_DTYPES, help="dtype of raw token files (nanoGPT's train.bin: uint16)"
+    )
+    bench.add_argument(
+        "--tokens", action="store_true", help="read 1-D .npy files as a token stream rather than as arrays"
+    )
+    bench.add_argument(
+        "--batch-size", type=int, default=None, help="samples per batch (default: 256 for arrays, 32 for token windows)"
+    )
+    bench.add_argument("--block-size", type=int, default=1024, help="tokens per window (default: 1024)")
     bench.add_argument("--batches", type=int, default=100, help="batches timed per round (default: 100)")
     bench.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported (default: 3)")
-    bench.add_argument("--workers", type=int, nargs="+", default=[0, 2], metavar="K",
-                       help="torch DataLoader num_workers to compare with, one line each (default: 0 2)")
-    bench.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
-                       help="shuffle, as training does (default: --shuffle)")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 2],
+        metavar="K",
+        help="torch DataLoader num_workers to compare with, one line each (default: 0 2)",
+    )
+    bench.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shuffle, as training does (default: --shuffle)",
+    )
     bench.set_defaults(run=_bench)
     return parser, {"inspect": inspect, "bench": bench}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (argparse exits 2 on a bad command line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, commands = _parser()

@@ -16,9 +16,8 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 
-from ._torch_internals import pin_memory
-
 from ._staging import staged_buffer_of, tensor_of
+from ._torch_internals import pin_memory
 
 
 class FailedBatch:
@@ -110,20 +109,26 @@ def _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded):
         return tensor if view is None else tensor.view(view)
 
     if padded:
+
         def padded_batch(arrays):
-            fields = [PaddedBatch(tensor_of(column[0]), tensor_of(column[1]),
-                                  None if column[2] is None else tensor_of(column[2]))
-                      if is_ragged else fixed(column, view)
-                      for column, is_ragged, view in zip(arrays, ragged, views)]
+            fields = [
+                PaddedBatch(
+                    tensor_of(column[0]), tensor_of(column[1]), None if column[2] is None else tensor_of(column[2])
+                )
+                if is_ragged
+                else fixed(column, view)
+                for column, is_ragged, view in zip(arrays, ragged, views)
+            ]
             batch = fields[0] if bare else (fields if names is None else dict(zip(names, fields)))
             return batch if pin_device is None or _gathered_pinned(arrays) else pin_memory(batch, pin_device)
 
         return padded_batch
 
     def collated(arrays):
-        per_column = [tensor_of(column[0]).split(column[1].tolist()) if is_ragged
-                      else fixed(column, view).unbind(0)
-                      for column, is_ragged, view in zip(arrays, ragged, views)]
+        per_column = [
+            tensor_of(column[0]).split(column[1].tolist()) if is_ragged else fixed(column, view).unbind(0)
+            for column, is_ragged, view in zip(arrays, ragged, views)
+        ]
         batch = collate_fn(_samples(zip(*per_column), names, bare))
         return batch if pin_device is None else pin_memory(batch, pin_device)
 
@@ -131,7 +136,7 @@ def _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded):
 
 
 def _failed(error: BaseException) -> concurrent.futures.Future:
-    future = concurrent.futures.Future()
+    future: concurrent.futures.Future = concurrent.futures.Future()
     future.set_exception(error)
     return future
 

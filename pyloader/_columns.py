@@ -117,7 +117,7 @@ class RecordsColumn:
         else:
             row_bytes = self.array.itemsize * int(np.prod(self.array.shape[1:], dtype=np.int64))
             first, length = int(self.starts[index]) // row_bytes, int(self.lengths[index])
-        return torch.from_numpy(np.array(self.array[first:first + length], dtype=self.cast))
+        return torch.from_numpy(np.array(self.array[first : first + length], dtype=self.cast))
 
 
 class PiecedColumn:
@@ -168,11 +168,13 @@ def open_npy(path: str | os.PathLike) -> np.memmap:
 
 def _torch_dtype_of(np_dtype: np.dtype, what: str) -> torch.dtype:
     if np_dtype.hasobject:
-        raise TypeError(f"{what} has dtype {np_dtype}, which holds Python objects; "
-                        "only fixed-size numeric dtypes can be loaded")
+        raise TypeError(
+            f"{what} has dtype {np_dtype}, which holds Python objects; only fixed-size numeric dtypes can be loaded"
+        )
     if not np_dtype.isnative:
-        raise TypeError(f"{what} has non-native byte order ({np_dtype}); "
-                        "convert it with a.astype(a.dtype.newbyteorder('='))")
+        raise TypeError(
+            f"{what} has non-native byte order ({np_dtype}); convert it with a.astype(a.dtype.newbyteorder('='))"
+        )
     try:
         return torch.from_numpy(np.empty(0, dtype=np_dtype)).dtype
     except TypeError:
@@ -230,8 +232,10 @@ def column_from(value: Any, what: str) -> Column:
         value = open_npy(value)
     if isinstance(value, torch.Tensor):
         if value.device.type != "cpu":
-            raise ValueError(f"{what} is a tensor on {value.device}; ArrayDataset gathers "
-                             "on the CPU (move it with .cpu(), or keep TensorDataset)")
+            raise ValueError(
+                f"{what} is a tensor on {value.device}; ArrayDataset gathers "
+                "on the CPU (move it with .cpu(), or keep TensorDataset)"
+            )
         if value.is_sparse or value.layout != torch.strided:
             raise ValueError(f"{what} is a {value.layout} tensor; only dense tensors can be loaded")
         tensor = value.detach()
@@ -254,15 +258,22 @@ def column_from(value: Any, what: str) -> Column:
             raise ValueError(f"{what} is a 0-d array; a column needs a first (row) dimension")
         dtype, needs_view = _torch_dtype_of(array.dtype, what), False
     else:
-        raise TypeError(f"{what} must be a numpy array, a memmap, a CPU tensor or a path to "
-                        f"a .npy file, not {type(value).__name__}")
+        raise TypeError(
+            f"{what} must be a numpy array, a memmap, a CPU tensor or a path to a .npy file, not {type(value).__name__}"
+        )
     try:
         _core.check_column(array)
     except ValueError as error:
         raise ValueError(f"{what}: {error}") from None
     file, file_bytes = file_backing(array)
-    return Column(array=array, dtype=dtype, needs_view=needs_view, file=file, file_bytes=file_bytes,
-                  file_identity=file_identity(file))
+    return Column(
+        array=array,
+        dtype=dtype,
+        needs_view=needs_view,
+        file=file,
+        file_bytes=file_bytes,
+        file_identity=file_identity(file),
+    )
 
 
 def file_identity(path: str | None) -> tuple[int, int] | None:
@@ -284,12 +295,16 @@ def check_files_intact(mapped: list[tuple[str, int]]) -> None:
         try:
             size = os.stat(file).st_size
         except OSError as error:
-            raise OSError(error.errno, f"memory-mapped file {file!r} is no longer accessible: "
-                          f"{error.strerror}", file) from None
+            raise OSError(
+                error.errno, f"memory-mapped file {file!r} is no longer accessible: {error.strerror}", file
+            ) from None
         if size < needed:
-            raise OSError(errno.EIO, f"memory-mapped file {file!r} shrank to {size} bytes while "
-                          f"mapped ({needed} needed); refusing to read past its end", file)
-
+            raise OSError(
+                errno.EIO,
+                f"memory-mapped file {file!r} shrank to {size} bytes while "
+                f"mapped ({needed} needed); refusing to read past its end",
+                file,
+            )
 
 
 def _is_pattern(value: str) -> bool:
@@ -303,7 +318,8 @@ def _same_layout(pieces, what: str, describe) -> None:
             raise ValueError(
                 f"{what}: shard {describe(k)} holds {piece.array.dtype} rows of shape {tuple(piece.array.shape[1:])}, "
                 f"but shard {describe(0)} holds {first.array.dtype} rows of shape {tuple(first.array.shape[1:])}; "
-                "the shards of one column must share dtype and trailing shape")
+                "the shards of one column must share dtype and trailing shape"
+            )
 
 
 def shard_paths(pattern: str) -> list[str]:

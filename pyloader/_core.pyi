@@ -8,8 +8,12 @@ import torch
 
 def mix_seed(seed: int, stream: int) -> int: ...
 def check_column(array: npt.NDArray) -> tuple[int, int, int]: ...
-def reference_gather(pool: ThreadPool, columns: Sequence[npt.NDArray | Sequence[npt.NDArray]], indices: npt.NDArray[np.int64],
-                     batch_size: int) -> None: ...
+def reference_gather(
+    pool: ThreadPool,
+    columns: Sequence[npt.NDArray | Sequence[npt.NDArray]],
+    indices: npt.NDArray[np.int64],
+    batch_size: int,
+) -> None: ...
 def reference_read(descriptor: int, offset: int, row_bytes: int, rows: npt.NDArray[np.int64], depth: int) -> None: ...
 
 EXPLICIT_READ_MIN_ROW_BYTES: int
@@ -44,8 +48,13 @@ class RowMap:
     def __len__(self) -> int: ...
 
 class RaggedSource:
-    def __init__(self, values: npt.NDArray, offsets: npt.NDArray[np.int64] | None = None,
-                 pointers: npt.NDArray[np.int64] | None = None, lengths: npt.NDArray[np.int32] | None = None) -> None: ...
+    def __init__(
+        self,
+        values: npt.NDArray,
+        offsets: npt.NDArray[np.int64] | None = None,
+        pointers: npt.NDArray[np.int64] | None = None,
+        lengths: npt.NDArray[np.int32] | None = None,
+    ) -> None: ...
     @property
     def records(self) -> int: ...
     def __len__(self) -> int: ...
@@ -82,13 +91,25 @@ _Column = torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 _ArrayColumn = npt.NDArray | tuple[npt.NDArray, npt.NDArray, npt.NDArray | None]
 
 class BatchPipeline:
-    def __init__(self, columns: Sequence[npt.NDArray | RaggedSource | Sequence[npt.NDArray] | Sequence[RaggedSource]],
-                 pool: ThreadPool, max_in_flight: int, row_map: RowMap | None = None,
-                 casts: Sequence[np.dtype | None] | None = None, paddings: Sequence[dict | None] | None = None,
-                 files: Sequence[Sequence[tuple[str, int, int, int] | None] | None] | None = None,
-                 io: str = "mmap", read_threads: int = 64, stats: bool = True) -> None: ...
-    def set_staging(self, host_allocator: Callable[[int], torch.Tensor | None] | None = None,
-                    device: DeviceStaging | None = None, device_memory_on_host: bool = False) -> None: ...
+    def __init__(
+        self,
+        columns: Sequence[npt.NDArray | RaggedSource | Sequence[npt.NDArray] | Sequence[RaggedSource]],
+        pool: ThreadPool,
+        max_in_flight: int,
+        row_map: RowMap | None = None,
+        casts: Sequence[np.dtype | None] | None = None,
+        paddings: Sequence[dict | None] | None = None,
+        files: Sequence[Sequence[tuple[str, int, int, int] | None] | None] | None = None,
+        io: str = "mmap",
+        read_threads: int = 64,
+        stats: bool = True,
+    ) -> None: ...
+    def set_staging(
+        self,
+        host_allocator: Callable[[int], torch.Tensor | None] | None = None,
+        device: DeviceStaging | None = None,
+        device_memory_on_host: bool = False,
+    ) -> None: ...
     def enqueue_indices(self, indices: Sequence[int] | npt.NDArray[np.integer]) -> None: ...
     def enqueue_positions(self, order: IndexOrder, first: int, count: int) -> None: ...
     def schedule_positions(self, order: IndexOrder, first: int, end: int, batch_size: int) -> None: ...

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 _CHUNK = 1 << 16
 # Positions further apart than this are read with separate native calls.
 _WINDOW_GAP = 1 << 12
@@ -42,19 +41,24 @@ def merge_rank_states(states: list[dict]) -> dict:
         raise ValueError("merge_rank_states needs the state of every rank")
     parsed = [parse(state) for state in states]
     if any(state.order not in (Order.DISTRIBUTED, Order.NONE) for state in parsed):
-        raise ValueError("merge_rank_states merges states of loaders with a pyloader.DistributedSampler "
-                         "on the native path")
+        raise ValueError(
+            "merge_rank_states merges states of loaders with a pyloader.DistributedSampler on the native path"
+        )
     if all(not state.in_epoch for state in parsed):
         return parsed[0].replace(rank=None).to_dict()
     unplaced = [k for k, state in enumerate(parsed) if state.order is Order.NONE]
     if unplaced:
-        raise ValueError(f"the state(s) at {unplaced} were saved by loaders that had not iterated yet, so they "
-                         "name no rank and no position, while other ranks were inside an epoch: save every "
-                         "rank's state after its loader has started the epoch")
+        raise ValueError(
+            f"the state(s) at {unplaced} were saved by loaders that had not iterated yet, so they "
+            "name no rank and no position, while other ranks were inside an epoch: save every "
+            "rank's state after its loader has started the epoch"
+        )
     world = {state.world_size for state in parsed}
     if len(world) != 1 or world != {len(parsed)}:
-        raise ValueError(f"merge_rank_states needs one state per rank: got {len(parsed)} states saved by "
-                         f"world size(s) {sorted(w for w in world if w is not None)}")
+        raise ValueError(
+            f"merge_rank_states needs one state per rank: got {len(parsed)} states saved by "
+            f"world size(s) {sorted(w for w in world if w is not None)}"
+        )
     by_rank = sorted(parsed, key=lambda state: state.rank)
     if [state.rank for state in by_rank] != list(range(len(parsed))):
         raise ValueError("merge_rank_states needs the state of every rank exactly once")
@@ -67,17 +71,27 @@ def merge_rank_states(states: list[dict]) -> dict:
     for key in sorted(set().union(*identities) if identities else ()):
         seen = {repr(identity.get(key)) for identity in identities}
         if len(seen) != 1:
-            raise ValueError(f"the ranks' states disagree on {key!r} ({', '.join(sorted(seen))}): they are not of "
-                             "one run")
+            raise ValueError(
+                f"the ranks' states disagree on {key!r} ({', '.join(sorted(seen))}): they are not of one run"
+            )
     if any(state.elastic is not None for state in by_rank):
-        raise ValueError("these states continue an elastic resume: resume them with the same world size, "
-                         "or change it again once that epoch ends")
+        raise ValueError(
+            "these states continue an elastic resume: resume them with the same world size, "
+            "or change it again once that epoch ends"
+        )
     # A rank that finished the epoch consumed all its samples.
-    consumed = [state.num_samples if not state.in_epoch
-                else min(state.batches_yielded * state.batch_size, state.num_samples) for state in by_rank]
-    merged = by_rank[0].replace(in_epoch=True, rank=None, world_size=None, batches_yielded=0,
-                                elastic={"world_size": len(parsed), "consumed": consumed},
-                                identity=identities[0] if identities else None)
+    consumed = [
+        state.num_samples if not state.in_epoch else min(state.batches_yielded * state.batch_size, state.num_samples)
+        for state in by_rank
+    ]
+    merged = by_rank[0].replace(
+        in_epoch=True,
+        rank=None,
+        world_size=None,
+        batches_yielded=0,
+        elastic={"world_size": len(parsed), "consumed": consumed},
+        identity=identities[0] if identities else None,
+    )
     return merged.to_dict()
 
 
@@ -93,8 +107,16 @@ def remaining_positions(elastic: dict, rows: int) -> tuple[int, np.ndarray]:
     return start, extra
 
 
-def elastic_batches(base_order, elastic: dict, rank: int, world: int, drop_last_samples: bool,
-                    batch_size: int, drop_last: bool, skip_batches: int):
+def elastic_batches(
+    base_order,
+    elastic: dict,
+    rank: int,
+    world: int,
+    drop_last_samples: bool,
+    batch_size: int,
+    drop_last: bool,
+    skip_batches: int,
+):
     """Index batches of `rank` of `world` for the rest of an elastic epoch."""
     rows = base_order.rows
     start, extra = remaining_positions(elastic, rows)

@@ -10,6 +10,7 @@ builds a fresh one in a child.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 _generation = 0
 
@@ -31,12 +32,12 @@ class PerProcess:
     holding its PerProcess forms no reference cycle.
     """
 
-    def __init__(self, factory) -> None:
+    def __init__(self, factory: Callable[[Any], Any]) -> None:
         self._factory = factory
         self._value = None
         self._generation = -1
 
-    def get(self, owner):
+    def get(self, owner: Any) -> Any:
         if self._value is None or self._generation != _generation:
             self._value = self._factory(owner)
             self._generation = _generation

@@ -46,11 +46,11 @@ from torch.utils.data import get_worker_info
 from ._resume import WorkerBatch, sampler_generators
 from ._torch_internals import dataset_fetcher, dataset_iterator_of, worker_may_deliver
 
-
 PERSISTENT_ITERABLE_WARNING = (
     "this IterableDataset was iterated by persistent workers, whose RNG and dataset copies carry over from "
     "epoch to epoch; the restored loader starts new ones, so its stream may differ from the saved run's: "
-    "give the dataset state_dict()/load_state_dict() to restore each worker's position")
+    "give the dataset state_dict()/load_state_dict() to restore each worker's position"
+)
 
 
 class EndOfStream:
@@ -132,8 +132,11 @@ def report_stream_end(dataset) -> bool:
         return True
     cls = _reporting_classes.get(base)
     if cls is None:
-        cls = type(base.__name__, (base,), {"__slots__": (), "__iter__": _reporting_iter,
-                                            "_pyloader_base_class": base, "__module__": base.__module__})
+        cls = type(
+            base.__name__,
+            (base,),
+            {"__slots__": (), "__iter__": _reporting_iter, "_pyloader_base_class": base, "__module__": base.__module__},
+        )
         _reporting_classes[base] = cls
     try:
         dataset.__class__ = cls
@@ -171,8 +174,9 @@ class LoadingInit:
     """The loader's worker_init_fn, then the worker's saved dataset state loaded, and
     its dataset set up to report where its stream ends."""
 
-    def __init__(self, worker_init_fn, states: dict, ended: set, batch_size, self_iterating=(),
-                 between_epochs: bool = False) -> None:
+    def __init__(
+        self, worker_init_fn, states: dict, ended: set, batch_size, self_iterating=(), between_epochs: bool = False
+    ) -> None:
         self.worker_init_fn, self.states, self.ended = worker_init_fn, states, ended
         self.batch_size = batch_size
         self.self_iterating = set(self_iterating)  # workers whose state is loaded after iter()
@@ -190,8 +194,12 @@ class LoadingInit:
             else:
                 dataset.load_state_dict(state)
         if not report_stream_end(dataset):
-            warnings.warn(f"{type(dataset).__name__} is an extension type: a resumed worker cannot report "
-                          "the end of its stream, so a state taken just after it may repeat it", UserWarning)
+            warnings.warn(
+                f"{type(dataset).__name__} is an extension type: a resumed worker cannot report "
+                "the end of its stream, so a state taken just after it may repeat it",
+                UserWarning,
+                stacklevel=2,
+            )
         # A stream that had ended in the saved epoch yields nothing more in it.
         _WorkerFlags.skip_next_epoch = str(worker_id) in self.ended
         _WorkerFlags.batch_size = self.batch_size
@@ -257,16 +265,18 @@ def reports_worker_states(loader) -> bool:
     return loader.num_workers > 0 and loader.worker_mode == "process" and is_stateful(loader.dataset)
 
 
-def start_reporting_iterator(loader, states: dict | None = None, ended=(), self_iterating=(),
-                             between_epochs: bool = False):
+def start_reporting_iterator(
+    loader, states: dict | None = None, ended=(), self_iterating=(), between_epochs: bool = False
+):
     """torch's worker iterator with each worker reporting its dataset state, having
     loaded its state in `states` first (those in `ended` then yield nothing this epoch;
     those in `self_iterating` load theirs once iter() has run). `between_epochs`: the
     states are where the workers' previous streams ended."""
     collate_fn, worker_init_fn = loader.collate_fn, loader.worker_init_fn
     loader.collate_fn = ReportingCollate(collate_fn, loader.batch_size, loader.drop_last)
-    loader.worker_init_fn = LoadingInit(worker_init_fn, dict(states or {}), set(ended), loader.batch_size,
-                                        self_iterating, between_epochs)
+    loader.worker_init_fn = LoadingInit(
+        worker_init_fn, dict(states or {}), set(ended), loader.batch_size, self_iterating, between_epochs
+    )
     try:
         return loader._torch_path_iterator()
     finally:
@@ -280,8 +290,7 @@ def is_stateful(obj) -> bool:
 def load_dataset_state(dataset, state) -> None:
     """Loads a saved dataset state into `dataset`, refusing a dataset that cannot take it."""
     if not is_stateful(dataset):
-        raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no "
-                         "load_state_dict()")
+        raise ValueError("cannot resume: the state holds a dataset state, but this dataset has no load_state_dict()")
     dataset.load_state_dict(state)
 
 
@@ -292,13 +301,22 @@ def iterable_state(loader) -> dict:
         itself = sorted(progress.self_iterating)
         if not progress.finished:
             last = progress.last_worker
-            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
-                    "next_worker": 0 if last is None else (last + 1) % loader.num_workers,
-                    "workers_ended": sorted(progress.workers_ended), "self_iterating_workers": itself}
+            return {
+                "dataset_state": None,
+                "iterator_state": None,
+                "worker_states": dict(progress.worker_states),
+                "next_worker": 0 if last is None else (last + 1) % loader.num_workers,
+                "workers_ended": sorted(progress.workers_ended),
+                "self_iterating_workers": itself,
+            }
         if loader.persistent_workers:
             # The next epoch's workers carry on from where their streams ended.
-            return {"dataset_state": None, "iterator_state": None, "worker_states": dict(progress.worker_states),
-                    "self_iterating_workers": itself}
+            return {
+                "dataset_state": None,
+                "iterator_state": None,
+                "worker_states": dict(progress.worker_states),
+                "self_iterating_workers": itself,
+            }
     dataset_state = iterator_state = None
     if is_stateful(loader.dataset):
         # Between epochs this is what the next epoch's iteration (or its workers' copies)
@@ -365,8 +383,9 @@ def resume_iterable(loader, resume, progress):
         progress.workers_ended = set(resume.workers_ended)
         progress.self_iterating = set(resume.self_iterating_workers)
         with progress.snapshot.replaying(sampler_generators(loader)):
-            iterator = start_reporting_iterator(loader, progress.worker_states, progress.workers_ended,
-                                                progress.self_iterating)
+            iterator = start_reporting_iterator(
+                loader, progress.worker_states, progress.workers_ended, progress.self_iterating
+            )
         if not loader.in_order:
             return iterator  # batches come as workers make them; each worker's own stay in order
         return RotatedWorkers(iterator, resume.next_worker or 0, loader.num_workers)
@@ -382,8 +401,10 @@ def resume_iterable(loader, resume, progress):
         if iterator_state is not None:
             dataset_iterator = dataset_iterator_of(iterator)
             if not is_stateful(dataset_iterator):
-                raise ValueError("cannot resume: the state holds an iterator state, but iter(dataset) "
-                                 "now returns an iterator without load_state_dict()")
+                raise ValueError(
+                    "cannot resume: the state holds an iterator state, but iter(dataset) "
+                    "now returns an iterator without load_state_dict()"
+                )
             dataset_iterator.load_state_dict(iterator_state)
             return iterator
         if not progress.drew_base_seed:
@@ -394,7 +415,9 @@ def resume_iterable(loader, resume, progress):
             f"resuming an IterableDataset by replaying {skip} batch(es) of its epoch: exact only if its "
             "stream depends on nothing but torch's RNG and worker seeds; give the dataset (num_workers=0) "
             "or its iterator state_dict()/load_state_dict() to resume without replaying",
-            UserWarning, stacklevel=4)
+            UserWarning,
+            stacklevel=4,
+        )
         for _ in range(skip):
             try:
                 next(iterator)

@@ -136,18 +136,13 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
         idx_size = os.fstat(stream.fileno()).st_size
     if head[: len(_MAGIC)] != _MAGIC:
         raise ValueError(
-            f"{idx_path}: not a Megatron index: it starts with {head[:len(_MAGIC)]!r}, "
-            f"expected the magic {_MAGIC!r}"
+            f"{idx_path}: not a Megatron index: it starts with {head[: len(_MAGIC)]!r}, expected the magic {_MAGIC!r}"
         )
     if len(head) < _HEADER.size:
-        raise ValueError(
-            f"{idx_path}: truncated header: {len(head)} bytes, the header alone is {_HEADER.size}"
-        )
+        raise ValueError(f"{idx_path}: truncated header: {len(head)} bytes, the header alone is {_HEADER.size}")
     _, version, code, sequence_count, document_count = _HEADER.unpack(head)
     if version != _VERSION:
-        raise ValueError(
-            f"{idx_path}: unsupported index version {version} (only {_VERSION} exists)"
-        )
+        raise ValueError(f"{idx_path}: unsupported index version {version} (only {_VERSION} exists)")
     if code not in _DTYPES:
         known = ", ".join(f"{c} {d.name}" for c, d in _DTYPES.items())
         raise ValueError(f"{idx_path}: unknown token dtype code {code} (known: {known})")
@@ -164,13 +159,9 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
                 f"a multimodal index (int8 sequence_modes), which is not supported"
             )
         relation = "shorter" if idx_size < expected else "longer"
-        raise ValueError(
-            f"{idx_path}: {idx_size} bytes, {relation} than the {expected} that {what} need"
-        )
+        raise ValueError(f"{idx_path}: {idx_size} bytes, {relation} than the {expected} that {what} need")
     if document_count == 0:
-        raise ValueError(
-            f"{idx_path}: document_indices is empty; it must start with 0 and end at S"
-        )
+        raise ValueError(f"{idx_path}: document_indices is empty; it must start with 0 and end at S")
 
     bin_size = os.path.getsize(bin_path)
     if bin_size % dtype.itemsize:
@@ -183,9 +174,7 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
     idx_map = np.memmap(idx_path, dtype=np.uint8, mode="r")
     lengths = np.frombuffer(idx_map, _LENGTH, sequence_count, _HEADER.size)
     pointers = np.frombuffer(idx_map, _OFFSET, sequence_count, _HEADER.size + lengths.nbytes)
-    documents = np.frombuffer(
-        idx_map, _OFFSET, document_count, _HEADER.size + lengths.nbytes + pointers.nbytes
-    )
+    documents = np.frombuffer(idx_map, _OFFSET, document_count, _HEADER.size + lengths.nbytes + pointers.nbytes)
     _check_sequences(lengths, pointers, dtype.itemsize, bin_size, idx_path, bin_path)
     _check_documents(documents, sequence_count, idx_path)
 
@@ -211,8 +200,13 @@ def _check_sequences(lengths, pointers, itemsize, bin_size, idx_path, bin_path):
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
                 _sequence_problem(
-                    start + i, int(chunk_lengths[i]), int(chunk_pointers[i]),
-                    itemsize, bin_size, idx_path, bin_path,
+                    start + i,
+                    int(chunk_lengths[i]),
+                    int(chunk_pointers[i]),
+                    itemsize,
+                    bin_size,
+                    idx_path,
+                    bin_path,
                 )
             )
 
@@ -226,9 +220,7 @@ def _sequence_problem(i, length, pointer, itemsize, bin_size, idx_path, bin_path
     if pointer % itemsize:
         return f"{where} starts at byte {pointer}, not a multiple of the token size {itemsize}"
     end = pointer + length * itemsize
-    return (
-        f"{where} spans bytes [{pointer}, {end}), past the end of {bin_path} ({bin_size} bytes)"
-    )
+    return f"{where} spans bytes [{pointer}, {end}), past the end of {bin_path} ({bin_size} bytes)"
 
 
 def _check_documents(documents, sequence_count, idx_path):
@@ -236,10 +228,7 @@ def _check_documents(documents, sequence_count, idx_path):
     if first != 0:
         raise ValueError(f"{idx_path}: document_indices starts at {first}, not 0")
     if last != sequence_count:
-        raise ValueError(
-            f"{idx_path}: document_indices ends at {last}, "
-            f"not at the sequence count {sequence_count}"
-        )
+        raise ValueError(f"{idx_path}: document_indices ends at {last}, not at the sequence count {sequence_count}")
     # Chunks overlap by one entry so that a decrease across a boundary is seen.
     for start in range(0, len(documents), _CHUNK):
         chunk = documents[start : start + _CHUNK + 1]
@@ -247,8 +236,7 @@ def _check_documents(documents, sequence_count, idx_path):
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
             raise ValueError(
-                f"{idx_path}: document_indices[{start + i}] is {int(chunk[i])}, "
-                f"outside [0, {sequence_count}]"
+                f"{idx_path}: document_indices[{start + i}] is {int(chunk[i])}, outside [0, {sequence_count}]"
             )
         falls = chunk[1:] < chunk[:-1]
         if falls.any():

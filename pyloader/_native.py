@@ -25,23 +25,32 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
-from torch.utils.data import default_collate
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, default_collate
 
 from . import _core, _fork
 from ._collate import CollateStage, FailedBatch, finish_batch, is_identity
 from ._columns import check_files_intact
+from ._elastic import elastic_batches
 from ._pinning import pin_device
 from ._plain import ColumnsCache, DatasetColumns
-from .records import PadCollate
-from ._resume import (CapturingBatches, EpochProgress, RngSnapshot, draw_base_seed, epoch_complete, restore_sampler,
-                      sampler_iterator, sampler_generators, skip_batches, stateful_sampler)
-from ._elastic import elastic_batches
+from ._resume import (
+    CapturingBatches,
+    EpochProgress,
+    RngSnapshot,
+    draw_base_seed,
+    epoch_complete,
+    restore_sampler,
+    sampler_generators,
+    sampler_iterator,
+    skip_batches,
+    stateful_sampler,
+)
 from ._state import LoaderState, Order
 from ._torch_internals import auto_collation, is_map_style
 from .block_shuffle import BlockShuffleSampler
-from .stats import LoaderStats, native_stats
 from .distributed import DistributedSampler, epoch_seed
+from .records import PadCollate
+from .stats import LoaderStats, native_stats
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -80,8 +89,12 @@ def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
         sampler = batch_sampler.sampler
         if type(sampler) is SequentialSampler and sampler.data_source is loader.dataset:
             native_order = "sequential"
-        elif (type(sampler) is RandomSampler and loader._native_shuffle
-              and not sampler.replacement and sampler._num_samples is None):
+        elif (
+            type(sampler) is RandomSampler
+            and loader._native_shuffle
+            and not sampler.replacement
+            and sampler._num_samples is None
+        ):
             native_order = "shuffled"
         elif type(sampler) is DistributedSampler and sampler.dataset is loader.dataset:
             native_order = "distributed"
@@ -208,8 +221,9 @@ class SamplerOrder:
     pipeline), so a pipeline rebuilt after fork asks for exactly what is still owed.
     """
 
-    def __init__(self, loader, progress: EpochProgress, resume: LoaderState | None, depth: int,
-                 index_batches=None) -> None:
+    def __init__(
+        self, loader, progress: EpochProgress, resume: LoaderState | None, depth: int, index_batches=None
+    ) -> None:
         self._requests: deque = deque()  # index lists not yet delivered, oldest first (or FailedBatch)
         self._taken = 0  # how many of the oldest requests have left the pipeline
         self._depth = depth
@@ -357,27 +371,33 @@ class NativeIterator:
         self._consumer_stream = staging.consumer_stream if delivers and not python_collate else None
         if staging is not None and staging.device is not None:
             pinned_for = None  # staged in pinned memory internally; batches leave on the device
-        self._finish = finish_batch(columns, None if plan.paddings else plan.collate_fn, pinned_for,
-                                    padded=plan.paddings is not None,
-                                    staged=self._staging is not None and self._staging.device is None)
+        self._finish = finish_batch(
+            columns,
+            None if plan.paddings else plan.collate_fn,
+            pinned_for,
+            padded=plan.paddings is not None,
+            staged=self._staging is not None and self._staging.device is None,
+        )
         if resume is not None and resume.order != self._progress.order:
-            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
-                             f"this loader now uses {self._progress.order.value!r}")
+            raise ValueError(
+                f"cannot resume: the state was saved for a {resume.order.value!r} order, "
+                f"this loader now uses {self._progress.order.value!r}"
+            )
         if plan.native_order == "distributed":
             self._describe_rank(loader.batch_sampler.sampler, resume)
         if plan.native_order is None:
             self._source = SamplerOrder(loader, self._progress, resume, self._depth)
         elif self._progress.elastic is not None:
-            self._source = SamplerOrder(loader, self._progress, resume, self._depth,
-                                        index_batches=self._elastic_batches(loader, resume))
+            self._source = SamplerOrder(
+                loader, self._progress, resume, self._depth, index_batches=self._elastic_batches(loader, resume)
+            )
         else:
             self._source = PositionOrder(loader, plan, self._progress, resume)
         # With workers, batches that need Python work (a custom collate_fn, pinning) are
         # finished on worker threads; plain stacked batches come straight from the pipeline.
         self._stage = None
         if loader.num_workers > 0 and (python_collate or pinned_for is not None):
-            self._stage = CollateStage(loader._native_collate_executor(), self._finish,
-                                       collate_depth(loader))
+            self._stage = CollateStage(loader._native_collate_executor(), self._finish, collate_depth(loader))
         # The common case takes one call into the pipeline per batch (see __next__).
         self._direct = self._stage is None and self._move is None and isinstance(self._source, PositionOrder)
         self._finish_direct = None if is_identity(self._finish) else self._finish
@@ -390,8 +410,7 @@ class NativeIterator:
         progress.rows = len(self._plan.columns)
         if resume is not None and resume.elastic is not None:
             if resume.rows != progress.rows or resume.batch_size != progress.batch_size:
-                raise ValueError("cannot resume: the elastic state was saved for another dataset size or "
-                                 "batch size")
+                raise ValueError("cannot resume: the elastic state was saved for another dataset size or batch size")
             progress.elastic = resume.elastic
 
     def _elastic_batches(self, loader, resume: LoaderState):
@@ -402,8 +421,16 @@ class NativeIterator:
         else:
             base = _core.IndexOrder.sequential(rows)
         self._progress.batches_yielded = resume.batches_yielded
-        return elastic_batches(base, resume.elastic, sampler.rank, sampler.num_replicas, sampler.drop_last,
-                               loader.batch_size, loader.drop_last, resume.batches_yielded)
+        return elastic_batches(
+            base,
+            resume.elastic,
+            sampler.rank,
+            sampler.num_replicas,
+            sampler.drop_last,
+            loader.batch_size,
+            loader.drop_last,
+            resume.batches_yielded,
+        )
 
     def stats(self) -> LoaderStats:
         """How this epoch's loading went so far (see pyloader.LoaderStats)."""
@@ -423,10 +450,18 @@ class NativeIterator:
         # Files are opened only for columns the mode may read explicitly.
         smallest = 0 if io == "read" else _core.EXPLICIT_READ_MIN_ROW_BYTES
         files = None if io == "mmap" else columns.read_sources(smallest)
-        self._pipeline = _core.BatchPipeline(columns.arrays, self._loader._native_thread_pool(), self._depth,
-                                             columns.row_map, columns.casts, self._plan.paddings,
-                                             files=files, io=io, read_threads=READS_IN_FLIGHT,
-                                             stats=self._loader._keeps_stats)
+        self._pipeline = _core.BatchPipeline(
+            columns.arrays,
+            self._loader._native_thread_pool(),
+            self._depth,
+            columns.row_map,
+            columns.casts,
+            self._plan.paddings,
+            files=files,
+            io=io,
+            read_threads=READS_IN_FLIGHT,
+            stats=self._loader._keeps_stats,
+        )
         if self._staging is not None:
             self._staging.attach(self._pipeline)
         self._check_files()

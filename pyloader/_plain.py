@@ -60,15 +60,17 @@ class DatasetColumns:
     def arrays(self) -> list:
         """What the pipeline reads: per column its array (or RaggedSource), or the list
         of its pieces."""
-        return [pieces[0].pipeline_source if len(pieces) == 1 else [piece.pipeline_source for piece in pieces]
-                for pieces in self.pieces]
+        return [
+            pieces[0].pipeline_source if len(pieces) == 1 else [piece.pipeline_source for piece in pieces]
+            for pieces in self.pieces
+        ]
 
     def read_sources(self, min_row_bytes: int = 0) -> list | None:
         """Per column, None or per piece where explicit reads find its rows (see
         Column.read_source), for records and for columns of at least `min_row_bytes`
         bytes a row (no file is opened for others); None when there is nothing to read
         explicitly."""
-        sources = []
+        sources: list = []
         for pieces in self.pieces:
             if not pieces[0].ragged and pieces[0].row_bytes < min_row_bytes:
                 sources.append(None)
@@ -147,8 +149,7 @@ def _structure(dataset, refs: list, values: list) -> None:
         refs.append(dataset.tensors)
         for tensor in dataset.tensors:
             refs.append(tensor)
-            values.append((tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype,
-                           tensor.requires_grad))
+            values.append((tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, tensor.requires_grad))
     elif base is ArrayDataset:
         refs.append(dataset.columns)
         values.append((dataset.names, dataset.bare))
@@ -178,8 +179,12 @@ class ColumnsCache:
             _structure(dataset, refs, values)
         except Exception as error:  # an attribute that misbehaves: torch's path decides
             return f"the dataset's structure cannot be read ({type(error).__name__}: {error})"
-        if (self._result is not None and len(refs) == len(self._refs)
-                and all(a is b for a, b in zip(refs, self._refs)) and values == self._values):
+        if (
+            self._result is not None
+            and len(refs) == len(self._refs)
+            and all(a is b for a, b in zip(refs, self._refs))
+            and values == self._values
+        ):
             return self._result
         result = columns_of(dataset)
         self._refs, self._values, self._result = refs, values, result
@@ -199,8 +204,9 @@ def columns_of(dataset) -> DatasetColumns | str:
     if row_map is None:
         return DatasetColumns(pieces=pieces, names=names, row_map=None, rows=source_rows, bare=bare)
     row_map.setflags(write=False)  # ours alone: the RowMap keeps it without a copy
-    return DatasetColumns(pieces=pieces, names=names, row_map=_core.RowMap(row_map, source_rows),
-                          rows=len(row_map), bare=bare)
+    return DatasetColumns(
+        pieces=pieces, names=names, row_map=_core.RowMap(row_map, source_rows), rows=len(row_map), bare=bare
+    )
 
 
 def _bare(dataset) -> bool:
@@ -235,9 +241,13 @@ def _concatenated(dataset):
         if part_names != names or len(pieces) != len(first_pieces):
             return "ConcatDataset parts differ in their columns"
         for column, first in zip(pieces, first_pieces):
-            if (column[0].dtype != first[0].dtype or column[0].array.dtype != first[0].array.dtype
-                    or column[0].array.shape[1:] != first[0].array.shape[1:]
-                    or column[0].ragged != first[0].ragged or column[0].cast != first[0].cast):
+            if (
+                column[0].dtype != first[0].dtype
+                or column[0].array.dtype != first[0].array.dtype
+                or column[0].array.shape[1:] != first[0].array.shape[1:]
+                or column[0].ragged != first[0].ragged
+                or column[0].cast != first[0].cast
+            ):
                 return "ConcatDataset parts differ in dtype or shape (torch's collate decides)"
     merged = tuple(tuple(piece for pieces, _, _ in parts for piece in pieces[c]) for c in range(len(first_pieces)))
     if all(row_map is None for _, _, row_map in parts):
@@ -292,8 +302,7 @@ def _columns_of(dataset):
     """(pieces per column, names, row_map array) of a plain array-shaped dataset, or why not."""
     base = _base_of(dataset)
     if base is None:
-        return (f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, or a Subset or "
-                "ConcatDataset of them")
+        return f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, or a Subset or ConcatDataset of them"
     changed = _changed_fetch(dataset, base)
     if changed is not None:
         return changed

@@ -33,6 +33,7 @@ from ._state import Order
 from ._torch_internals import is_timeout, pin_memory, sent_and_received
 from .stats import LoaderStats, WaitClock
 
+
 def encode_rng_state(state: torch.Tensor) -> str:
     """An RNG state (a uint8 tensor) as text, so that loader states are plain JSON data."""
     return base64.b64encode(state.numpy().tobytes()).decode("ascii")
@@ -75,8 +76,10 @@ class RngSnapshot:
             generator.set_state(state)
 
     def to_dict(self) -> dict:
-        return {"global": encode_rng_state(self.global_state),
-                "generators": [encode_rng_state(state) for state in self.generator_states]}
+        return {
+            "global": encode_rng_state(self.global_state),
+            "generators": [encode_rng_state(state) for state in self.generator_states],
+        }
 
     @classmethod
     def from_dict(cls, state: dict) -> RngSnapshot:
@@ -104,8 +107,10 @@ class ReplaySession:
 
     def __init__(self, snapshot: RngSnapshot, generators: list[torch.Generator]) -> None:
         if len(generators) != len(snapshot.generator_states):
-            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
-                             f"({len(generators)} now, {len(snapshot.generator_states)} in the state)")
+            raise ValueError(
+                "cannot resume: the loader's generators differ from the ones saved "
+                f"({len(generators)} now, {len(snapshot.generator_states)} in the state)"
+            )
         self._snapshot, self._generators = snapshot, generators
         self._active = False
         self.restart()
@@ -194,8 +199,9 @@ class WorkerBatch:
 
     __slots__ = ("batch", "worker_id", "state", "ended", "empty", "self_iterating")
 
-    def __init__(self, batch, worker_id: int, state, ended: bool = False, empty: bool = False,
-                 self_iterating: bool = False) -> None:
+    def __init__(
+        self, batch, worker_id: int, state, ended: bool = False, empty: bool = False, self_iterating: bool = False
+    ) -> None:
         self.batch, self.worker_id, self.state = batch, worker_id, state
         self.self_iterating = self_iterating  # the worker's dataset is its own iterator
         self.ended = ended  # the worker's stream ended with this batch: `state` is its state after the end
@@ -231,8 +237,9 @@ def load_sampler_state(loader, saved: dict) -> None:
     needs only this: the next epoch makes a new iterator)."""
     sampler = stateful_sampler(loader)
     if sampler is None:
-        raise ValueError("cannot resume: the state holds a sampler state, but this loader's sampler has no "
-                         "load_state_dict()")
+        raise ValueError(
+            "cannot resume: the state holds a sampler state, but this loader's sampler has no load_state_dict()"
+        )
     if "sampler" in saved:
         sampler.load_state_dict(saved["sampler"])
 
@@ -242,8 +249,10 @@ def sampler_iterator(sampler_like, iterator_state):
     iterator = iter(sampler_like)
     if iterator_state:
         if not callable(getattr(iterator, "load_state_dict", None)):
-            raise ValueError("cannot resume: the state holds a sampler iterator's state, but iterating this "
-                             "sampler gives an iterator without load_state_dict()")
+            raise ValueError(
+                "cannot resume: the state holds a sampler iterator's state, but iterating this "
+                "sampler gives an iterator without load_state_dict()"
+            )
         iterator.load_state_dict(iterator_state)
     return iterator
 
@@ -317,8 +326,9 @@ class ResumedIndexSampler:
     iterates its sampler twice while it is created).
     """
 
-    def __init__(self, loader, index_sampler, session: ReplaySession | None = None,
-                 restart_at_reset: RngSnapshot | None = None) -> None:
+    def __init__(
+        self, loader, index_sampler, session: ReplaySession | None = None, restart_at_reset: RngSnapshot | None = None
+    ) -> None:
         # A weak reference: a persistent iterator keeps this sampler and the loader keeps
         # that iterator, and a cycle would leave torch's iterator to the cyclic GC, which
         # may tear its workers down at any allocation.
@@ -382,8 +392,9 @@ class ResumedIndexSampler:
                 if epoch_complete(self._index_sampler, progress.batches_yielded):
                     return  # the saved epoch had delivered its last batch
                 if delivered is not None:  # the sampler resumes at the watermark
-                    batches = (batch for number, batch in enumerate(batches, delivered.watermark)
-                               if number not in delivered)
+                    batches = (
+                        batch for number, batch in enumerate(batches, delivered.watermark) if number not in delivered
+                    )
             elif delivered is None:
                 batches = skip_batches(batches, progress.batches_yielded)
             else:

@@ -54,7 +54,7 @@ def tensor_of(array) -> torch.Tensor:
     if dtype is None:
         dtype = _TORCH_DTYPES[array.dtype] = torch.from_numpy(np.empty(0, array.dtype)).dtype
     start = array.ctypes.data - base.address
-    return block[start:start + array.nbytes].view(dtype).view(array.shape)
+    return block[start : start + array.nbytes].view(dtype).view(array.shape)
 
 
 def staged_buffer_of(arrays) -> _core.StagedBuffer | None:
@@ -77,14 +77,19 @@ def resolve_device(device) -> torch.device | None:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must name a CUDA device ('cuda', 'cuda:1' or a torch.device), "
-                         f"got {device!r}") from error
+        raise ValueError(
+            f"device must name a CUDA device ('cuda', 'cuda:1' or a torch.device), got {device!r}"
+        ) from error
     if device.type != "cuda":
-        raise ValueError(f"device must be a CUDA device ('cuda', 'cuda:1' or a torch.device), got {device}; "
-                         "for CPU batches leave device unset")
+        raise ValueError(
+            f"device must be a CUDA device ('cuda', 'cuda:1' or a torch.device), got {device}; "
+            "for CPU batches leave device unset"
+        )
     if not cuda_available():
-        raise RuntimeError(f"device={str(device)!r} was asked for, but CUDA is not available "
-                           f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        raise RuntimeError(
+            f"device={str(device)!r} was asked for, but CUDA is not available "
+            f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)"
+        )
     return device
 
 
@@ -104,9 +109,11 @@ def check_not_forked() -> None:
     """A clear error for CUDA in a process forked after CUDA was initialised, where
     every CUDA call would fail (torch's own message names no way out)."""
     if torch.cuda._is_in_bad_fork():
-        raise RuntimeError("CUDA cannot be used in a process forked after CUDA was initialised in its parent "
-                           "(pin_memory=True and device= need it): create the loader's process with the "
-                           "'spawn' or 'forkserver' start method, or move batches to the GPU in the parent")
+        raise RuntimeError(
+            "CUDA cannot be used in a process forked after CUDA was initialised in its parent "
+            "(pin_memory=True and device= need it): create the loader's process with the "
+            "'spawn' or 'forkserver' start method, or move batches to the GPU in the parent"
+        )
 
 
 def cuda_available() -> bool:
@@ -150,8 +157,12 @@ class CudaBackend:
             return self._pinned_empty(nbytes)
         except RuntimeError as error:
             self._pinning_failed = True
-            warnings.warn(f"pinned memory could not be allocated ({error}); batches are staged in pageable "
-                          "memory, and copies to the device are not asynchronous", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"pinned memory could not be allocated ({error}); batches are staged in pageable "
+                "memory, and copies to the device are not asynchronous",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return None
 
     @staticmethod
@@ -198,8 +209,9 @@ class Staging:
 
     def __init__(self, device: torch.device | None) -> None:
         self.device = None if device is None else device_index(device)
-        self.backend = open_backend(self.device if self.device is not None else torch.device("cuda", 0),
-                                    copies=device is not None)
+        self.backend = open_backend(
+            self.device if self.device is not None else torch.device("cuda", 0), copies=device is not None
+        )
         self.consumer_stream = self.backend.consumer_stream if device is not None else None
 
     def attach(self, pipeline) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NoReturn
 
 STATE_FORMAT = "pyloader.DataLoader/3"
 _READABLE_FORMATS = (STATE_FORMAT, "pyloader.DataLoader/2")
@@ -55,8 +56,17 @@ class Kind(str, enum.Enum):
 
 # What an in-epoch position means depends on these; a resume refuses a loader that
 # differs in any of them (None: not known, or not applicable, and not compared).
-IDENTITY_FIELDS = ("rows", "batch_size", "drop_last", "sampler", "shuffle", "seed", "world_size",
-                   "sampler_drop_last", "block")
+IDENTITY_FIELDS = (
+    "rows",
+    "batch_size",
+    "drop_last",
+    "sampler",
+    "shuffle",
+    "seed",
+    "world_size",
+    "sampler_drop_last",
+    "block",
+)
 
 
 @dataclass
@@ -106,21 +116,21 @@ class LoaderState:
         state["order"] = self.order.value
         return state
 
-    def replace(self, **changes) -> LoaderState:
+    def replace(self, **changes: Any) -> LoaderState:
         return LoaderState(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
 
-def _is_int(value) -> bool:
+def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse(state) -> LoaderState:
+def parse(state: Any) -> LoaderState:  # noqa: C901 (one check per field, in the schema's order)
     """A :class:`LoaderState` from what ``state_dict()`` returned, every field checked.
     Raises ValueError naming the first field that cannot be what ``state_dict()`` wrote."""
     if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
         raise ValueError(f"not a pyloader DataLoader state (expected format {STATE_FORMAT!r})")
 
-    def refuse(key: str, expected: str):
+    def refuse(key: str, expected: str) -> NoReturn:
         raise ValueError(f"cannot resume: state[{key!r}] must be {expected}, got {state.get(key)!r}")
 
     known = {f.name for f in fields(LoaderState)}
@@ -154,26 +164,32 @@ def parse(state) -> LoaderState:
     if state.get("global_rng") is not None and not isinstance(state["global_rng"], str):
         refuse("global_rng", "None or an encoded RNG state")
     rng = state.get("epoch_start_rng")
-    if rng is not None and not (isinstance(rng, dict) and set(rng) == {"global", "generators"}
-                                and isinstance(rng["generators"], list)):
+    if rng is not None and not (
+        isinstance(rng, dict) and set(rng) == {"global", "generators"} and isinstance(rng["generators"], list)
+    ):
         refuse("epoch_start_rng", "None or the RNG states of an epoch's start")
     for key in ("elastic", "delivered", "sampler_state", "worker_states", "identity"):
         if state.get(key) is not None and not isinstance(state[key], dict):
             refuse(key, "None or a dict")
     delivered = state.get("delivered")
-    if delivered is not None and not (_is_int(delivered.get("watermark"))
-                                      and isinstance(delivered.get("above"), list)
-                                      and all(_is_int(i) for i in delivered["above"])):
+    if delivered is not None and not (
+        _is_int(delivered.get("watermark"))
+        and isinstance(delivered.get("above"), list)
+        and all(_is_int(i) for i in delivered["above"])
+    ):
         refuse("delivered", "a watermark and a list of batch numbers")
     for key in ("workers_ended", "self_iterating_workers"):
         value = state.get(key)
         if value is not None and not isinstance(value, list):
             refuse(key, "a list of worker ids")
     elastic = state.get("elastic")
-    if elastic is not None and not (_is_int(elastic.get("world_size")) and elastic["world_size"] > 0
-                                    and isinstance(elastic.get("consumed"), list)
-                                    and len(elastic["consumed"]) == elastic["world_size"]
-                                    and all(_is_int(c) and c >= 0 for c in elastic["consumed"])):
+    if elastic is not None and not (
+        _is_int(elastic.get("world_size"))
+        and elastic["world_size"] > 0
+        and isinstance(elastic.get("consumed"), list)
+        and len(elastic["consumed"]) == elastic["world_size"]
+        and all(_is_int(c) and c >= 0 for c in elastic["consumed"])
+    ):
         refuse("elastic", "None or what merge_states wrote (world_size, consumed per rank)")
     next_worker = state.get("next_worker")
     if next_worker is not None and next_worker >= max(1, state["num_workers"]):
@@ -191,7 +207,7 @@ def parse(state) -> LoaderState:
     return LoaderState(**values)
 
 
-def _is_tensor(value) -> bool:
+def _is_tensor(value: Any) -> bool:
     import torch
 
     return isinstance(value, torch.Tensor)
@@ -209,11 +225,16 @@ def check_identity(saved: LoaderState, current: dict) -> None:
         if key == "world_size" and saved.elastic is not None:
             continue  # a merged state is continued by another world size by design
         if key == "rows":
-            raise ValueError(f"cannot resume: the state was saved over a dataset of {before} rows, this loader's "
-                             f"dataset has {now}")
+            raise ValueError(
+                f"cannot resume: the state was saved over a dataset of {before} rows, this loader's dataset has {now}"
+            )
         if key == "world_size":
-            raise ValueError(f"cannot resume: the state was saved by a rank of a world of {before}, this loader's "
-                             f"sampler splits the data among {now}: merge the states of every rank with "
-                             "pyloader.DistributedSampler.merge_states(states) to resume in another world size")
-        raise ValueError(f"cannot resume: the state was saved with {key}={before!r}, this loader has "
-                         f"{key}={now!r}, and the epoch's order depends on it")
+            raise ValueError(
+                f"cannot resume: the state was saved by a rank of a world of {before}, this loader's "
+                f"sampler splits the data among {now}: merge the states of every rank with "
+                "pyloader.DistributedSampler.merge_states(states) to resume in another world size"
+            )
+        raise ValueError(
+            f"cannot resume: the state was saved with {key}={before!r}, this loader has "
+            f"{key}={now!r}, and the epoch's order depends on it"
+        )

@@ -21,10 +21,9 @@ import threading
 import weakref
 from collections import deque
 
-from ._torch_internals import auto_collation, pin_memory
-
 from ._pinning import pin_device
 from ._resume import draw_base_seed
+from ._torch_internals import auto_collation, pin_memory
 
 
 class _WorkerThreads:
@@ -32,8 +31,9 @@ class _WorkerThreads:
     the loader, so a loader that is dropped is collected and its threads end."""
 
     def __init__(self, num_workers: int, worker_init_fn) -> None:
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=num_workers,
-                                                              thread_name_prefix="pyloader-worker")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=num_workers, thread_name_prefix="pyloader-worker"
+        )
         self._worker_init_fn = worker_init_fn
         self._worker_ids = itertools.count()
         self._lock = threading.Lock()
@@ -94,7 +94,8 @@ class ThreadWorkerIterator:
                 self._sampler_done = True
                 return
             future = self._threads.executor.submit(
-                self._threads.fetch, self._dataset, indices, self._collate_fn, self._auto_collation)
+                self._threads.fetch, self._dataset, indices, self._collate_fn, self._auto_collation
+            )
             self._futures.append(future)
             self._numbers[future] = self._sent
             self._sent += 1
@@ -109,8 +110,9 @@ class ThreadWorkerIterator:
         if self._in_order:
             future = self._futures.popleft()
         else:
-            done, _ = concurrent.futures.wait(self._futures, timeout=self._timeout,
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            done, _ = concurrent.futures.wait(
+                self._futures, timeout=self._timeout, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             if not done:
                 raise self._timed_out()
             future = next(iter(done))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import _core
 from .distributed import DistributedSampler, epoch_seed
 
@@ -25,8 +27,17 @@ class BlockShuffleSampler(DistributedSampler):
     ``python bench/bench_block_shuffle.py`` reports both for a choice of sizes.
     """
 
-    def __init__(self, dataset, block_rows: int, window_blocks: int = 16, num_replicas: int | None = None,
-                 rank: int | None = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        block_rows: int,
+        window_blocks: int = 16,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         for name, value in (("block_rows", block_rows), ("window_blocks", window_blocks)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -35,16 +46,16 @@ class BlockShuffleSampler(DistributedSampler):
 
             if not (dist.is_available() and dist.is_initialized()):
                 num_replicas, rank = 1, 0
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.block_rows, self.window_blocks = block_rows, window_blocks
 
     def native_order(self) -> _core.IndexOrder:
         """This rank's order for the current epoch (num_samples positions)."""
-        rows = len(self.dataset)
+        rows = len(self.dataset)  # type: ignore[arg-type]  # a sized dataset, as torch's sampler assumes
         if self.shuffle:
-            base = _core.IndexOrder.block_shuffled(rows, epoch_seed(self.seed, self.epoch), self.block_rows,
-                                                   self.window_blocks)
+            base = _core.IndexOrder.block_shuffled(
+                rows, epoch_seed(self.seed, self.epoch), self.block_rows, self.window_blocks
+            )
         else:
             base = _core.IndexOrder.sequential(rows)
         return base.strided(self.rank * self.num_samples, 1, self.num_samples)

@@ -12,18 +12,41 @@ import torch
 import torch.utils.data
 
 from . import _core, _fork, _staging
-from ._torch_internals import (IndexSamplerHook, is_map_style, persistent_iterator, shut_down_persistent_workers,
-                               torch_index_sampler)
-from ._worker_start import start_reporting_workers
+from ._iterable_resume import (
+    PERSISTENT_ITERABLE_WARNING,
+    is_stateful,
+    iterable_state,
+    load_dataset_state,
+    reports_worker_states,
+    resume_iterable,
+    start_reporting_iterator,
+)
 from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
 from ._plain import ColumnsCache
-from ._resume import (DeliveredBatches, EpochProgress, ReplaySession, ResumedIndexSampler, RngSnapshot,
-                      TrackedIterator, decode_rng_state, encode_rng_state, load_sampler_state, restore_sampler,
-                      sampler_generators, stateful_sampler)
+from ._resume import (
+    DeliveredBatches,
+    EpochProgress,
+    ReplaySession,
+    ResumedIndexSampler,
+    RngSnapshot,
+    TrackedIterator,
+    decode_rng_state,
+    encode_rng_state,
+    load_sampler_state,
+    restore_sampler,
+    sampler_generators,
+    stateful_sampler,
+)
 from ._state import STATE_FORMAT, Kind, LoaderState, Order, check_identity, parse
-from ._iterable_resume import (PERSISTENT_ITERABLE_WARNING, is_stateful, iterable_state, load_dataset_state,
-                               reports_worker_states, resume_iterable, start_reporting_iterator)
 from ._threads import ThreadWorkerIterator, start_worker_threads
+from ._torch_internals import (
+    IndexSamplerHook,
+    is_map_style,
+    persistent_iterator,
+    shut_down_persistent_workers,
+    torch_index_sampler,
+)
+from ._worker_start import start_reporting_workers
 
 _T_co = TypeVar("_T_co", covariant=True)
 
@@ -65,18 +88,53 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             Raises RuntimeError when CUDA is not available.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
-                 num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
-                 worker_init_fn=None, multiprocessing_context=None, generator=None, *,
-                 prefetch_factor=None, persistent_workers=False, pin_memory_device="",
-                 in_order=True, snapshot_every_n_steps: int | None = 1, num_threads: int | None = None,
-                 native: bool | None = None, worker_mode: str = "process", io: str = "auto", device=None):
+    def __init__(
+        self,
+        dataset,
+        batch_size=1,
+        shuffle=None,
+        sampler=None,
+        batch_sampler=None,
+        num_workers=0,
+        collate_fn=None,
+        pin_memory=False,
+        drop_last=False,
+        timeout=0,
+        worker_init_fn=None,
+        multiprocessing_context=None,
+        generator=None,
+        *,
+        prefetch_factor=None,
+        persistent_workers=False,
+        pin_memory_device="",
+        in_order=True,
+        snapshot_every_n_steps: int | None = 1,
+        num_threads: int | None = None,
+        native: bool | None = None,
+        worker_mode: str = "process",
+        io: str = "auto",
+        device=None,
+    ):
         self.worker_mode = worker_mode  # read by check_worker_number_rationality during init
-        super().__init__(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers,
-                         collate_fn, pin_memory, drop_last, timeout, worker_init_fn,
-                         multiprocessing_context, generator, prefetch_factor=prefetch_factor,
-                         persistent_workers=persistent_workers,
-                         pin_memory_device=pin_memory_device, in_order=in_order)
+        super().__init__(
+            dataset,
+            batch_size,
+            shuffle,
+            sampler,
+            batch_sampler,
+            num_workers,
+            collate_fn,
+            pin_memory,
+            drop_last,
+            timeout,
+            worker_init_fn,
+            multiprocessing_context,
+            generator,
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device,
+            in_order=in_order,
+        )
         if num_threads is None:
             num_threads = default_num_threads()
         if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
@@ -86,15 +144,20 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         if worker_mode not in ("process", "thread"):
             raise ValueError(f"worker_mode must be 'process' or 'thread', got {worker_mode!r}")
         if worker_mode == "thread" and not is_map_style(self) and num_workers > 0:
-            raise ValueError("worker_mode='thread' needs a map-style dataset; an IterableDataset "
-                             "shards itself per worker process (get_worker_info)")
+            raise ValueError(
+                "worker_mode='thread' needs a map-style dataset; an IterableDataset "
+                "shards itself per worker process (get_worker_info)"
+            )
         if io not in ("auto", "mmap", "read"):
             raise ValueError(f"io must be 'auto', 'mmap' or 'read', got {io!r}")
-        if snapshot_every_n_steps is not None and (isinstance(snapshot_every_n_steps, bool)
-                                                   or not isinstance(snapshot_every_n_steps, int)
-                                                   or snapshot_every_n_steps < 0):
-            raise ValueError(f"snapshot_every_n_steps must be a non-negative integer or None, "
-                             f"got {snapshot_every_n_steps!r}")
+        if snapshot_every_n_steps is not None and (
+            isinstance(snapshot_every_n_steps, bool)
+            or not isinstance(snapshot_every_n_steps, int)
+            or snapshot_every_n_steps < 0
+        ):
+            raise ValueError(
+                f"snapshot_every_n_steps must be a non-negative integer or None, got {snapshot_every_n_steps!r}"
+            )
         # Accepted as torchdata's StatefulDataLoader accepts it. pyloader computes a
         # state from the position reached instead of snapshotting worker states, so
         # every step's state is exact whatever the interval.
@@ -224,13 +287,16 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         if not is_map_style(self):
             return self._start_iterable_epoch(resume)
         if resume is not None and resume.order != Order.TORCH:
-            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
-                             "this loader now uses torch's path")
+            raise ValueError(
+                f"cannot resume: the state was saved for a {resume.order.value!r} order, "
+                "this loader now uses torch's path"
+            )
         sampler = stateful_sampler(self)
         index_sampler = torch_index_sampler(self)
         if resume is None and not no_seed_draw:
-            progress = EpochProgress(order=Order.TORCH, snapshot=RngSnapshot.capture(self),
-                                     drew_base_seed=self._epoch_starts_workers())
+            progress = EpochProgress(
+                order=Order.TORCH, snapshot=RngSnapshot.capture(self), drew_base_seed=self._epoch_starts_workers()
+            )
             self._track_sampler(progress, sampler)
             self._progress = progress
             iterator = self._torch_path_iterator_around(ResumedIndexSampler(self, index_sampler))
@@ -246,17 +312,21 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             else:
                 # Worker processes take their first indices while being created.
                 iterator = self._torch_path_iterator_around(
-                    ResumedIndexSampler(self, index_sampler, restart_at_reset=progress.snapshot))
+                    ResumedIndexSampler(self, index_sampler, restart_at_reset=progress.snapshot)
+                )
         else:
             if self.worker_mode == "process" and self.persistent_workers:
                 # Its workers keep the index sampler they started with; a resumed epoch
                 # needs a fresh iterator built around the replaying one.
                 shut_down_persistent_workers(self)
-            progress = EpochProgress(order=Order.TORCH, snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
-                                     drew_base_seed=resume.drew_base_seed,
-                                     batches_yielded=resume.batches_yielded,
-                                     delivered=DeliveredBatches.from_state(resume.delivered),
-                                     draws_live=not resume.sampler_started)
+            progress = EpochProgress(
+                order=Order.TORCH,
+                snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                drew_base_seed=resume.drew_base_seed,
+                batches_yielded=resume.batches_yielded,
+                delivered=DeliveredBatches.from_state(resume.delivered),
+                draws_live=not resume.sampler_started,
+            )
             self._track_sampler(progress, sampler)
             restored = restore_sampler(self, resume)
             if restored is not None:
@@ -274,7 +344,8 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
                     restart = progress.snapshot
             with session.active():
                 iterator = self._torch_path_iterator_around(
-                    ResumedIndexSampler(self, index_sampler, session, restart_at_reset=restart))
+                    ResumedIndexSampler(self, index_sampler, session, restart_at_reset=restart)
+                )
         progress.out_of_order = not self.in_order and self.num_workers > 0
         return TrackedIterator(iterator, progress)
 
@@ -287,8 +358,10 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
     def _start_iterable_epoch(self, resume: LoaderState | None):
         """An epoch of an IterableDataset, resumable as described in `iterable_state`."""
         if resume is not None and resume.order != Order.ITERABLE:
-            raise ValueError(f"cannot resume: the state was saved for a {resume.order.value!r} order, "
-                             "this loader now iterates an IterableDataset")
+            raise ValueError(
+                f"cannot resume: the state was saved for a {resume.order.value!r} order, "
+                "this loader now iterates an IterableDataset"
+            )
         carried = None  # worker states a new epoch's workers start from
         self_iterating = ()
         if resume is not None and not resume.in_epoch:
@@ -296,12 +369,18 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             carried, self_iterating, resume = resume.worker_states, resume.self_iterating_workers, None
             shut_down_persistent_workers(self)
         if resume is None:
-            progress = EpochProgress(order=Order.ITERABLE, snapshot=RngSnapshot.capture(self),
-                                     drew_base_seed=self._epoch_starts_workers())
+            progress = EpochProgress(
+                order=Order.ITERABLE, snapshot=RngSnapshot.capture(self), drew_base_seed=self._epoch_starts_workers()
+            )
             if reports_worker_states(self):
                 previous = self._progress
-                if carried is None and self.persistent_workers and persistent_iterator(self) is not None and \
-                        previous is not None and previous.worker_states is not None:
+                if (
+                    carried is None
+                    and self.persistent_workers
+                    and persistent_iterator(self) is not None
+                    and previous is not None
+                    and previous.worker_states is not None
+                ):
                     carried = previous.worker_states  # persistent workers carry on from there
                     self_iterating = previous.self_iterating
                 progress.worker_states, progress.workers_ended = dict(carried or {}), set()
@@ -313,15 +392,19 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
                     # New workers standing in for the saved run's persistent ones, which
                     # drew no seed for this epoch: the caller's RNG is left as it was.
                     with torch.random.fork_rng(devices=[]):
-                        iterator = start_reporting_iterator(self, carried, self_iterating=self_iterating,
-                                                            between_epochs=True)
+                        iterator = start_reporting_iterator(
+                            self, carried, self_iterating=self_iterating, between_epochs=True
+                        )
                 else:
                     iterator = start_reporting_iterator(self)
             else:
                 iterator = self._torch_path_iterator()
         else:
-            progress = EpochProgress(order=Order.ITERABLE, snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
-                                     drew_base_seed=resume.drew_base_seed)
+            progress = EpochProgress(
+                order=Order.ITERABLE,
+                snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                drew_base_seed=resume.drew_base_seed,
+            )
             shut_down_persistent_workers(self)  # its workers' datasets are past the saved point
             iterator = resume_iterable(self, resume, progress)
         self._progress = progress
@@ -342,9 +425,12 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             identity["sampler"] = type(sampler).__name__
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             # A subclass may not set every attribute torch's __init__ sets: None is "not compared".
-            identity.update(shuffle=getattr(sampler, "shuffle", None), seed=getattr(sampler, "seed", None),
-                            world_size=getattr(sampler, "num_replicas", None),
-                            sampler_drop_last=getattr(sampler, "drop_last", None))
+            identity.update(
+                shuffle=getattr(sampler, "shuffle", None),
+                seed=getattr(sampler, "seed", None),
+                world_size=getattr(sampler, "num_replicas", None),
+                sampler_drop_last=getattr(sampler, "drop_last", None),
+            )
             if hasattr(sampler, "block_rows"):
                 identity["block"] = [sampler.block_rows, getattr(sampler, "window_blocks", None)]
         plain = {}
@@ -371,11 +457,18 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         """
         if self._loaded is not None:
             return self._loaded.replace(format=STATE_FORMAT).to_dict()  # loaded, not iterated since
-        if (not self.in_order and self.num_workers > 0 and not is_map_style(self)
-                and not self.uses_native_path and not reports_worker_states(self)):
-            raise ValueError("state_dict() of an IterableDataset with in_order=False and num_workers > 0 needs a "
-                             "dataset with state_dict()/load_state_dict(): without them each worker's stream is "
-                             "replayed, which needs the batches in their order")
+        if (
+            not self.in_order
+            and self.num_workers > 0
+            and not is_map_style(self)
+            and not self.uses_native_path
+            and not reports_worker_states(self)
+        ):
+            raise ValueError(
+                "state_dict() of an IterableDataset with in_order=False and num_workers > 0 needs a "
+                "dataset with state_dict()/load_state_dict(): without them each worker's stream is "
+                "replayed, which needs the batches in their order"
+            )
         progress = self._progress if self._progress is not None else EpochProgress(order=Order.NONE, finished=True)
         epoch = progress.to_state()
         if not is_map_style(self):
@@ -387,7 +480,10 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         order = Order(epoch.pop("order"))
         in_epoch = epoch["in_epoch"] and order is not Order.NONE
         return LoaderState(
-            format=STATE_FORMAT, num_workers=self.num_workers, order=order, **epoch,
+            format=STATE_FORMAT,
+            num_workers=self.num_workers,
+            order=order,
+            **epoch,
             generators=[encode_rng_state(g.get_state()) for g in sampler_generators(self)],
             global_rng=encode_rng_state(torch.get_rng_state()),
             sampler_epoch=getattr(self._epoch_sampler(), "epoch", None),
@@ -410,25 +506,32 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         loaded = parse(state)
         iterable = not is_map_style(self)
         if loaded.kind is Kind.IN_EPOCH and (loaded.order is Order.ITERABLE) != iterable:
-            raise ValueError(f"cannot resume: the state was saved for a {loaded.order.value!r} order, this loader "
-                             f"iterates {'an IterableDataset' if iterable else 'a map-style dataset'}")
+            raise ValueError(
+                f"cannot resume: the state was saved for a {loaded.order.value!r} order, this loader "
+                f"iterates {'an IterableDataset' if iterable else 'a map-style dataset'}"
+            )
         if loaded.kind is Kind.IN_EPOCH:
             check_identity(loaded, self._identity())
-        if (not is_map_style(self) and loaded.num_workers != self.num_workers
-                and loaded.in_epoch):
+        if not is_map_style(self) and loaded.num_workers != self.num_workers and loaded.in_epoch:
             # Each worker process iterates its own copy of the dataset (sharded by
             # get_worker_info): the stream itself depends on the number of workers.
-            raise ValueError(f"cannot resume: the state was saved with num_workers={loaded.num_workers}, this "
-                             f"loader has num_workers={self.num_workers}, and an IterableDataset's stream "
-                             "depends on the number of workers")
+            raise ValueError(
+                f"cannot resume: the state was saved with num_workers={loaded.num_workers}, this "
+                f"loader has num_workers={self.num_workers}, and an IterableDataset's stream "
+                "depends on the number of workers"
+            )
         generators = sampler_generators(self)
         if len(generators) != len(loaded.generators):
-            raise ValueError("cannot resume: the loader's generators differ from the ones saved "
-                             f"({len(generators)} now, {len(loaded.generators)} in the state)")
-        generator_states = [_decoded_rng(encoded, "generators", g.get_state()) for g, encoded
-                            in zip(generators, loaded.generators)]
-        global_rng = None if loaded.global_rng is None else \
-            _decoded_rng(loaded.global_rng, "global_rng", torch.get_rng_state())
+            raise ValueError(
+                "cannot resume: the loader's generators differ from the ones saved "
+                f"({len(generators)} now, {len(loaded.generators)} in the state)"
+            )
+        generator_states = [
+            _decoded_rng(encoded, "generators", g.get_state()) for g, encoded in zip(generators, loaded.generators)
+        ]
+        global_rng = (
+            None if loaded.global_rng is None else _decoded_rng(loaded.global_rng, "global_rng", torch.get_rng_state())
+        )
         # Checked: from here on the loader takes the state.
         for generator, generator_state in zip(generators, generator_states):
             generator.set_state(generator_state)
@@ -446,8 +549,12 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         self._next_epoch_draws_no_seed = False
         if not is_map_style(self) and loaded.kind is not Kind.IN_EPOCH:
             self._load_iterable_between_epochs(loaded)
-        elif (self._resume_state is None and not loaded.next_epoch_starts_workers
-                and self._epoch_starts_workers() and self._plan() is None):
+        elif (
+            self._resume_state is None
+            and not loaded.next_epoch_starts_workers
+            and self._epoch_starts_workers()
+            and self._plan() is None
+        ):
             self._next_epoch_draws_no_seed = True  # the saved run's next epoch starts no workers
         self._loaded = loaded
 

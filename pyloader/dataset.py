@@ -42,9 +42,11 @@ class ArrayDataset(Dataset):
         self.names: tuple[str, ...] | None = tuple(named_arrays) if named_arrays else None
         sources = list(named_arrays.values()) if named_arrays else list(arrays)
         labels = [f"array {name!r}" for name in named_arrays] or [
-            f"array #{position}" for position in range(len(arrays))]
+            f"array #{position}" for position in range(len(arrays))
+        ]
         self.columns: tuple[PiecedColumn, ...] = tuple(
-            pieced_column_from(source, label) for source, label in zip(sources, labels))
+            pieced_column_from(source, label) for source, label in zip(sources, labels)
+        )
         self.bare = False
         lengths = {label: len(column) for label, column in zip(labels, self.columns)}
         if len(set(lengths.values())) > 1:
@@ -73,5 +75,6 @@ class ArrayDataset(Dataset):
     def __repr__(self) -> str:
         names = self.names or [f"#{k}" for k in range(len(self.columns))]
         described = ", ".join(
-            f"{name}: {len(column)} rows of {column.dtype}" for name, column in zip(names, self.columns))
+            f"{name}: {len(column)} rows of {column.dtype}" for name, column in zip(names, self.columns)
+        )
         return f"{type(self).__name__}({described})"

@@ -40,7 +40,7 @@ class DistributedSampler(torch.utils.data.DistributedSampler):
 
     def native_order(self) -> _core.IndexOrder:
         """This rank's order for the current epoch (num_samples positions)."""
-        rows = len(self.dataset)
+        rows = len(self.dataset)  # type: ignore[arg-type]  # a sized dataset, as torch's sampler assumes
         if self.shuffle:
             base = _core.IndexOrder.shuffled(rows, epoch_seed(self.seed, self.epoch))
         else:

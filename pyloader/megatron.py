@@ -10,7 +10,6 @@ and its checks are described in ``_megatron.py``.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,8 +25,9 @@ class MegatronDataset(ArrayDataset):
     document ``i`` with ``unit="document"``) as a 1-D tensor of ``dtype`` (``torch.int64``
     by default; ``None`` keeps the file's token dtype)."""
 
-    def __init__(self, path_prefix: str | os.PathLike, *, unit: str = "sequence",
-                 dtype: Optional[torch.dtype] = torch.int64) -> None:
+    def __init__(
+        self, path_prefix: str | os.PathLike, *, unit: str = "sequence", dtype: torch.dtype | None = torch.int64
+    ) -> None:
         if unit not in ("sequence", "document"):
             raise ValueError(f"unit must be 'sequence' or 'document', not {unit!r}")
         index = read_megatron_index(path_prefix)
@@ -38,19 +38,29 @@ class MegatronDataset(ArrayDataset):
         mapped = [(index.idx_path, os.path.getsize(index.idx_path))]
         what = f"Megatron dataset {index.prefix!r}"
         if unit == "sequence":
-            piece = pointer_records(index.tokens, np.asarray(index.sequence_pointers),
-                                    np.asarray(index.sequence_lengths), dtype, what, mapped)
+            piece = pointer_records(
+                index.tokens,
+                np.asarray(index.sequence_pointers),
+                np.asarray(index.sequence_lengths),
+                dtype,
+                what,
+                mapped,
+            )
         else:
             if not index.contiguous():
-                raise ValueError(f"{index.idx_path!r}: its sequences are not laid out back to back, so its "
-                                 "documents are not runs of tokens; use unit='sequence'")
+                raise ValueError(
+                    f"{index.idx_path!r}: its sequences are not laid out back to back, so its "
+                    "documents are not runs of tokens; use unit='sequence'"
+                )
             piece = _records_piece(index.tokens, _document_offsets(index), dtype, what)
         super().__init__(PiecedColumn([piece]))
         self.bare = True
 
     def __repr__(self) -> str:
-        return (f"MegatronDataset({self.index.prefix!r}: {len(self)} {self.unit}s of {self.index.dtype} tokens, "
-                f"{len(self.index.tokens)} tokens)")
+        return (
+            f"MegatronDataset({self.index.prefix!r}: {len(self)} {self.unit}s of {self.index.dtype} tokens, "
+            f"{len(self.index.tokens)} tokens)"
+        )
 
 
 def _document_offsets(index: MegatronIndex) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,8 +39,7 @@ def _integer_target(dtype, what: str) -> np.dtype | None:
         return None
     target = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}.get(dtype)
     if target is None:
-        raise TypeError(f"{what}: dtype= converts integer records to torch.int64 or torch.int32, "
-                        f"not {dtype}")
+        raise TypeError(f"{what}: dtype= converts integer records to torch.int64 or torch.int32, not {dtype}")
     return target
 
 
@@ -84,7 +83,7 @@ class Records:
     so a later change to the caller's array cannot reach the loader.
     """
 
-    def __init__(self, values, offsets, *, dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(self, values, offsets, *, dtype: torch.dtype | None = None) -> None:
         sharded = isinstance(values, (list, tuple))
         if sharded != isinstance(offsets, (list, tuple)):
             raise TypeError("give values and offsets both as lists (one pair per shard) or both as arrays")
@@ -108,10 +107,12 @@ class Records:
             first = pieces[0]
             for k, piece in enumerate(pieces[1:], start=1):
                 if piece.array.dtype != first.array.dtype or piece.array.shape[1:] != first.array.shape[1:]:
-                    raise ValueError(f"{what}: shard {_describe(self._values[k], f'#{k}')} holds "
-                                     f"{piece.array.dtype} values of row shape {piece.array.shape[1:]}, shard "
-                                     f"{_describe(self._values[0], '#0')} {first.array.dtype} of "
-                                     f"{first.array.shape[1:]}; shards must share dtype and row shape")
+                    raise ValueError(
+                        f"{what}: shard {_describe(self._values[k], f'#{k}')} holds "
+                        f"{piece.array.dtype} values of row shape {piece.array.shape[1:]}, shard "
+                        f"{_describe(self._values[0], '#0')} {first.array.dtype} of "
+                        f"{first.array.shape[1:]}; shards must share dtype and row shape"
+                    )
             self._built["column"] = PiecedColumn(pieces)
         return self._built["column"]
 
@@ -126,19 +127,29 @@ def _records_piece(values, offsets, dtype, what: str) -> RecordsColumn:
     try:
         source = _core.RaggedSource(column.array, offsets_array)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{what}: {error} (values {_describe(values, 'array')}, "
-                         f"offsets {_describe(offsets, 'array')})") from None
+        raise ValueError(
+            f"{what}: {error} (values {_describe(values, 'array')}, offsets {_describe(offsets, 'array')})"
+        ) from None
     mapped = list(column.mapped)
     offsets_file, offsets_bytes = file_backing(offsets_array)
     if offsets_file is not None:
         mapped.append((offsets_file, offsets_bytes))
     out_dtype = column.dtype if cast is None else dtype
-    return RecordsColumn(source=source, array=column.array, dtype=out_dtype, cast=cast, starts=offsets_array,
-                         lengths=None, mapped=mapped, read_source=column.read_source)
+    return RecordsColumn(
+        source=source,
+        array=column.array,
+        dtype=out_dtype,
+        cast=cast,
+        starts=offsets_array,
+        lengths=None,
+        mapped=mapped,
+        read_source=column.read_source,
+    )
 
 
-def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarray, dtype, what: str,
-                    mapped: list) -> RecordsColumn:
+def pointer_records(
+    values: np.ndarray, pointers: np.ndarray, lengths: np.ndarray, dtype, what: str, mapped: list
+) -> RecordsColumn:
     """Records given by byte pointers into `values` and lengths in rows (the Megatron
     layout), checked once by the core."""
     column = column_from(values, f"{what} values")
@@ -147,9 +158,16 @@ def pointer_records(values: np.ndarray, pointers: np.ndarray, lengths: np.ndarra
         source = _core.RaggedSource(column.array, pointers=pointers, lengths=lengths)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{what}: {error}") from None
-    return RecordsColumn(source=source, array=column.array, dtype=column.dtype if cast is None else dtype,
-                         cast=cast, starts=pointers, lengths=lengths, mapped=mapped + list(column.mapped),
-                         read_source=column.read_source)
+    return RecordsColumn(
+        source=source,
+        array=column.array,
+        dtype=column.dtype if cast is None else dtype,
+        cast=cast,
+        starts=pointers,
+        lengths=lengths,
+        mapped=mapped + list(column.mapped),
+        read_source=column.read_source,
+    )
 
 
 class RaggedDataset(ArrayDataset):
@@ -161,7 +179,7 @@ class RaggedDataset(ArrayDataset):
     label=labels)``.
     """
 
-    def __init__(self, values, offsets, *, dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(self, values, offsets, *, dtype: torch.dtype | None = None) -> None:
         super().__init__(Records(values, offsets, dtype=dtype))
         self.bare = True
 
@@ -171,7 +189,7 @@ class PaddedBatch(NamedTuple):
 
     padded: torch.Tensor  # (batch, width, *row shape)
     lengths: torch.Tensor  # int64 (batch,): real rows of each record (after truncation)
-    mask: Optional[torch.Tensor]  # bool (batch, width): True at real rows; None unless asked
+    mask: torch.Tensor | None  # bool (batch, width): True at real rows; None unless asked
 
 
 class PadCollate:
@@ -188,9 +206,15 @@ class PadCollate:
     ``Records``) the padding is done by the native gather.
     """
 
-    def __init__(self, padding_value: float = 0, *, max_length: Optional[int] = None,
-                 pad_to_multiple_of: Optional[int] = None, padding_side: str = "right",
-                 return_mask: bool = False) -> None:
+    def __init__(
+        self,
+        padding_value: float = 0,
+        *,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str = "right",
+        return_mask: bool = False,
+    ) -> None:
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', not {padding_side!r}")
         for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
@@ -203,9 +227,11 @@ class PadCollate:
         self.return_mask = return_mask
 
     def __repr__(self) -> str:
-        return (f"PadCollate(padding_value={self.padding_value!r}, max_length={self.max_length!r}, "
-                f"pad_to_multiple_of={self.pad_to_multiple_of!r}, padding_side={self.padding_side!r}, "
-                f"return_mask={self.return_mask!r})")
+        return (
+            f"PadCollate(padding_value={self.padding_value!r}, max_length={self.max_length!r}, "
+            f"pad_to_multiple_of={self.pad_to_multiple_of!r}, padding_side={self.padding_side!r}, "
+            f"return_mask={self.return_mask!r})"
+        )
 
     def __call__(self, batch: Sequence[Any]):
         elem = batch[0]
@@ -225,10 +251,11 @@ class PadCollate:
     def pad(self, tensors: list[torch.Tensor]) -> PaddedBatch:
         """Pads a list of tensors of shape (length_i, *row shape)."""
         if self.max_length is not None:
-            tensors = [tensor[:self.max_length] for tensor in tensors]
+            tensors = [tensor[: self.max_length] for tensor in tensors]
         lengths = torch.tensor([len(tensor) for tensor in tensors], dtype=torch.int64)
-        padded = pad_sequence(tensors, batch_first=True, padding_value=self.padding_value,
-                              padding_side=self.padding_side)
+        padded = pad_sequence(
+            tensors, batch_first=True, padding_value=self.padding_value, padding_side=self.padding_side
+        )
         width = padded.shape[1]
         if self.pad_to_multiple_of is not None and width % self.pad_to_multiple_of:
             extra = self.pad_to_multiple_of - width % self.pad_to_multiple_of
@@ -256,5 +283,10 @@ class PadCollate:
             return None
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of > 1 << 32:
             return None  # beyond any batch the core builds: torch's code reports the overflow
-        return {"max_length": self.max_length or 0, "multiple": self.pad_to_multiple_of or 1,
-                "left": self.padding_side == "left", "mask": self.return_mask, "value": value.tobytes()}
+        return {
+            "max_length": self.max_length or 0,
+            "multiple": self.pad_to_multiple_of or 1,
+            "left": self.padding_side == "left",
+            "mask": self.return_mask,
+            "value": value.tobytes(),
+        }

@@ -8,7 +8,8 @@ nothing measurable per batch, and ``iterator.stats()`` returns them as a
     for step, batch in enumerate(batches):
         ...
     print(batches.stats().summary())
-    # 390 batches in 41.2 s: waited for data 0.35 s (0.8%); 99% ready when asked, 12.4 ahead on average; 2.44 GiB gathered
+    # 390 batches in 41.2 s: waited for data 0.35 s (0.8%); 99% ready when asked,
+    # 12.4 ahead on average; 2.44 GiB gathered
 
 ``waited_s`` is the time the caller spent inside ``next()`` blocked on a batch that was
 not ready yet. When it is a small share of ``elapsed_s``, loading is not the bottleneck;
@@ -55,11 +56,15 @@ class LoaderStats:
 
     def summary(self) -> str:
         """One line for a training log."""
-        line = (f"{self.batches} batches in {self.elapsed_s:.1f} s: waited for data {self.waited_s:.2f} s "
-                f"({100 * self.wait_fraction:.1f}%)")
+        line = (
+            f"{self.batches} batches in {self.elapsed_s:.1f} s: waited for data {self.waited_s:.2f} s "
+            f"({100 * self.wait_fraction:.1f}%)"
+        )
         if self.ready_when_asked is not None and self.batches:
-            line += (f"; {100 * self.ready_when_asked / self.batches:.0f}% ready when asked, "
-                     f"{self.mean_ahead:.1f} ahead on average")
+            line += (
+                f"; {100 * self.ready_when_asked / self.batches:.0f}% ready when asked, "
+                f"{self.mean_ahead:.1f} ahead on average"
+            )
         if self.gathered_bytes is not None:
             line += f"; {self.gathered_bytes / 2**30:.2f} GiB gathered"
         if self.read_bytes:
@@ -70,11 +75,15 @@ class LoaderStats:
 def native_stats(counters: dict, started: float) -> LoaderStats:
     """LoaderStats from a native pipeline's counters (``BatchPipeline.stats()``)."""
     batches = counters["batches"]
-    return LoaderStats(batches=batches, waited_s=counters["waited_ns"] / 1e9,
-                       elapsed_s=time.monotonic() - started,
-                       ready_when_asked=counters["ready_when_asked"],
-                       mean_ahead=counters["finished_ahead"] / batches if batches else 0.0,
-                       gathered_bytes=counters["gathered_bytes"], read_bytes=counters["read_bytes"])
+    return LoaderStats(
+        batches=batches,
+        waited_s=counters["waited_ns"] / 1e9,
+        elapsed_s=time.monotonic() - started,
+        ready_when_asked=counters["ready_when_asked"],
+        mean_ahead=counters["finished_ahead"] / batches if batches else 0.0,
+        gathered_bytes=counters["gathered_bytes"],
+        read_bytes=counters["read_bytes"],
+    )
 
 
 class WaitClock:

@@ -21,13 +21,23 @@ unrelated text; skipping costs at most ``block_size`` tokens per shard.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
 
-from ._columns import (Column, PiecedColumn, _is_pattern, _torch_dtype_of, file_backing, file_identity, file_position,
-                       open_npy, shard_paths)
+from ._columns import (
+    Column,
+    PiecedColumn,
+    _is_pattern,
+    _torch_dtype_of,
+    file_backing,
+    file_identity,
+    file_position,
+    open_npy,
+    shard_paths,
+)
 from .dataset import ArrayDataset
 
 _TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32, np.int32, np.int64)
@@ -47,13 +57,15 @@ def _open_tokens(source, token_dtype, what: str) -> np.ndarray:
             source = open_npy(path)
         else:
             if token_dtype is None:
-                raise ValueError(f"{what} ({path!r}) is a raw token file: say its dtype with token_dtype= "
-                                 "(e.g. numpy.uint16), or store it as .npy")
+                raise ValueError(
+                    f"{what} ({path!r}) is a raw token file: say its dtype with token_dtype= "
+                    "(e.g. numpy.uint16), or store it as .npy"
+                )
             dtype = np.dtype(token_dtype)
             size = os.path.getsize(path)
             if size % dtype.itemsize:
                 raise ValueError(f"{what} ({path!r}) has {size} bytes, not a whole number of {dtype} tokens")
-            source = (np.memmap(path, dtype=dtype, mode="r") if size else np.empty(0, dtype=dtype))
+            source = np.memmap(path, dtype=dtype, mode="r") if size else np.empty(0, dtype=dtype)
     if not isinstance(source, np.ndarray):
         raise TypeError(f"{what} must be a path, a numpy array or a CPU tensor, not {type(source).__name__}")
     if source.ndim != 1:
@@ -72,8 +84,9 @@ _LARGEST_SPAN = (2**63 - 1) // 8
 def _windows(tokens: np.ndarray, shift: int, windows: int, block_size: int, stride: int) -> np.ndarray:
     """Rows of `block_size` tokens starting at shift + k * stride, k < windows: a view."""
     item = tokens.itemsize
-    return np.lib.stride_tricks.as_strided(tokens[shift:], shape=(windows, block_size),
-                                           strides=(stride * tokens.strides[0], item), writeable=False)
+    return np.lib.stride_tricks.as_strided(
+        tokens[shift:], shape=(windows, block_size), strides=(stride * tokens.strides[0], item), writeable=False
+    )
 
 
 class TokenWindows(ArrayDataset):
@@ -86,9 +99,15 @@ class TokenWindows(ArrayDataset):
     ``torch.int32``, or ``None`` to keep the tokens' own dtype.
     """
 
-    def __init__(self, tokens: Union[TokenSource, Sequence[TokenSource]], block_size: int, *,
-                 stride: Optional[int] = None, dtype: Optional[torch.dtype] = torch.int64,
-                 token_dtype=None) -> None:
+    def __init__(
+        self,
+        tokens: TokenSource | Sequence[TokenSource],
+        block_size: int,
+        *,
+        stride: int | None = None,
+        dtype: torch.dtype | None = torch.int64,
+        token_dtype=None,
+    ) -> None:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, not {block_size!r}")
         stride = block_size if stride is None else stride
@@ -96,8 +115,10 @@ class TokenWindows(ArrayDataset):
             raise ValueError(f"stride must be a positive integer, not {stride!r}")
         for name, value in (("block_size", block_size), ("stride", stride)):
             if value > _LARGEST_SPAN:
-                raise ValueError(f"{name} {value} is too large: windows are addressed in bytes, and {value} "
-                                 f"tokens of up to 8 bytes exceed the 2**63 - 1 bytes any file or array can span")
+                raise ValueError(
+                    f"{name} {value} is too large: windows are addressed in bytes, and {value} "
+                    f"tokens of up to 8 bytes exceed the 2**63 - 1 bytes any file or array can span"
+                )
         if dtype is not None and dtype not in _OUTPUT_DTYPES:
             raise TypeError(f"dtype must be torch.int64, torch.int32 or None, not {dtype}")
         if isinstance(tokens, (str, os.PathLike)) and _is_pattern(os.fspath(tokens)):
@@ -129,17 +150,28 @@ class TokenWindows(ArrayDataset):
             for shift, pieces in ((0, inputs), (1, targets)):
                 view = _windows(stream, shift, windows, block_size, stride)
                 offset = None if position is None else position[1] + shift * stream.itemsize
-                pieces.append(Column(array=view, dtype=out_dtype, needs_view=False, file=file,
-                                     file_bytes=file_bytes, cast=cast, file_identity=identity,
-                                     file_offset=offset))
+                pieces.append(
+                    Column(
+                        array=view,
+                        dtype=out_dtype,
+                        needs_view=False,
+                        file=file,
+                        file_bytes=file_bytes,
+                        cast=cast,
+                        file_identity=identity,
+                        file_offset=offset,
+                    )
+                )
         if sum(len(piece) for piece in inputs) == 0:
             longest = max(len(stream) for stream in streams)
-            raise ValueError(f"block_size {block_size} needs at least {block_size + 1} tokens in a shard "
-                             f"(x and its shifted target); the longest shard holds {longest}")
+            raise ValueError(
+                f"block_size {block_size} needs at least {block_size + 1} tokens in a shard "
+                f"(x and its shifted target); the longest shard holds {longest}"
+            )
         super().__init__(PiecedColumn(inputs), PiecedColumn(targets))
 
     @classmethod
-    def from_megatron(cls, path_prefix, block_size: int, **options) -> "TokenWindows":
+    def from_megatron(cls, path_prefix, block_size: int, **options) -> TokenWindows:
         """Windows over the token stream of a Megatron-LM ``.bin``/``.idx`` pair (its
         documents back to back, as Megatron's GPT dataset reads them)."""
         from ._megatron import read_megatron_index
@@ -154,9 +186,10 @@ class TokenWindows(ArrayDataset):
 
     def __repr__(self) -> str:
         tokens = sum(len(stream) for stream in self.tokens)
-        return (f"TokenWindows({len(self)} windows of {self.block_size} tokens, stride {self.stride}, "
-                f"{tokens} {self.tokens[0].dtype} tokens in {len(self.tokens)} shard(s))")
-
+        return (
+            f"TokenWindows({len(self)} windows of {self.block_size} tokens, stride {self.stride}, "
+            f"{tokens} {self.tokens[0].dtype} tokens in {len(self.tokens)} shard(s))"
+        )
 
 
 def _rebuild(cls, arguments):

@@ -142,8 +142,9 @@ def stand_in_cuda(stand_in_driver, monkeypatch):
     to the backends opened are in `stand_in_driver.backends`."""
     import weakref
 
-    from pyloader import _staging
     from stand_in_cuda import StandInBackend
+
+    from pyloader import _staging
 
     backends = []
 

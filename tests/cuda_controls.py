@@ -23,14 +23,17 @@ def main() -> int:
     unrelated = torch.cuda.Stream()
     wrong = lambda: unrelated.cuda_stream  # noqa: E731
     failed_as_expected = True
-    for name, check in (("late copies", test_cuda.mismatches_with_late_copies),
-                        ("slow consumer", test_cuda.mismatches_with_a_slow_consumer)):
+    for name, check in (
+        ("late copies", test_cuda.mismatches_with_late_copies),
+        ("slow consumer", test_cuda.mismatches_with_a_slow_consumer),
+    ):
         loader, expected = test_cuda.delayed_stream_loader()
         right = check(loader, expected)
         loader, expected = test_cuda.delayed_stream_loader()
         wrong_count = check(loader, expected, stream_for=wrong)
-        print(f"[control] {name}: {right} mismatches with the consumer's stream, "
-              f"{wrong_count} with an unrelated stream")
+        print(
+            f"[control] {name}: {right} mismatches with the consumer's stream, {wrong_count} with an unrelated stream"
+        )
         failed_as_expected &= right == 0 and wrong_count > 0
     return 0 if failed_as_expected else 1
 

@@ -119,8 +119,14 @@ def write_corrupted(
         document_indices=document_indices,
     )
     unknown = set(fields) - {
-        "dtype_code", "sequence_lengths", "sequence_pointers", "document_indices",
-        "magic", "version", "sequence_count", "document_count",
+        "dtype_code",
+        "sequence_lengths",
+        "sequence_pointers",
+        "document_indices",
+        "magic",
+        "version",
+        "sequence_count",
+        "document_count",
     }
     if unknown:
         raise TypeError(f"unknown .idx fields: {sorted(unknown)}")

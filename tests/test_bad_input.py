@@ -26,13 +26,16 @@ def test_mixed_positional_and_named_or_nothing():
         pyloader.ArrayDataset()
 
 
-@pytest.mark.parametrize("array", [
-    np.array([object(), 1], dtype=object),
-    np.array(["ab", "c"]),
-    np.array([b"ab", b"c"]),
-    np.array(["2020-01-01"], dtype="datetime64[D]"),
-    np.zeros(4, dtype=[("a", "f4"), ("b", "i4")]),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([object(), 1], dtype=object),
+        np.array(["ab", "c"]),
+        np.array([b"ab", b"c"]),
+        np.array(["2020-01-01"], dtype="datetime64[D]"),
+        np.zeros(4, dtype=[("a", "f4"), ("b", "i4")]),
+    ],
+)
 def test_unsupported_dtypes(array):
     with pytest.raises(TypeError, match="dtype"):
         pyloader.ArrayDataset(array)
@@ -174,9 +177,19 @@ def test_getitem_and_collate_exceptions_keep_their_type(num_workers):
         raise LookupError("collate failed")
 
     for loader, error, message in (
-            (pyloader.DataLoader(Flaky(), batch_size=2, num_workers=num_workers), ZeroDivisionError, "bad sample 5"),
-            (pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=2, collate_fn=collate,
-                                 num_workers=num_workers, native=False), LookupError, "collate failed")):
+        (pyloader.DataLoader(Flaky(), batch_size=2, num_workers=num_workers), ZeroDivisionError, "bad sample 5"),
+        (
+            pyloader.DataLoader(
+                pyloader.ArrayDataset(np.arange(8)),
+                batch_size=2,
+                collate_fn=collate,
+                num_workers=num_workers,
+                native=False,
+            ),
+            LookupError,
+            "collate failed",
+        ),
+    ):
         iterator = iter(loader)
         with pytest.raises(error, match=message):
             for _ in iterator:
@@ -290,46 +303,63 @@ def truncate():
 def _run_sigbus_script(tmp_path, body):
     script = _SIGBUS_SCRIPT_PREAMBLE + textwrap.dedent(body)
     # cwd away from the source tree, which `-c` would put first on sys.path
-    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
 
 _LOAD = "list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))"
 
 
-@pytest.mark.parametrize("installs", [
-    # the guard, faulthandler over it, the guard again (faulthandler now hands faults
-    # back to the guard, which hands them to faulthandler: a cycle to be broken)
-    ["faulthandler.disable()", _LOAD, "faulthandler.enable()", _LOAD],
-    # faulthandler first (as pytest runs), then loaders
-    ["faulthandler.enable()", _LOAD, _LOAD],
-    ["faulthandler.enable()", _LOAD, "faulthandler.disable()", "faulthandler.enable()", _LOAD],
-])
+@pytest.mark.parametrize(
+    "installs",
+    [
+        # the guard, faulthandler over it, the guard again (faulthandler now hands faults
+        # back to the guard, which hands them to faulthandler: a cycle to be broken)
+        ["faulthandler.disable()", _LOAD, "faulthandler.enable()", _LOAD],
+        # faulthandler first (as pytest runs), then loaders
+        ["faulthandler.enable()", _LOAD, _LOAD],
+        ["faulthandler.enable()", _LOAD, "faulthandler.disable()", "faulthandler.enable()", _LOAD],
+    ],
+)
 def test_unguarded_fault_is_reported_once_and_ends_the_process(tmp_path, installs):
     # A fault outside any guarded copy must reach faulthandler exactly once and end
     # the process by SIGBUS, however the handlers were stacked.
-    result = _run_sigbus_script(tmp_path, "\n".join(installs) + textwrap.dedent("""
+    result = _run_sigbus_script(
+        tmp_path,
+        "\n".join(installs)
+        + textwrap.dedent("""
         mapped = np.load(path, mmap_mode="r")
         truncate()
         print(float(mapped[-1].sum()))  # numpy reads a page past the end: not guarded
-    """))
+    """),
+    )
     assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr)
     assert result.stderr.count("Fatal Python error: Bus error") == 1, result.stderr
 
 
 def test_unguarded_fault_without_faulthandler_ends_the_process_by_sigbus(tmp_path):
-    result = _run_sigbus_script(tmp_path, """
+    result = _run_sigbus_script(
+        tmp_path,
+        """
         faulthandler.disable()
         list(pyloader.DataLoader(pyloader.ArrayDataset(path), batch_size=4096))
         mapped = np.load(path, mmap_mode="r")
         truncate()
         print(float(mapped[-1].sum()))
-    """)
+    """,
+    )
     assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr)
 
 
 def test_guarded_faults_never_reach_faulthandler(tmp_path):
-    result = _run_sigbus_script(tmp_path, """
+    result = _run_sigbus_script(
+        tmp_path,
+        """
         faulthandler.enable()
         for attempt in range(3):
             np.save(path, np.ones((1 << 16, 64), dtype=np.float32))
@@ -344,7 +374,8 @@ def test_guarded_faults_never_reach_faulthandler(tmp_path):
             else:
                 raise SystemExit("no error")
         print("ok")
-    """)
+    """,
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     assert "Fatal Python error" not in result.stderr, result.stderr
 

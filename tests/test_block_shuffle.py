@@ -9,11 +9,14 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import evict
 
 
-@pytest.mark.parametrize("rows,block_rows,window_blocks", [
-    (1, 1, 1), (10, 3, 2), (1000, 7, 3), (64, 8, 8), (5, 8, 2), (100_003, 64, 16), (70_000, 1, 1)])
+@pytest.mark.parametrize(
+    "rows,block_rows,window_blocks",
+    [(1, 1, 1), (10, 3, 2), (1000, 7, 3), (64, 8, 8), (5, 8, 2), (100_003, 64, 16), (70_000, 1, 1)],
+)
 def test_every_row_once_per_epoch_and_epochs_differ(rows, block_rows, window_blocks):
     sampler = pyloader.BlockShuffleSampler(range(rows), block_rows, window_blocks, seed=11)
     orders = []
@@ -32,7 +35,7 @@ def test_each_window_draws_from_its_own_few_blocks():
     window = block_rows * window_blocks
     seen = set()
     for first in range(0, rows, window):
-        blocks = set((order[first:first + window] // block_rows).tolist())
+        blocks = set((order[first : first + window] // block_rows).tolist())
         assert len(blocks) == window_blocks  # whole blocks, window_blocks of them
         assert not blocks & seen
         seen |= blocks
@@ -55,8 +58,12 @@ def test_native_batches_equal_torchs_for_the_same_sampler():
     sampler.dataset = dataset
     ours = pyloader.DataLoader(dataset, batch_size=100, sampler=sampler, drop_last=True)
     assert ours.uses_native_path
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(data), torch.from_numpy(labels)), batch_size=100,
-                            sampler=sampler, drop_last=True)
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(data), torch.from_numpy(labels)),
+        batch_size=100,
+        sampler=sampler,
+        drop_last=True,
+    )
     for epoch in range(2):
         sampler.set_epoch(epoch)
         for a, b in zip(ours, theirs, strict=True):
@@ -67,11 +74,15 @@ def test_native_batches_equal_torchs_for_the_same_sampler():
 def test_ranks_take_contiguous_shares_of_one_order(drop_last):
     rows, world = 1000, 3
     whole = list(pyloader.BlockShuffleSampler(range(rows), 16, 4, num_replicas=1, rank=0, seed=4))
-    shares = [list(pyloader.BlockShuffleSampler(range(rows), 16, 4, num_replicas=world, rank=rank, seed=4,
-                                                drop_last=drop_last)) for rank in range(world)]
+    shares = [
+        list(
+            pyloader.BlockShuffleSampler(range(rows), 16, 4, num_replicas=world, rank=rank, seed=4, drop_last=drop_last)
+        )
+        for rank in range(world)
+    ]
     per_rank = rows // world if drop_last else -(-rows // world)
     assert all(len(share) == per_rank for share in shares)
-    padded = (whole + whole)[:per_rank * world]
+    padded = (whole + whole)[: per_rank * world]
     assert [x for share in shares for x in share] == padded
     if not drop_last:
         assert set(padded) == set(range(rows))
@@ -103,8 +114,9 @@ def test_bad_arguments_and_elastic_merge_are_refused():
     dataset = pyloader.ArrayDataset(np.arange(100))
     states = []
     for rank in range(2):
-        loader = pyloader.DataLoader(dataset, batch_size=8,
-                                     sampler=pyloader.BlockShuffleSampler(dataset, 8, num_replicas=2, rank=rank))
+        loader = pyloader.DataLoader(
+            dataset, batch_size=8, sampler=pyloader.BlockShuffleSampler(dataset, 8, num_replicas=2, rank=rank)
+        )
         iterator = iter(loader)
         next(iterator)
         states.append(loader.state_dict())
@@ -143,8 +155,8 @@ def test_block_batches_over_a_file_are_unchanged_by_window_read_ahead(tmp_path, 
         batches, windows = _epoch_and_windows_read_ahead(loader, explicit)
         assert len(batches) == -(-len(order) // 50)
         for k, (features, batch_labels) in enumerate(batches):
-            assert torch.equal(batch_labels, torch.from_numpy(labels[order[k * 50:(k + 1) * 50]]))
-            assert torch.equal(features, torch.from_numpy(data[order[k * 50:(k + 1) * 50]]))
+            assert torch.equal(batch_labels, torch.from_numpy(labels[order[k * 50 : (k + 1) * 50]]))
+            assert torch.equal(features, torch.from_numpy(data[order[k * 50 : (k + 1) * 50]]))
         # Only io="auto" reads windows ahead: "read" reads every batch explicitly, and
         # "mmap" has no file descriptors to advise.
         assert (windows > 0) == (io == "auto")
@@ -161,7 +173,7 @@ def test_block_batches_of_in_memory_arrays_read_nothing_ahead():
     order = np.array(list(sampler))
     assert windows == 0
     for k, (features,) in enumerate(batches):
-        assert torch.equal(features, torch.from_numpy(data[order[k * 64:(k + 1) * 64]]))
+        assert torch.equal(features, torch.from_numpy(data[order[k * 64 : (k + 1) * 64]]))
 
 
 def test_shuffled_batches_over_a_file_read_nothing_ahead(tmp_path):

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_files import write_corrupted, write_megatron
 from pyloader import _cli
+
+from megatron_files import write_corrupted, write_megatron
 
 
 def run(capsys, *argv):
@@ -48,8 +49,9 @@ def shards(tmp_path):
 
 def megatron_documents():
     rng = np.random.default_rng(7)
-    return [[rng.integers(0, 60000, int(rng.integers(1, 40))) for _ in range(int(rng.integers(1, 4)))]
-            for _ in range(9)]
+    return [
+        [rng.integers(0, 60000, int(rng.integers(1, 40))) for _ in range(int(rng.integers(1, 4)))] for _ in range(9)
+    ]
 
 
 def test_inspect_array(tmp_path, capsys):
@@ -112,8 +114,7 @@ def test_inspect_megatron(tmp_path, capsys):
         assert info["tokens"] == str(sum(lengths))
         assert info["sequences"] == str(len(lengths))
         assert info["documents"] == str(len(documents))
-        assert info["sequence length"] == (f"min {min(lengths)}, mean {np.mean(lengths):.1f}, "
-                                           f"max {max(lengths)}")
+        assert info["sequence length"] == (f"min {min(lengths)}, mean {np.mean(lengths):.1f}, max {max(lengths)}")
         assert info["size"].startswith(f"{size} bytes")
         assert info["files"] == "2"
 
@@ -126,8 +127,9 @@ def test_inspect_megatron_without_sequences(tmp_path, capsys):
     assert (info["dtype"], info["tokens"], info["sequences"], info["documents"]) == ("int32", "0", "0", "0")
 
 
-@pytest.mark.parametrize("make", ["missing", "not_npy", "truncated_npy", "truncated_idx", "empty_dir",
-                                  "no_glob_match", "mismatched_shards"])
+@pytest.mark.parametrize(
+    "make", ["missing", "not_npy", "truncated_npy", "truncated_idx", "empty_dir", "no_glob_match", "mismatched_shards"]
+)
 def test_inspect_unreadable_path_is_one_line_and_status_2(tmp_path, capsys, make):
     if make == "missing":
         path = tmp_path / "nope.npy"
@@ -177,8 +179,13 @@ def test_bad_command_lines_exit_2(capsys):
 def test_python_dash_m_from_another_directory(tmp_path):
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((6, 2), np.float64))
-    done = subprocess.run([sys.executable, "-m", "pyloader", "inspect", "good.npy", "missing.npy"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyloader", "inspect", "good.npy", "missing.npy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     info = blocks(done.stdout)["good.npy"]
     assert (info["kind"], info["dtype"], info["rows"], info["row shape"]) == ("array", "float64", "6", "(2,)")
@@ -200,15 +207,14 @@ def test_bench_arrays(tmp_path, shards, capsys):
     x, y = tmp_path / "x.npy", tmp_path / "y.npy"
     np.save(x, np.random.default_rng(0).random((600, 8), dtype=np.float32))
     np.save(y, np.arange(600))
-    status, out, err = run(capsys, "bench", str(x), str(y), "--batches", "3", "--rounds", "1",
-                           "--workers", "0")
+    status, out, err = run(capsys, "bench", str(x), str(y), "--batches", "3", "--rounds", "1", "--workers", "0")
     assert (status, err) == (0, "")
     assert "batch size 256, shuffled" in out
     ratio_lines(out, "array", [0])
 
     folder, _ = shards
-    status, out, err = run(capsys, "bench", str(folder), "--batch-size", "8", "--batches", "3",
-                           "--rounds", "1", "--workers", "0", "1", "--no-shuffle")
+    options = "--batch-size 8 --batches 3 --rounds 1 --workers 0 1 --no-shuffle"
+    status, out, err = run(capsys, "bench", str(folder), *options.split())
     assert (status, err) == (0, "")
     assert "batch size 8, in order" in out
     ratio_lines(out, "shards", [0, 1])
@@ -217,15 +223,16 @@ def test_bench_arrays(tmp_path, shards, capsys):
 def test_bench_tokens_and_megatron(tmp_path, capsys):
     raw = tmp_path / "train.bin"
     np.arange(5000, dtype=np.uint16).tofile(raw)
-    status, out, err = run(capsys, "bench", str(raw), "--token-dtype", "uint16", "--block-size", "16",
-                           "--batches", "3", "--rounds", "1", "--workers", "0")
+    options = "--token-dtype uint16 --block-size 16 --batches 3 --rounds 1 --workers 0"
+    status, out, err = run(capsys, "bench", str(raw), *options.split())
     assert (status, err) == (0, "")
     assert "5000 uint16 tokens" in out and "batch size 32" in out
     ratio_lines(out, "tokens", [0])
 
     prefix = write_megatron(tmp_path / "corpus", megatron_documents(), np.uint16)
-    status, out, err = run(capsys, "bench", prefix, "--block-size", "8", "--batches", "3", "--rounds", "1",
-                           "--workers", "0")
+    status, out, err = run(
+        capsys, "bench", prefix, "--block-size", "8", "--batches", "3", "--rounds", "1", "--workers", "0"
+    )
     assert (status, err) == (0, "")
     ratio_lines(out, "megatron", [0])
 
@@ -243,8 +250,9 @@ def test_bench_errors_exit_2(tmp_path, capsys):
 
 
 def case_for(paths, **options):
-    arguments = argparse.Namespace(paths=[str(p) for p in paths], token_dtype=None, tokens=False,
-                                   batch_size=None, block_size=1024)
+    arguments = argparse.Namespace(
+        paths=[str(p) for p in paths], token_dtype=None, tokens=False, batch_size=None, block_size=1024
+    )
     vars(arguments).update(options)
     return _cli.build_case(arguments)
 
@@ -291,5 +299,5 @@ def test_human_bytes():
     assert _cli.human_bytes(0) == "0 B"
     assert _cli.human_bytes(1023) == "1023 B"
     assert _cli.human_bytes(1536) == "1.5 KiB"
-    assert _cli.human_bytes(5 * 1024 ** 3) == "5.0 GiB"
-    assert _cli.human_bytes(3 * 1024 ** 5) == "3072.0 TiB"
+    assert _cli.human_bytes(5 * 1024**3) == "5.0 GiB"
+    assert _cli.human_bytes(3 * 1024**5) == "3072.0 TiB"

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import pyloader
 from pyloader import _core
+
 from conftest import acting_once_inside, assert_loaders_equal
 
 JOIN_TIMEOUT_S = 60
@@ -66,14 +67,7 @@ def test_two_threads_share_one_pipeline():
         pipeline = _core.BatchPipeline([ROWS], _core.ThreadPool(2), 6)
         pipeline.schedule_positions(order, 0, len(ROWS), 8)
 
-        class Batches:
-            def __iter__(self):
-                return self
-
-            def __next__(self):
-                return pipeline.next(0.0)
-
-        got = drain_from_threads(Batches(), threads=3)
+        got = drain_from_threads(iter(lambda pipeline=pipeline: pipeline.next(0.0), None), threads=3)
         rows = sorted(int(row) for batches in got for (x,) in batches for row in x[:, 0])
         assert rows == list(range(len(ROWS)))
         assert pipeline.popped == len(ROWS) // 8
@@ -99,10 +93,15 @@ def test_padding_collate_matches_torch(workers, shuffle):
     dataset = pyloader.ArrayDataset(tokens, lengths)
     common = {"batch_size": 32, "collate_fn": pad_collate}
     if shuffle == "sampler":
-        ours = pyloader.DataLoader(dataset, num_workers=workers, **common,
-                                   sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(5)))
-        theirs = tud.DataLoader(dataset, **common,
-                                sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(5)))
+        ours = pyloader.DataLoader(
+            dataset,
+            num_workers=workers,
+            **common,
+            sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(5)),
+        )
+        theirs = tud.DataLoader(
+            dataset, **common, sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(5))
+        )
         assert_loaders_equal(ours, theirs)
     elif shuffle == "native":
         ours = pyloader.DataLoader(dataset, num_workers=workers, shuffle=True, **common)
@@ -112,8 +111,9 @@ def test_padding_collate_matches_torch(workers, shuffle):
             seen.extend(batch_lengths.tolist())
         assert sorted(seen) == sorted(lengths.tolist())
     else:
-        assert_loaders_equal(pyloader.DataLoader(dataset, num_workers=workers, **common),
-                             tud.DataLoader(dataset, **common))
+        assert_loaders_equal(
+            pyloader.DataLoader(dataset, num_workers=workers, **common), tud.DataLoader(dataset, **common)
+        )
     assert pyloader.DataLoader(dataset, num_workers=workers, **common).uses_native_path
 
 
@@ -137,6 +137,7 @@ def failing_at(bad_first_value):
         if int(samples[0][0]) == bad_first_value:
             raise CollateError(f"cannot collate the batch starting at {bad_first_value}")
         return torch.stack([s[0] for s in samples])
+
     return collate
 
 
@@ -159,8 +160,13 @@ def test_collate_errors_keep_type_message_traceback_and_position(workers):
 @pytest.mark.parametrize("stop", ["break", "del", "close"])
 def test_leaving_an_epoch_with_collates_in_flight(stop):
     dataset = pyloader.ArrayDataset(ROWS)
-    loader = pyloader.DataLoader(dataset, batch_size=16, num_workers=2, prefetch_factor=4,
-                                 collate_fn=lambda samples: torch.stack([s[0] for s in samples]))
+    loader = pyloader.DataLoader(
+        dataset,
+        batch_size=16,
+        num_workers=2,
+        prefetch_factor=4,
+        collate_fn=lambda samples: torch.stack([s[0] for s in samples]),
+    )
     for _ in range(10):
         iterator = iter(loader)
         next(iterator)
@@ -197,8 +203,9 @@ def test_no_thread_growth_with_collate_threads():
 
 def test_fork_with_collates_in_flight():
     dataset = pyloader.ArrayDataset(np.arange(400))
-    loader = pyloader.DataLoader(dataset, batch_size=10, num_workers=2,
-                                 collate_fn=lambda samples: torch.stack([s[0] for s in samples]))
+    loader = pyloader.DataLoader(
+        dataset, batch_size=10, num_workers=2, collate_fn=lambda samples: torch.stack([s[0] for s in samples])
+    )
     iterator = iter(loader)
     first = next(iterator)
     pid = os.fork()
@@ -256,8 +263,7 @@ def test_a_failed_allocation_does_not_move_the_position(tmp_path, through):
         print("ok")
     """)
     # cwd away from the source tree, which `-c` would put first on sys.path
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
@@ -270,7 +276,7 @@ def test_iterator_closed_by_a_signal_handler_inside_next():
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, num_threads=1)
     for _ in range(5):
         iterator = iter(loader)
-        previous = signal.signal(signal.SIGALRM, lambda *_: iterator.close())
+        previous = signal.signal(signal.SIGALRM, lambda *_, iterator=iterator: iterator.close())
         try:
             # The handler runs on this thread, inside next(), as it waits.
             with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGALRM)):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import pyloader
+
 from conftest import assert_batches_equal
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _to_cpu(batch):
@@ -53,20 +53,23 @@ def _kinds(tmp_path):
         "npy file": (pyloader.ArrayDataset(str(tmp_path / "features.npy"), labels), {}),
         "tokens": (pyloader.TokenWindows(tokens, block_size=128), {}),
         "padded records": (pyloader.RaggedDataset(values, offsets), {"collate_fn": pyloader.PadCollate()}),
-        "custom collate": (pyloader.ArrayDataset(features, labels),
-                           {"collate_fn": lambda samples: torch.stack([torch.as_tensor(s[0]) for s in samples])}),
+        "custom collate": (
+            pyloader.ArrayDataset(features, labels),
+            {"collate_fn": lambda samples: torch.stack([torch.as_tensor(s[0]) for s in samples])},
+        ),
     }
 
 
-@pytest.mark.parametrize("kind", ["tuple", "dict", "tensors", "npy file", "tokens", "padded records",
-                                  "custom collate"])
+@pytest.mark.parametrize("kind", ["tuple", "dict", "tensors", "npy file", "tokens", "padded records", "custom collate"])
 def test_device_batches_equal_cpu_batches(tmp_path, kind):
     dataset, options = _kinds(tmp_path)[kind]
     device = torch.device("cuda", 0)
-    ours = pyloader.DataLoader(dataset, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(1),
-                               device=device, **options)
-    cpu = pyloader.DataLoader(dataset, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(1),
-                              **options)
+    ours = pyloader.DataLoader(
+        dataset, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(1), device=device, **options
+    )
+    cpu = pyloader.DataLoader(
+        dataset, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(1), **options
+    )
     held = list(ours)
     for batch, want in zip(held, cpu, strict=True):
         assert _is_on(batch, device)
@@ -80,7 +83,7 @@ def test_pin_memory_batches_are_pinned_and_copy_asynchronously():
         assert batch.is_pinned()
         on_device = batch.to("cuda", non_blocking=True)
         del batch  # torch's host allocator keeps the block until that copy is done
-        assert torch.equal(on_device.cpu(), torch.from_numpy(data[k * 256:(k + 1) * 256]))
+        assert torch.equal(on_device.cpu(), torch.from_numpy(data[k * 256 : (k + 1) * 256]))
 
 
 def test_stress_hold_drop_and_gpu_work_between_batches():
@@ -89,8 +92,9 @@ def test_stress_hold_drop_and_gpu_work_between_batches():
     # cross-stream tracking all race with real work.
     rows, width, batch_size = 40000, 16, 32
     data = np.arange(rows * width, dtype=np.int32).reshape(rows, width)
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(data, np.arange(rows)), batch_size=batch_size, shuffle=True,
-                                 device="cuda:0")
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(data, np.arange(rows)), batch_size=batch_size, shuffle=True, device="cuda:0"
+    )
     rng = np.random.default_rng(5)
     work = torch.randn(512, 512, device="cuda")
     held: list = []
@@ -127,8 +131,12 @@ def delayed_stream_loader(epochs: int = 1, shuffle_seed: int = 2):
     """A device loader and, per epoch, its expected batches (each epoch is shuffled anew)."""
     data = np.arange(ROWS * WIDTH, dtype=np.int32).reshape(ROWS, WIDTH)
     make = lambda **device: pyloader.DataLoader(  # noqa: E731
-        pyloader.ArrayDataset(data), batch_size=BATCH, shuffle=True,
-        generator=torch.Generator().manual_seed(shuffle_seed), **device)
+        pyloader.ArrayDataset(data),
+        batch_size=BATCH,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(shuffle_seed),
+        **device,
+    )
     cpu = make()
     expected = [[batch.to("cuda") for (batch,) in cpu] for _ in range(epochs)]  # staged before any delay
     return make(device="cuda:0"), expected if epochs > 1 else expected[0]

@@ -6,10 +6,23 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_batches_equal, assert_loaders_equal
 
-DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8,
-          np.uint16, np.uint32, np.bool_, np.complex64]
+DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.bool_,
+    np.complex64,
+]
 TRAILING = [(), (1,), (3,), (2, 5), (4, 1, 3)]
 
 
@@ -36,8 +49,9 @@ def test_sizes_and_drop_last_match_torch(rng, rows, batch_size, drop_last):
     x = rng.random((rows, 6), dtype=np.float32)
     y = rng.integers(0, 10, rows)
     ours = pyloader.DataLoader(pyloader.ArrayDataset(x, y), batch_size=batch_size, drop_last=drop_last)
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                            batch_size=batch_size, drop_last=drop_last)
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size, drop_last=drop_last
+    )
     assert_loaders_equal(ours, theirs)
 
 
@@ -46,10 +60,12 @@ def _samplers(n):
     weights = torch.rand(n, generator=torch.Generator().manual_seed(5))
     return {
         "random": lambda: tud.RandomSampler(range(n), generator=torch.Generator().manual_seed(1)),
-        "random_replacement": lambda: tud.RandomSampler(range(n), replacement=True, num_samples=2 * n,
-                                                        generator=torch.Generator().manual_seed(2)),
-        "subset_random": lambda: tud.SubsetRandomSampler(list(range(0, n, 3)),
-                                                         generator=torch.Generator().manual_seed(3)),
+        "random_replacement": lambda: tud.RandomSampler(
+            range(n), replacement=True, num_samples=2 * n, generator=torch.Generator().manual_seed(2)
+        ),
+        "subset_random": lambda: tud.SubsetRandomSampler(
+            list(range(0, n, 3)), generator=torch.Generator().manual_seed(3)
+        ),
         "weighted": lambda: tud.WeightedRandomSampler(weights, n, generator=torch.Generator().manual_seed(4)),
         "plain_list": lambda: [n - 1 - i for i in range(n)],
         "numpy_ints": lambda: np.random.default_rng(0).permutation(n),
@@ -65,8 +81,9 @@ def test_user_samplers_match_torch(rng, name, drop_last):
     x = rng.random((n, 4, 2), dtype=np.float32)
     y = np.arange(n)
     ours = pyloader.DataLoader(pyloader.ArrayDataset(x, y), batch_size=7, sampler=make(), drop_last=drop_last)
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                            batch_size=7, sampler=make(), drop_last=drop_last)
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=7, sampler=make(), drop_last=drop_last
+    )
     assert ours.uses_native_path
     assert_loaders_equal(ours, theirs)
 
@@ -78,23 +95,29 @@ def test_batch_sampler_matches_torch(rng):
     ours = pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=batches)
     theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=batches)
     assert_loaders_equal(ours, theirs)
-    for loader in (pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=[[1], []]),
-                   tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=[[1], []])):
+    for loader in (
+        pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=[[1], []]),
+        tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=[[1], []]),
+    ):
         iterator = iter(loader)
         next(iterator)
         with pytest.raises(IndexError):
             next(iterator)
     bs = lambda: tud.BatchSampler(tud.RandomSampler(range(n), generator=torch.Generator().manual_seed(8)), 9, False)
-    assert_loaders_equal(pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=bs()),
-                         tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=bs()))
+    assert_loaders_equal(
+        pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=bs()),
+        tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=bs()),
+    )
 
 
 def test_named_columns_match_stack_dataset(rng):
     x = rng.random((30, 5), dtype=np.float32)
     y = rng.integers(0, 3, 30)
     ours = pyloader.DataLoader(pyloader.ArrayDataset(features=x, label=y), batch_size=4)
-    theirs = tud.DataLoader(tud.StackDataset(features=tud.TensorDataset(torch.from_numpy(x)),
-                                             label=tud.TensorDataset(torch.from_numpy(y))), batch_size=4)
+    theirs = tud.DataLoader(
+        tud.StackDataset(features=tud.TensorDataset(torch.from_numpy(x)), label=tud.TensorDataset(torch.from_numpy(y))),
+        batch_size=4,
+    )
     for a, e in zip(ours, theirs):
         assert list(a) == ["features", "label"]
         assert_batches_equal(a["features"], e["features"][0])
@@ -109,8 +132,12 @@ def test_tensor_dataset_native_matches_torch():
     y = torch.randint(0, 5, (77,))
     w = torch.randn(77, 2).to(torch.bfloat16)
     ds = tud.TensorDataset(x, y, w)
-    ours = pyloader.DataLoader(ds, batch_size=10, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(0)))
-    theirs = tud.DataLoader(ds, batch_size=10, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(0)))
+    ours = pyloader.DataLoader(
+        ds, batch_size=10, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
+    )
+    theirs = tud.DataLoader(
+        ds, batch_size=10, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
+    )
     assert ours.uses_native_path
     assert_loaders_equal(ours, theirs)
 
@@ -123,7 +150,9 @@ def test_npy_paths_and_memmaps_match_torch(tmp_path, rng):
     ds = pyloader.ArrayDataset(str(tmp_path / "x.npy"), tmp_path / "tokens.npy")
     assert isinstance(ds.columns[0].array, np.memmap)
     ours = pyloader.DataLoader(ds, batch_size=32, drop_last=True)
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(tokens)), batch_size=32, drop_last=True)
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(tokens)), batch_size=32, drop_last=True
+    )
     assert_loaders_equal(ours, theirs)
 
 
@@ -148,16 +177,23 @@ def test_large_batches_split_across_threads_match(rng):
     y = np.arange(20_000)
     sampler = lambda: tud.RandomSampler(range(20_000), generator=torch.Generator().manual_seed(11))
     ours = pyloader.DataLoader(pyloader.ArrayDataset(x, y), batch_size=512, sampler=sampler(), num_threads=3)
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=512, sampler=sampler())
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=512, sampler=sampler()
+    )
     assert_loaders_equal(ours, theirs)
 
 
 def test_len_matches_torch(rng):
     x = rng.random((10, 2), dtype=np.float32)
-    for kwargs in ({"batch_size": 3}, {"batch_size": 3, "drop_last": True}, {"batch_size": 20},
-                   {"batch_size": 4, "shuffle": True}):
-        assert len(pyloader.DataLoader(pyloader.ArrayDataset(x), **kwargs)) == \
-            len(tud.DataLoader(pyloader.ArrayDataset(x), **kwargs))
+    for kwargs in (
+        {"batch_size": 3},
+        {"batch_size": 3, "drop_last": True},
+        {"batch_size": 20},
+        {"batch_size": 4, "shuffle": True},
+    ):
+        assert len(pyloader.DataLoader(pyloader.ArrayDataset(x), **kwargs)) == len(
+            tud.DataLoader(pyloader.ArrayDataset(x), **kwargs)
+        )
 
 
 def test_iterator_protocol():
@@ -189,11 +225,15 @@ def test_tensors_requiring_grad_keep_their_graph_via_torchs_path():
 
 def test_batch_samplers_yielding_tensors_generators_and_sets(rng):
     x = rng.random((40, 3), dtype=np.float32)
-    for batches in (lambda: torch.randperm(40, generator=torch.Generator().manual_seed(0)).split(6),
-                    lambda: [iter([1, 2, 3]) for _ in range(2)],
-                    lambda: [{4, 5}, {7}]):
-        assert_loaders_equal(pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=batches()),
-                             tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=batches()))
+    for batches in (
+        lambda: torch.randperm(40, generator=torch.Generator().manual_seed(0)).split(6),
+        lambda: [iter([1, 2, 3]) for _ in range(2)],
+        lambda: [{4, 5}, {7}],
+    ):
+        assert_loaders_equal(
+            pyloader.DataLoader(pyloader.ArrayDataset(x), batch_sampler=batches()),
+            tud.DataLoader(tud.TensorDataset(torch.from_numpy(x)), batch_sampler=batches()),
+        )
 
 
 def test_empty_arrays_are_accepted():
@@ -217,8 +257,9 @@ def test_custom_collate_gathers_natively_and_gets_torchs_samples(rng, collate):
     y = np.arange(50)
     sampler = lambda: tud.RandomSampler(range(50), generator=torch.Generator().manual_seed(2))
     ours = pyloader.DataLoader(pyloader.ArrayDataset(x, y), batch_size=8, sampler=sampler(), collate_fn=collate)
-    theirs = tud.DataLoader(tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8,
-                            sampler=sampler(), collate_fn=collate)
+    theirs = tud.DataLoader(
+        tud.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8, sampler=sampler(), collate_fn=collate
+    )
     assert ours.uses_native_path
     assert_loaders_equal(ours, theirs)
 
@@ -226,8 +267,11 @@ def test_custom_collate_gathers_natively_and_gets_torchs_samples(rng, collate):
 def test_custom_collate_with_named_columns_gets_dict_samples(rng):
     x = rng.random((20, 3), dtype=np.float32)
     seen = []
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(a=x, b=np.arange(20)), batch_size=5,
-                                 collate_fn=lambda samples: seen.append(samples) or len(samples))
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(a=x, b=np.arange(20)),
+        batch_size=5,
+        collate_fn=lambda samples: seen.append(samples) or len(samples),
+    )
     assert list(loader) == [5, 5, 5, 5]
     reference = [pyloader.ArrayDataset(a=x, b=np.arange(20))[i] for i in range(5)]
     assert_batches_equal(seen[0], reference)
@@ -241,12 +285,18 @@ def test_subsets_gather_natively_and_match_torch(rng, shuffle):
     inner = tud.Subset(base, list(range(90, 0, -3)) + [-1, -100])
     nested = tud.Subset(inner, [5, 0, 3, 3, -2, 31])
     for ds in (inner, nested, tud.Subset(tud.TensorDataset(torch.from_numpy(x)), np.arange(0, 100, 7))):
-        kwargs = dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1))) \
-            if shuffle else dict(batch_size=4)
+        kwargs = (
+            dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1)))
+            if shuffle
+            else dict(batch_size=4)
+        )
         loader = pyloader.DataLoader(ds, **kwargs)
         assert loader.uses_native_path
-        kwargs2 = dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1))) \
-            if shuffle else dict(batch_size=4)
+        kwargs2 = (
+            dict(batch_size=4, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(1)))
+            if shuffle
+            else dict(batch_size=4)
+        )
         assert_loaders_equal(loader, tud.DataLoader(ds, **kwargs2))
     shuffled = pyloader.DataLoader(inner, batch_size=4, shuffle=True)
     assert shuffled.uses_native_path
@@ -263,15 +313,20 @@ def test_subset_with_out_of_range_indices_falls_back_and_raises_like_torch():
 
 
 def test_concat_datasets_gather_natively_and_match_torch(rng):
-    parts = [pyloader.ArrayDataset(rng.random((n, 3), dtype=np.float32), np.arange(n) + 1000 * k)
-             for k, n in enumerate((7, 1, 30, 12))]
+    parts = [
+        pyloader.ArrayDataset(rng.random((n, 3), dtype=np.float32), np.arange(n) + 1000 * k)
+        for k, n in enumerate((7, 1, 30, 12))
+    ]
     tensors = tud.TensorDataset(torch.rand(5, 3), torch.arange(5) + 9000)
     concat = tud.ConcatDataset(parts + [tensors])
     nested = tud.ConcatDataset([concat, parts[0]])
     subset_of_concat = tud.Subset(nested, [0, 60, 7, 8, -1, 30])
     for ds in (concat, nested, subset_of_concat):
-        for kwargs in (dict(batch_size=4), dict(batch_size=6, drop_last=True),
-                       dict(batch_size=5, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(3)))):
+        for kwargs in (
+            dict(batch_size=4),
+            dict(batch_size=6, drop_last=True),
+            dict(batch_size=5, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(3))),
+        ):
             loader = pyloader.DataLoader(ds, **kwargs)
             assert loader.uses_native_path
             if "sampler" in kwargs:
@@ -301,10 +356,15 @@ def test_concat_of_subsets_and_random_split_parts_gathers_natively(rng):
     base = pyloader.ArrayDataset(rng.random((50, 3), dtype=np.float32), np.arange(50))
     train, val = tud.random_split(base, [40, 10], generator=torch.Generator().manual_seed(0))
     other = pyloader.ArrayDataset(rng.random((7, 3), dtype=np.float32), np.arange(100, 107))
-    for ds in (tud.ConcatDataset([train, val]), tud.ConcatDataset([val, other, tud.Subset(other, [6, 0])]),
-               tud.Subset(tud.ConcatDataset([other, train]), [0, 20, -1])):
-        for make in (lambda ds=ds: dict(batch_size=4),
-                     lambda ds=ds: dict(batch_size=3, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(2)))):
+    for ds in (
+        tud.ConcatDataset([train, val]),
+        tud.ConcatDataset([val, other, tud.Subset(other, [6, 0])]),
+        tud.Subset(tud.ConcatDataset([other, train]), [0, 20, -1]),
+    ):
+        for make in (
+            lambda ds=ds: dict(batch_size=4),
+            lambda ds=ds: dict(batch_size=3, sampler=tud.RandomSampler(ds, generator=torch.Generator().manual_seed(2))),
+        ):
             loader = pyloader.DataLoader(ds, **make())
             assert loader.uses_native_path
             assert_loaders_equal(loader, tud.DataLoader(ds, **make()))

@@ -13,6 +13,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_loaders_equal
 
 
@@ -31,8 +32,9 @@ def interleave(per_rank):
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_unshuffled_matches_torch_exactly(n, world, drop_last):
     ours = ranks(n, world, shuffle=False, drop_last=drop_last)
-    theirs = [list(tud.DistributedSampler(range(n), world, rank, shuffle=False, drop_last=drop_last))
-              for rank in range(world)]
+    theirs = [
+        list(tud.DistributedSampler(range(n), world, rank, shuffle=False, drop_last=drop_last)) for rank in range(world)
+    ]
     assert ours == theirs
 
 
@@ -101,12 +103,15 @@ def test_torch_distributed_sampler_gives_torchs_batches():
     ds = pyloader.ArrayDataset(x)
     for rank in range(3):
         make = lambda rank=rank: tud.DistributedSampler(ds, 3, rank, seed=4)
-        assert_loaders_equal(pyloader.DataLoader(ds, batch_size=5, sampler=make()),
-                             tud.DataLoader(ds, batch_size=5, sampler=make()))
+        assert_loaders_equal(
+            pyloader.DataLoader(ds, batch_size=5, sampler=make()), tud.DataLoader(ds, batch_size=5, sampler=make())
+        )
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed",
+)
 def test_torchrun_two_ranks(tmp_path):
     rows, epochs, world = 101, 3, 2
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -116,7 +121,11 @@ def test_torchrun_two_ranks(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [torchrun, "--standalone", f"--nproc_per_node={world}", worker, str(tmp_path), str(rows), str(epochs)],
-        env=env, capture_output=True, text=True, timeout=240)
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
     assert [r["rank"] for r in records] == [0, 1] and all(r["world_size"] == world for r in records)
@@ -179,8 +188,9 @@ def test_elastic_epoch_resumes_again_with_the_same_world():
     partial, again = _elastic_run(merged, 3, rows, stop=lambda rank: 2)
     for rank in range(3):
         ds = pyloader.ArrayDataset(np.arange(rows))
-        loader = pyloader.DataLoader(ds, batch_size=4,
-                                     sampler=pyloader.DistributedSampler(ds, num_replicas=3, rank=rank, seed=3))
+        loader = pyloader.DataLoader(
+            ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, num_replicas=3, rank=rank, seed=3)
+        )
         loader.load_state_dict(again[rank])
         assert partial[rank] + [x for (b,) in loader for x in b.tolist()] == uninterrupted[rank]
     with pytest.raises(ValueError, match="same world size"):
@@ -202,8 +212,10 @@ def test_merge_states_refuses_incomplete_or_mixed_states():
         pyloader.DistributedSampler.merge_states([states[0], states[1], never_iterated.state_dict()])
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed",
+)
 @pytest.mark.parametrize("old,new", [(2, 3), (3, 2)])
 def test_torchrun_elastic_resume(tmp_path, old, new):
     rows = 157
@@ -213,8 +225,13 @@ def test_torchrun_elastic_resume(tmp_path, old, new):
     worker = os.path.join(os.path.dirname(__file__), "elastic_worker.py")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for mode, world in (("save", old), ("resume", new)):
-        result = subprocess.run([torchrun, "--standalone", f"--nproc_per_node={world}", worker, str(tmp_path),
-                                 str(rows), mode], env=env, capture_output=True, text=True, timeout=240)
+        result = subprocess.run(
+            [torchrun, "--standalone", f"--nproc_per_node={world}", worker, str(tmp_path), str(rows), mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     saved = [json.loads((tmp_path / f"save{rank}.json").read_text()) for rank in range(old)]
     resumed = [json.loads((tmp_path / f"resume{rank}.json").read_text()) for rank in range(new)]

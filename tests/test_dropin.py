@@ -9,6 +9,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import WaitsForRelease, assert_batches_equal
 
 Point = collections.namedtuple("Point", "x y")
@@ -101,8 +102,9 @@ def test_iterable_dataset_sharded_by_worker_info(workers):
 
 def test_chain_dataset_and_len_of_iterable():
     chained = tud.ChainDataset([Shards(5), Shards(3)])
-    assert [b.tolist() for b in pyloader.DataLoader(chained, batch_size=4)] == \
-        [b.tolist() for b in tud.DataLoader(chained, batch_size=4)]
+    assert [b.tolist() for b in pyloader.DataLoader(chained, batch_size=4)] == [
+        b.tolist() for b in tud.DataLoader(chained, batch_size=4)
+    ]
 
 
 def test_worker_init_fn_seeds_and_persistent_workers_across_epochs():
@@ -113,21 +115,34 @@ def test_worker_init_fn_seeds_and_persistent_workers_across_epochs():
         def __getitem__(self, index):
             return np.random.randint(0, 1 << 30)
 
-    kwargs = dict(dataset=Noisy(), batch_size=3, num_workers=2, worker_init_fn=seeded_init,
-                  persistent_workers=True, prefetch_factor=3)
+    kwargs = dict(
+        dataset=Noisy(),
+        batch_size=3,
+        num_workers=2,
+        worker_init_fn=seeded_init,
+        persistent_workers=True,
+        prefetch_factor=3,
+    )
     assert_same(*both(**kwargs), epochs=2)
 
 
 def test_multiprocessing_context_spawn_and_generator():
-    kwargs = dict(dataset=Rich(), batch_size=4, num_workers=1, multiprocessing_context="spawn",
-                  make_sampler=lambda: tud.RandomSampler(range(23), generator=torch.Generator().manual_seed(5)))
+    kwargs = dict(
+        dataset=Rich(),
+        batch_size=4,
+        num_workers=1,
+        multiprocessing_context="spawn",
+        make_sampler=lambda: tud.RandomSampler(range(23), generator=torch.Generator().manual_seed(5)),
+    )
     assert_same(*both(**kwargs))
 
 
 def test_samplers_on_torchs_path():
     weights = torch.linspace(0.1, 1, 23)
-    for make_sampler in (lambda: tud.WeightedRandomSampler(weights, 30, generator=torch.Generator().manual_seed(1)),
-                         lambda: tud.SubsetRandomSampler(range(0, 23, 2), generator=torch.Generator().manual_seed(2))):
+    for make_sampler in (
+        lambda: tud.WeightedRandomSampler(weights, 30, generator=torch.Generator().manual_seed(1)),
+        lambda: tud.SubsetRandomSampler(range(0, 23, 2), generator=torch.Generator().manual_seed(2)),
+    ):
         assert_same(*both(dataset=Rich(), batch_size=4, make_sampler=make_sampler, drop_last=True))
 
 

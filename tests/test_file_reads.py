@@ -13,6 +13,7 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _core
+
 from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal, evict, native_thread_count
 
 ROWS = 3000
@@ -55,8 +56,13 @@ def assert_same(a, b):
 @pytest.mark.parametrize("io", ["read", "auto"])
 def test_reads_give_the_mappings_batches(files, io):
     features, labels = files
-    make = lambda io: pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=128, shuffle=True,
-                                          generator=torch.Generator().manual_seed(3), io=io)
+    make = lambda io: pyloader.DataLoader(
+        pyloader.ArrayDataset(features, labels),
+        batch_size=128,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+        io=io,
+    )
     expected = list(make("mmap"))
     gc.collect()  # no mapping of the file is left to keep its pages cached
     evict(features)
@@ -74,8 +80,9 @@ def test_reads_match_torch_for_views_subsets_concat_and_duplicates(files, tmp_pa
     columns = dict(x=shifted, y=np.load(labels, mmap_mode="r")[17:])
     ours = pyloader.ArrayDataset(**columns)
     tensors = tud.TensorDataset(torch.from_numpy(np.array(shifted)), torch.arange(17, ROWS))
-    sampler = lambda: tud.RandomSampler(range(len(shifted)), replacement=True, num_samples=900,
-                                        generator=torch.Generator().manual_seed(1))
+    sampler = lambda: tud.RandomSampler(
+        range(len(shifted)), replacement=True, num_samples=900, generator=torch.Generator().manual_seed(1)
+    )
     loader = pyloader.DataLoader(ours, batch_size=100, sampler=sampler(), io="read")
     got = [(b["x"], b["y"]) for b in loader]
     theirs = list(tud.DataLoader(tensors, batch_size=100, sampler=sampler()))
@@ -85,9 +92,15 @@ def test_reads_match_torch_for_views_subsets_concat_and_duplicates(files, tmp_pa
     second = write_npy(tmp_path / "second.npy", np.random.default_rng(2).random((500, 700), dtype=np.float32))
     concat = tud.ConcatDataset([pyloader.ArrayDataset(features), pyloader.ArrayDataset(second)])
     subset = tud.Subset(concat, list(range(ROWS - 300, ROWS + 200)))
-    plain = tud.Subset(tud.ConcatDataset([tud.TensorDataset(torch.from_numpy(np.load(features))),
-                                          tud.TensorDataset(torch.from_numpy(np.load(second)))]),
-                       list(range(ROWS - 300, ROWS + 200)))
+    plain = tud.Subset(
+        tud.ConcatDataset(
+            [
+                tud.TensorDataset(torch.from_numpy(np.load(features))),
+                tud.TensorDataset(torch.from_numpy(np.load(second))),
+            ]
+        ),
+        list(range(ROWS - 300, ROWS + 200)),
+    )
     loader = pyloader.DataLoader(subset, batch_size=64, shuffle=False, io="read")
     assert loader.uses_native_path
     assert_loaders_equal(loader, tud.DataLoader(plain, batch_size=64, shuffle=False))
@@ -137,8 +150,7 @@ def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_p
 
     # Through the loader too: an OSError naming the file, whichever check sees it first.
     write_npy(tmp_path / "shrinking2.npy", np.ones((4096, 1024), dtype=np.float32))
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(str(tmp_path / "shrinking2.npy")), batch_size=256,
-                                 io="read")
+    loader = pyloader.DataLoader(pyloader.ArrayDataset(str(tmp_path / "shrinking2.npy")), batch_size=256, io="read")
     iterator = iter(loader)
     next(iterator)
     os.truncate(tmp_path / "shrinking2.npy", 1 << 20)
@@ -175,15 +187,15 @@ def test_views_that_explicit_reads_cannot_place_use_the_mapping(tmp_path):
     private = np.load(path, mmap_mode="c")
     private[::7] = -1  # copy-on-write: these pages no longer match the file
     for array in (rebuilt, private):
-        batches, read = explicit_batches(pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=50,
-                                                             io="read"))
+        batches, read = explicit_batches(pyloader.DataLoader(pyloader.ArrayDataset(array), batch_size=50, io="read"))
         assert read == 0
         assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(np.array(array)))
 
 
 def test_columns_too_small_for_explicit_reads_open_no_files(tmp_path):
-    shards = [write_npy(tmp_path / f"shard{k}.npy", np.arange(k * 100, k * 100 + 100, dtype=np.int64))
-              for k in range(50)]
+    shards = [
+        write_npy(tmp_path / f"shard{k}.npy", np.arange(k * 100, k * 100 + 100, dtype=np.int64)) for k in range(50)
+    ]
     loader = pyloader.DataLoader(pyloader.ArrayDataset(shards), batch_size=64, shuffle=True)
     gc.collect()
     before = len(os.listdir("/proc/self/fd"))
@@ -196,8 +208,7 @@ def test_columns_too_small_for_explicit_reads_open_no_files(tmp_path):
 def test_a_pipeline_used_in_a_forked_child_copies_from_its_mapping(tmp_path):
     path = write_npy(tmp_path / "data.npy", np.arange(64 * 1024, dtype=np.float32).reshape(64, 1024))
     mapped = np.load(path, mmap_mode="r")
-    pipeline = _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=[[read_source(path, mapped)]],
-                                   io="read")
+    pipeline = _core.BatchPipeline([mapped], _core.ThreadPool(1), 2, files=[[read_source(path, mapped)]], io="read")
     pipeline.enqueue_indices([0, 1])
     pipeline.next()  # the reader threads exist now, in this process only
     pid = os.fork()
@@ -253,8 +264,12 @@ def test_token_windows_are_read_explicitly_with_the_mappings_bytes(tmp_path, str
     # delivered as int64 (read as uint16, then widened) or as stored.
     shards = [write_tokens(tmp_path / f"shard{k}.bin", 60_000 + 999 * k, seed=k) for k in range(2)]
     make = lambda io: pyloader.DataLoader(
-        pyloader.TokenWindows(shards, 1024, stride=stride, dtype=dtype, token_dtype=np.uint16), batch_size=8,
-        shuffle=True, generator=torch.Generator().manual_seed(5), io=io)
+        pyloader.TokenWindows(shards, 1024, stride=stride, dtype=dtype, token_dtype=np.uint16),
+        batch_size=8,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(5),
+        io=io,
+    )
     expected = list(make("mmap"))
     gc.collect()
     for shard in shards:
@@ -272,10 +287,13 @@ def test_token_windows_of_npy_and_megatron_files_are_read_explicitly(tmp_path):
     tokens = np.random.default_rng(1).integers(0, 30_000, 50_000).astype(np.uint16)
     np.save(tmp_path / "tokens.npy", tokens)
     prefix = write_megatron(tmp_path / "corpus", [[tokens[:20_000]], [tokens[20_000:]]], np.uint16)
-    for dataset in (pyloader.TokenWindows(str(tmp_path / "tokens.npy"), 512),
-                    pyloader.TokenWindows.from_megatron(prefix, 512)):
-        make = lambda io: pyloader.DataLoader(dataset, batch_size=4, shuffle=True,
-                                              generator=torch.Generator().manual_seed(2), io=io)
+    for dataset in (
+        pyloader.TokenWindows(str(tmp_path / "tokens.npy"), 512),
+        pyloader.TokenWindows.from_megatron(prefix, 512),
+    ):
+        make = lambda io, dataset=dataset: pyloader.DataLoader(
+            dataset, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(2), io=io
+        )
         got, read = explicit_batches(make("read"))
         assert read > 0
         for a, b in zip(got, make("mmap"), strict=True):
@@ -287,12 +305,15 @@ def test_a_token_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it
     windows = pyloader.TokenWindows(path, 1024, token_dtype=np.uint16)
     column = windows.columns[0].pieces[0]
     pool = _core.ThreadPool(2)
-    pipeline = _core.BatchPipeline([column.array], pool, 4, casts=[np.dtype(np.int64)],
-                                   files=[[column.read_source]], io="read", read_threads=8)
+    pipeline = _core.BatchPipeline(
+        [column.array], pool, 4, casts=[np.dtype(np.int64)], files=[[column.read_source]], io="read", read_threads=8
+    )
     pipeline.enqueue_indices(list(range(0, 4096, 16)))
     first = pipeline.next()[0]
-    assert torch.equal(torch.as_tensor(first[1]), torch.from_numpy(np.fromfile(path, np.uint16)[16 * 1024:17 * 1024]
-                                                                  .astype(np.int64)))
+    assert torch.equal(
+        torch.as_tensor(first[1]),
+        torch.from_numpy(np.fromfile(path, np.uint16)[16 * 1024 : 17 * 1024].astype(np.int64)),
+    )
     os.truncate(path, 1 << 20)  # 1 MiB left: most windows are past the end now
     pipeline.enqueue_indices(list(range(2048, 4096, 8)))
     with pytest.raises(OSError, match="shrinking.bin.*short"):  # a short read, not a SIGBUS
@@ -304,8 +325,12 @@ def test_loaders_in_one_process_share_one_bounded_read_engine(files):
     # Each pipeline used to start its own reader threads: eight loaders read 8 x 64.
     # One engine per process serves every loader and iterator.
     features, labels = files
-    loaders = [pyloader.DataLoader(pyloader.ArrayDataset(features, labels), batch_size=64, shuffle=True,
-                                   io="read", num_threads=1) for _ in range(8)]
+    loaders = [
+        pyloader.DataLoader(
+            pyloader.ArrayDataset(features, labels), batch_size=64, shuffle=True, io="read", num_threads=1
+        )
+        for _ in range(8)
+    ]
     for loader in loaders:
         next(iter(loader))  # each loader's own gather thread exists from now on
     gc.collect()

@@ -12,6 +12,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from checkpoints import checkpointed_run, epochs, sample_ids
 
 ITEMS, EPOCHS = 23, 3
@@ -67,10 +68,18 @@ class ReshufflingStream(tud.IterableDataset):
 
 
 DATASETS = {"counting": CountingStream, "reshuffling": ReshufflingStream}
-BATCHING = {"batch4": dict(batch_size=4), "batch4_drop_last": dict(batch_size=4, drop_last=True),
-            "unbatched": dict(batch_size=None), "batch3": dict(batch_size=3)}
-WORKERS = {"w0": dict(num_workers=0), "processes2": dict(num_workers=2), "processes3": dict(num_workers=3),
-           "persistent2": dict(num_workers=2, persistent_workers=True)}
+BATCHING = {
+    "batch4": dict(batch_size=4),
+    "batch4_drop_last": dict(batch_size=4, drop_last=True),
+    "unbatched": dict(batch_size=None),
+    "batch3": dict(batch_size=3),
+}
+WORKERS = {
+    "w0": dict(num_workers=0),
+    "processes2": dict(num_workers=2),
+    "processes3": dict(num_workers=3),
+    "persistent2": dict(num_workers=2, persistent_workers=True),
+}
 
 
 def cases():

@@ -10,6 +10,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import acting_once_inside, assert_fork_mid_epoch_continues, native_thread_count
 
 
@@ -124,8 +125,12 @@ def test_sigint_while_waiting_raises_keyboard_interrupt(sigint_raises):
     dataset = pyloader.ArrayDataset(big)
     loader = pyloader.DataLoader(dataset, batch_size=64, num_threads=1)
     iterator = iter(loader)
-    endless = pyloader.DataLoader(dataset, batch_size=16, num_threads=1,
-                                  sampler=tud.RandomSampler(dataset, replacement=True, num_samples=16 << 20))
+    endless = pyloader.DataLoader(
+        dataset,
+        batch_size=16,
+        num_threads=1,
+        sampler=tud.RandomSampler(dataset, replacement=True, num_samples=16 << 20),
+    )
     stream = iter(endless)
     with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
         with pytest.raises(KeyboardInterrupt):

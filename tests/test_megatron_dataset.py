@@ -6,13 +6,16 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_batches_equal, assert_loaders_equal
 from megatron_files import write_megatron
 
 
 def corpus(rng, documents=30, dtype=np.uint16):
-    return [[rng.integers(0, 30000, rng.integers(0, 60)).astype(dtype) for _ in range(rng.integers(1, 4))]
-            for _ in range(documents)]
+    return [
+        [rng.integers(0, 30000, rng.integers(0, 60)).astype(dtype) for _ in range(rng.integers(1, 4))]
+        for _ in range(documents)
+    ]
 
 
 class Reference(tud.Dataset):
@@ -54,8 +57,8 @@ def test_token_windows_over_the_stream(rng, tmp_path):
     assert len(ds) == (len(stream) - 17) // 16 + 1
     x, y = next(iter(pyloader.DataLoader(ds, batch_size=len(ds))))
     for k in (0, len(ds) - 1):
-        assert torch.equal(x[k], torch.from_numpy(stream[16 * k:16 * k + 16]))
-        assert torch.equal(y[k], torch.from_numpy(stream[16 * k + 1:16 * k + 17]))
+        assert torch.equal(x[k], torch.from_numpy(stream[16 * k : 16 * k + 16]))
+        assert torch.equal(y[k], torch.from_numpy(stream[16 * k + 1 : 16 * k + 17]))
 
 
 def test_bad_input(rng, tmp_path):

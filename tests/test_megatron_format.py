@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from megatron_files import idx_bytes, write_corrupted, write_megatron
 from pyloader import _megatron
 from pyloader._megatron import MegatronIndex, read_megatron_index
+
+from megatron_files import idx_bytes, write_corrupted, write_megatron
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float32, np.float64]
 
@@ -17,8 +18,7 @@ DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float32
 def sequences_of(index):
     itemsize = index.dtype.itemsize
     return [
-        index.tokens[int(p) // itemsize :][: int(n)]
-        for p, n in zip(index.sequence_pointers, index.sequence_lengths)
+        index.tokens[int(p) // itemsize :][: int(n)] for p, n in zip(index.sequence_pointers, index.sequence_lengths)
     ]
 
 
@@ -63,9 +63,7 @@ def test_writer_bytes_one_document_uint16(tmp_path):
 def test_writer_bytes_three_documents_int32(tmp_path):
     documents = [[np.array([5, 6]), np.array([7])], [], [np.array([-1])]]
     prefix = write_megatron(tmp_path / "d", documents, np.int32)
-    assert pathlib.Path(prefix + ".bin").read_bytes() == bytes.fromhex(
-        "05000000 06000000 07000000 ffffffff"
-    )
+    assert pathlib.Path(prefix + ".bin").read_bytes() == bytes.fromhex("05000000 06000000 07000000 ffffffff")
     idx = pathlib.Path(prefix + ".idx").read_bytes()
     assert len(idx) == 34 + 3 * 4 + 3 * 8 + 4 * 8
     assert idx == bytes.fromhex(
@@ -200,9 +198,7 @@ PAIRS = [[np.array([1, 2]), np.array([3, 4])], [np.array([5, 6])]]
     ],
 )
 def test_contiguous(tmp_path, pointers, bin_extra, expected):
-    prefix = write_corrupted(
-        tmp_path / "d", PAIRS, sequence_pointers=pointers, bin_extra=bin_extra
-    )
+    prefix = write_corrupted(tmp_path / "d", PAIRS, sequence_pointers=pointers, bin_extra=bin_extra)
     assert read_megatron_index(prefix).contiguous() is expected
 
 
@@ -214,8 +210,7 @@ def test_contiguous_across_chunks(tmp_path, monkeypatch):
     good = read_megatron_index(prefix).sequence_pointers.tolist()
     for i in range(1, len(good)):
         pointers = good[:i] + [p + 2 for p in good[i:]]  # a one-token gap before sequence i
-        prefix = write_corrupted(tmp_path / "d", documents, sequence_pointers=pointers,
-                                 bin_extra=b"\0\0")
+        prefix = write_corrupted(tmp_path / "d", documents, sequence_pointers=pointers, bin_extra=b"\0\0")
         assert not read_megatron_index(prefix).contiguous(), i
 
 
@@ -331,7 +326,6 @@ def test_errors_past_the_first_chunk(tmp_path, monkeypatch):
 
 
 def test_idx_bytes_counts_default_to_lengths():
-    data = idx_bytes(dtype_code=8, sequence_lengths=[1, 2], sequence_pointers=[0, 2],
-                     document_indices=[0, 2])
+    data = idx_bytes(dtype_code=8, sequence_lengths=[1, 2], sequence_pointers=[0, 2], document_indices=[0, 2])
     assert len(data) == 34 + 2 * 12 + 2 * 8
     assert data[18:34] == (2).to_bytes(8, "little") * 2

@@ -12,6 +12,7 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _plain
+
 from conftest import assert_loaders_equal
 
 X = np.arange(40, dtype=np.float32).reshape(20, 2)
@@ -74,7 +75,9 @@ CHANGED = {
     "ConcatDataset.__getitem__": lambda: ConcatGetitem([tud.TensorDataset(*tensors())] * 2),
     "ArrayDataset._row": lambda: RowChanging(X, Y),
     "Subset of a changed dataset": lambda: tud.Subset(DoublingGetitems(X, Y), [3, 1, 2]),
-    "ConcatDataset of a changed dataset": lambda: tud.ConcatDataset([pyloader.ArrayDataset(X, Y), ShortLen(*tensors())]),
+    "ConcatDataset of a changed dataset": lambda: tud.ConcatDataset(
+        [pyloader.ArrayDataset(X, Y), ShortLen(*tensors())]
+    ),
 }
 
 
@@ -82,8 +85,16 @@ CHANGED = {
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_datasets_that_change_the_fetch_take_torchs_path(name, shuffle):
     dataset = CHANGED[name]()
-    ours = pyloader.DataLoader(dataset, batch_size=4, sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(1)) if shuffle else None)
-    theirs = tud.DataLoader(dataset, batch_size=4, sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(1)) if shuffle else None)
+    ours = pyloader.DataLoader(
+        dataset,
+        batch_size=4,
+        sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(1)) if shuffle else None,
+    )
+    theirs = tud.DataLoader(
+        dataset,
+        batch_size=4,
+        sampler=tud.RandomSampler(dataset, generator=torch.Generator().manual_seed(1)) if shuffle else None,
+    )
     assert not ours.uses_native_path
     with pytest.raises(ValueError, match="native=True"):
         pyloader.DataLoader(dataset, batch_size=4, native=True)
@@ -109,8 +120,9 @@ class HelperMethods(pyloader.ArrayDataset):
         return repr(self)
 
 
-@pytest.mark.parametrize("make", [lambda: OnlyInit(X, Y), lambda: HelperMethods(X, Y),
-                                  lambda: tud.Subset(OnlyInit(X, Y), [5, 4, 3])])
+@pytest.mark.parametrize(
+    "make", [lambda: OnlyInit(X, Y), lambda: HelperMethods(X, Y), lambda: tud.Subset(OnlyInit(X, Y), [5, 4, 3])]
+)
 def test_subclasses_that_change_no_fetch_stay_native(make):
     dataset = make()
     ours = pyloader.DataLoader(dataset, batch_size=4)

@@ -61,11 +61,14 @@ def _epoch(loader):
     return torch.cat([y for _, y in loader]).tolist()
 
 
-@pytest.mark.parametrize("size,batch_size,drop_last", [(1000, 32, False), (1000, 32, True), (7, 3, False), (1, 4, False)])
+@pytest.mark.parametrize(
+    "size,batch_size,drop_last", [(1000, 32, False), (1000, 32, True), (7, 3, False), (1, 4, False)]
+)
 def test_loader_shuffle_visits_every_index_once_per_epoch(size, batch_size, drop_last):
     x = np.arange(size, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(x, np.arange(size)), batch_size=batch_size,
-                                 shuffle=True, drop_last=drop_last)
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(x, np.arange(size)), batch_size=batch_size, shuffle=True, drop_last=drop_last
+    )
     assert loader.uses_native_path
     for _ in range(3):
         seen = _epoch(loader)
@@ -86,8 +89,9 @@ def test_loader_shuffle_is_repeatable_and_changes_each_epoch():
     again = make()
     assert _flat(again) == first and _flat(again) == second
     gen_a, gen_b = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    assert _flat(pyloader.DataLoader(ds, batch_size=50, shuffle=True, generator=gen_a)) == \
-        _flat(pyloader.DataLoader(ds, batch_size=50, shuffle=True, generator=gen_b))
+    assert _flat(pyloader.DataLoader(ds, batch_size=50, shuffle=True, generator=gen_a)) == _flat(
+        pyloader.DataLoader(ds, batch_size=50, shuffle=True, generator=gen_b)
+    )
 
 
 def _flat(loader):
@@ -98,8 +102,9 @@ def test_order_does_not_depend_on_thread_count():
     ds = pyloader.ArrayDataset(np.arange(100_000, dtype=np.int64), np.random.default_rng(0).random((100_000, 8)))
     results = []
     for threads in (1, 2, 4):
-        loader = pyloader.DataLoader(ds, batch_size=1000, shuffle=True, num_threads=threads,
-                                     generator=torch.Generator().manual_seed(3))
+        loader = pyloader.DataLoader(
+            ds, batch_size=1000, shuffle=True, num_threads=threads, generator=torch.Generator().manual_seed(3)
+        )
         results.append([(y.clone(), x.clone()) for y, x in loader])
     for other in results[1:]:
         assert len(other) == len(results[0])

@@ -12,6 +12,7 @@ import torch
 
 import pyloader
 from pyloader import _core
+
 from conftest import evict
 
 RECORDS = 3000
@@ -72,17 +73,23 @@ def shards(tmp_path):
 
 
 @pytest.mark.parametrize("io", ["read", "auto"])
-@pytest.mark.parametrize("collate", [
-    pyloader.PadCollate(padding_value=7),
-    pyloader.PadCollate(padding_value=3, max_length=100, pad_to_multiple_of=8, padding_side="left",
-                        return_mask=True),
-], ids=["right", "left-truncated-masked"])
+@pytest.mark.parametrize(
+    "collate",
+    [
+        pyloader.PadCollate(padding_value=7),
+        pyloader.PadCollate(
+            padding_value=3, max_length=100, pad_to_multiple_of=8, padding_side="left", return_mask=True
+        ),
+    ],
+    ids=["right", "left-truncated-masked"],
+)
 @pytest.mark.parametrize("dtype", [torch.int64, None])
 def test_records_are_read_explicitly_with_the_mappings_bytes(shards, io, collate, dtype):
     def make(io):
         dataset = pyloader.RaggedDataset([mapped(v) for v, _ in shards], [mapped(o) for _, o in shards], dtype=dtype)
-        return pyloader.DataLoader(dataset, batch_size=32, shuffle=True, collate_fn=collate,
-                                   generator=torch.Generator().manual_seed(3), io=io)
+        return pyloader.DataLoader(
+            dataset, batch_size=32, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(3), io=io
+        )
 
     expected, read = epoch_and_reads(make("mmap"))
     assert read == 0
@@ -101,15 +108,18 @@ def test_subsets_ranks_and_resume_read_the_mappings_bytes(shards, tmp_path, kind
         files = [values]
         new_dataset = lambda: pyloader.ArrayDataset(
             tokens=pyloader.Records(mapped(values), mapped(offsets), dtype=torch.int64),
-            label=mapped(str(tmp_path / "labels.npy")))
+            label=mapped(str(tmp_path / "labels.npy")),
+        )
     elif kind == "token windows":
         files = [str(tmp_path / "tokens.bin")]
         np.random.default_rng(5).integers(0, 50_000, 1 << 19, dtype=np.uint16).tofile(files[0])
         new_dataset = lambda: pyloader.TokenWindows(files[0], 1024, token_dtype=np.uint16)  # 2-KiB rows
     else:
         rng = np.random.default_rng(6)
-        prefix = write_megatron(tmp_path / "corpus", [[rng.integers(0, 30_000, int(n)).astype(np.uint16)]
-                                                      for n in rng.integers(1, 300, 1500)])
+        prefix = write_megatron(
+            tmp_path / "corpus",
+            [[rng.integers(0, 30_000, int(n)).astype(np.uint16)] for n in rng.integers(1, 300, 1500)],
+        )
         files = [prefix + ".bin"]
         new_dataset = lambda: pyloader.MegatronDataset(prefix)
     collate = None if kind == "token windows" else pyloader.PadCollate()
@@ -152,13 +162,19 @@ def test_megatron_records_are_read_explicitly(tmp_path):
     from megatron_files import write_megatron
 
     rng = np.random.default_rng(9)
-    documents = [[rng.integers(0, 30_000, int(n)).astype(np.uint16) for n in rng.integers(1, 300, 3)]
-                 for _ in range(400)]
+    documents = [
+        [rng.integers(0, 30_000, int(n)).astype(np.uint16) for n in rng.integers(1, 300, 3)] for _ in range(400)
+    ]
     prefix = write_megatron(tmp_path / "corpus", documents, np.uint16)
     for unit in ("sequence", "document"):
-        make = lambda io: pyloader.DataLoader(pyloader.MegatronDataset(prefix, unit=unit), batch_size=16,
-                                              shuffle=True, generator=torch.Generator().manual_seed(1),
-                                              collate_fn=pyloader.PadCollate(), io=io)
+        make = lambda io, unit=unit: pyloader.DataLoader(
+            pyloader.MegatronDataset(prefix, unit=unit),
+            batch_size=16,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(1),
+            collate_fn=pyloader.PadCollate(),
+            io=io,
+        )
         expected, _ = epoch_and_reads(make("mmap"))
         got, read = epoch_and_reads(make("auto"), evicted=[prefix + ".bin"])
         assert read > 0
@@ -175,7 +191,7 @@ def test_packed_records_read_explicitly_equal_the_mapping(shards):
     for io, files in (("mmap", None), ("read", [[(*position, *identity)]])):
         pipeline = _core.BatchPipeline([source], _core.ThreadPool(2), 16, files=files, io=io, read_threads=8)
         for first in range(0, 500, 50):
-            pipeline.enqueue_indices(indices[first:first + 50])
+            pipeline.enqueue_indices(indices[first : first + 50])
         outputs.append([tensors(pipeline.next()) for _ in range(10)])
         assert pipeline.explicitly_read_batches == (10 if io == "read" else 0)
         pipeline.close()
@@ -185,8 +201,13 @@ def test_packed_records_read_explicitly_equal_the_mapping(shards):
 
 def test_a_values_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_path):
     values, offsets = write_records(tmp_path, "shrinking", 20_000, seed=2)
-    loader = pyloader.DataLoader(pyloader.RaggedDataset(mapped(values), mapped(offsets)), batch_size=64,
-                                 shuffle=True, collate_fn=pyloader.PadCollate(), io="read")
+    loader = pyloader.DataLoader(
+        pyloader.RaggedDataset(mapped(values), mapped(offsets)),
+        batch_size=64,
+        shuffle=True,
+        collate_fn=pyloader.PadCollate(),
+        io="read",
+    )
     iterator = iter(loader)
     next(iterator)
     os.truncate(values, 4096)
@@ -202,9 +223,13 @@ def test_a_window_and_its_targets_are_read_once(tmp_path):
     path = str(tmp_path / "tokens.bin")
     np.random.default_rng(0).integers(0, 50_000, 1 << 20, dtype=np.uint16).tofile(path)
     block, batch = 1024, 8
-    make = lambda io: pyloader.DataLoader(pyloader.TokenWindows(path, block, token_dtype=np.uint16),
-                                          batch_size=batch, shuffle=True, io=io,
-                                          generator=torch.Generator().manual_seed(0))
+    make = lambda io: pyloader.DataLoader(
+        pyloader.TokenWindows(path, block, token_dtype=np.uint16),
+        batch_size=batch,
+        shuffle=True,
+        io=io,
+        generator=torch.Generator().manual_seed(0),
+    )
     gc.collect()
     evict(path)
     iterator = iter(make("read"))
@@ -224,9 +249,11 @@ def test_block_shuffle_over_windows_and_records(tmp_path, shards, io):
     np.random.default_rng(0).integers(0, 50_000, 1 << 19, dtype=np.uint16).tofile(path)
     values, offsets = shards[0]
     for new_dataset, collate, files in (
-            (lambda: pyloader.TokenWindows(path, 256, stride=1, token_dtype=np.uint16), None, [path]),
-            (lambda: pyloader.RaggedDataset(mapped(values), mapped(offsets)), pyloader.PadCollate(), [values])):
-        def make(io):
+        (lambda: pyloader.TokenWindows(path, 256, stride=1, token_dtype=np.uint16), None, [path]),
+        (lambda: pyloader.RaggedDataset(mapped(values), mapped(offsets)), pyloader.PadCollate(), [values]),
+    ):
+
+        def make(io, new_dataset=new_dataset, collate=collate):
             dataset = new_dataset()  # its own mappings: pages mapped by an earlier one are not evicted
             sampler = pyloader.BlockShuffleSampler(dataset, 64, 4, seed=2)
             return pyloader.DataLoader(dataset, batch_size=32, sampler=sampler, collate_fn=collate, io=io)

@@ -9,6 +9,7 @@ import torch.utils.data as tud
 from torch.nn.utils.rnn import pad_sequence
 
 import pyloader
+
 from conftest import assert_batches_equal, assert_loaders_equal
 
 
@@ -20,7 +21,7 @@ class ReferenceRecords(tud.Dataset):
         return len(self.offsets) - 1
 
     def __getitem__(self, index):
-        record = np.array(self.values[self.offsets[index]:self.offsets[index + 1]], dtype=self.dtype)
+        record = np.array(self.values[self.offsets[index] : self.offsets[index + 1]], dtype=self.dtype)
         return torch.from_numpy(record)
 
 
@@ -67,8 +68,9 @@ def test_pad_collate_agrees_with_pad_sequence(rng):
     values, offsets = records(rng, 40, dtype=np.int64)
     ds = pyloader.RaggedDataset(values, offsets)
     for (padded, lengths, mask), (expected, expected_lengths) in zip(
-            pyloader.DataLoader(ds, batch_size=6, collate_fn=pyloader.PadCollate()),
-            tud.DataLoader(ReferenceRecords(values, offsets), batch_size=6, collate_fn=tutorial_collate)):
+        pyloader.DataLoader(ds, batch_size=6, collate_fn=pyloader.PadCollate()),
+        tud.DataLoader(ReferenceRecords(values, offsets), batch_size=6, collate_fn=tutorial_collate),
+    ):
         assert mask is None
         assert torch.equal(padded, expected) and torch.equal(lengths, expected_lengths)
 
@@ -76,11 +78,16 @@ def test_pad_collate_agrees_with_pad_sequence(rng):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_custom_collate_receives_torchs_sample_list(rng, workers):
     values, offsets = records(rng, 77, low=0, high=5)
-    ours = pyloader.DataLoader(pyloader.RaggedDataset(values, offsets, dtype=torch.int64), batch_size=5,
-                               collate_fn=tutorial_collate, num_workers=workers)
+    ours = pyloader.DataLoader(
+        pyloader.RaggedDataset(values, offsets, dtype=torch.int64),
+        batch_size=5,
+        collate_fn=tutorial_collate,
+        num_workers=workers,
+    )
     assert ours.uses_native_path
-    assert_loaders_equal(ours, tud.DataLoader(ReferenceRecords(values, offsets, np.int64), batch_size=5,
-                                              collate_fn=tutorial_collate))
+    assert_loaders_equal(
+        ours, tud.DataLoader(ReferenceRecords(values, offsets, np.int64), batch_size=5, collate_fn=tutorial_collate)
+    )
     seen = []
     listing = pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=5, collate_fn=list)
     for batch in listing:
@@ -91,8 +98,10 @@ def test_custom_collate_receives_torchs_sample_list(rng, workers):
 
 def test_default_collate_behaves_as_torch(rng):
     values, offsets = records(rng, 12, low=4, high=5)  # all of length 4: torch stacks them
-    assert_loaders_equal(pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=5),
-                         tud.DataLoader(ReferenceRecords(values, offsets), batch_size=5))
+    assert_loaders_equal(
+        pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=5),
+        tud.DataLoader(ReferenceRecords(values, offsets), batch_size=5),
+    )
     values, offsets = records(rng, 12, low=1, high=9)
     with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
         list(pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=5))
@@ -128,8 +137,10 @@ def test_records_beside_labels(rng):
             return 30
 
         def __getitem__(self, i):
-            return {"tokens": torch.from_numpy(values[offsets[i]:offsets[i + 1]].astype(np.int64)),
-                    "label": torch.tensor(labels[i])}
+            return {
+                "tokens": torch.from_numpy(values[offsets[i] : offsets[i + 1]].astype(np.int64)),
+                "label": torch.tensor(labels[i]),
+            }
 
     ours = pyloader.DataLoader(ds, batch_size=4, collate_fn=collate, shuffle=False)
     assert ours._plan().paddings is not None
@@ -142,13 +153,18 @@ def test_subset_concat_distributed_resume(rng):
     reference = ReferenceRecords(values, offsets, np.int64)
     indices = list(range(150, 0, -3))
     collate = pyloader.PadCollate()
-    assert_loaders_equal(pyloader.DataLoader(tud.Subset(ds, indices), batch_size=8, collate_fn=collate),
-                         tud.DataLoader(tud.Subset(reference, indices), batch_size=8, collate_fn=collate))
+    assert_loaders_equal(
+        pyloader.DataLoader(tud.Subset(ds, indices), batch_size=8, collate_fn=collate),
+        tud.DataLoader(tud.Subset(reference, indices), batch_size=8, collate_fn=collate),
+    )
     lengths = []
     for rank in range(2):
         sampler = pyloader.DistributedSampler(ds, num_replicas=2, rank=rank, seed=1)
-        lengths += [n for batch in pyloader.DataLoader(ds, batch_size=16, sampler=sampler, collate_fn=collate)
-                    for n in batch.lengths.tolist()]
+        lengths += [
+            n
+            for batch in pyloader.DataLoader(ds, batch_size=16, sampler=sampler, collate_fn=collate)
+            for n in batch.lengths.tolist()
+        ]
     assert sorted(lengths) == sorted(np.diff(offsets).tolist())
     torch.manual_seed(3)
     loader = pyloader.DataLoader(ds, batch_size=8, shuffle=True, collate_fn=collate)
@@ -165,15 +181,19 @@ def test_subset_concat_distributed_resume(rng):
 def test_pin_memory_without_accelerator_still_delivers(rng):
     values, offsets = records(rng, 20)
     with pytest.warns(UserWarning):
-        batches = list(pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=4,
-                                           collate_fn=pyloader.PadCollate(), pin_memory=True))
+        batches = list(
+            pyloader.DataLoader(
+                pyloader.RaggedDataset(values, offsets), batch_size=4, collate_fn=pyloader.PadCollate(), pin_memory=True
+            )
+        )
     assert len(batches) == 5
 
 
 def test_padding_value_that_does_not_fit_takes_the_python_collate(rng):
     values, offsets = records(rng, 20)
-    loader = pyloader.DataLoader(pyloader.RaggedDataset(values, offsets), batch_size=4,
-                                 collate_fn=pyloader.PadCollate(padding_value=0.5))
+    loader = pyloader.DataLoader(
+        pyloader.RaggedDataset(values, offsets), batch_size=4, collate_fn=pyloader.PadCollate(padding_value=0.5)
+    )
     assert loader.uses_native_path and loader._plan().paddings is None
 
 
@@ -202,8 +222,9 @@ def test_bad_input(rng, tmp_path):
     np.save(tmp_path / "v2.npy", values.astype(np.int32))
     np.save(tmp_path / "offsets.npy", offsets)
     with pytest.raises(ValueError, match="v2.npy.*share dtype"):
-        pyloader.RaggedDataset([str(tmp_path / "values.npy"), str(tmp_path / "v2.npy")],
-                               [str(tmp_path / "offsets.npy")] * 2)
+        pyloader.RaggedDataset(
+            [str(tmp_path / "values.npy"), str(tmp_path / "v2.npy")], [str(tmp_path / "offsets.npy")] * 2
+        )
     with pytest.raises(ValueError, match="padding_side"):
         pyloader.PadCollate(padding_side="middle")
     with pytest.raises(ValueError, match="max_length"):
@@ -231,6 +252,7 @@ def test_pickles_for_spawned_workers(rng):
     ds = pyloader.RaggedDataset(values, offsets, dtype=torch.int64)
     clone = pickle.loads(pickle.dumps(ds))
     assert all(torch.equal(clone[k], ds[k]) for k in range(30))
-    loader = tud.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn",
-                            collate_fn=pyloader.PadCollate())
+    loader = tud.DataLoader(
+        ds, batch_size=4, num_workers=1, multiprocessing_context="spawn", collate_fn=pyloader.PadCollate()
+    )
     assert_loaders_equal(loader, tud.DataLoader(ds, batch_size=4, collate_fn=pyloader.PadCollate()))

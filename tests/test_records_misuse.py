@@ -6,6 +6,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_loaders_equal
 
 
@@ -35,8 +36,9 @@ def test_padding_beyond_memory_raises_instead_of_crashing():
         list(pyloader.DataLoader(ds, batch_size=4, collate_fn=pyloader.PadCollate(pad_to_multiple_of=2**62)))
     # Natively padded: 4096 copies of a 1 MiB row padded to 2**32 rows overflow 64 bits.
     wide = pyloader.RaggedDataset(np.zeros((1, 1 << 17), np.int64), np.array([0, 1]))
-    loader = pyloader.DataLoader(wide, batch_size=4096, sampler=[0] * 4096,
-                                 collate_fn=pyloader.PadCollate(pad_to_multiple_of=2**32))
+    loader = pyloader.DataLoader(
+        wide, batch_size=4096, sampler=[0] * 4096, collate_fn=pyloader.PadCollate(pad_to_multiple_of=2**32)
+    )
     assert loader._plan().paddings is not None
     with pytest.raises(ValueError, match="address space"):
         list(loader)
@@ -56,7 +58,7 @@ def test_wide_elements_load_when_nothing_is_padded():
     values = np.arange(9, dtype=np.complex128)
     offsets = np.array([0, 2, 5, 9, 9])
     ds = pyloader.RaggedDataset(values, offsets)
-    reference = [torch.from_numpy(values[offsets[i]:offsets[i + 1]]) for i in range(4)]
+    reference = [torch.from_numpy(values[offsets[i] : offsets[i + 1]]) for i in range(4)]
     got = [b for batch in pyloader.DataLoader(ds, batch_size=2, collate_fn=list) for b in batch]
     assert all(torch.equal(a, b) for a, b in zip(got, reference, strict=True))
     padded = list(pyloader.DataLoader(ds, batch_size=2, collate_fn=pyloader.PadCollate()))

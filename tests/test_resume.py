@@ -38,19 +38,25 @@ def loader_factories():
     return {
         "native_shuffle_global_rng": lambda: pyloader.DataLoader(data, batch_size=16, shuffle=True),
         "native_shuffle_generator": lambda: pyloader.DataLoader(
-            data, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)),
+            data, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)
+        ),
         "native_sequential_drop_last": lambda: pyloader.DataLoader(data, batch_size=16, drop_last=True),
         "native_distributed": lambda: pyloader.DataLoader(
-            data, batch_size=8, sampler=pyloader.DistributedSampler(data, 3, 1, seed=5)),
+            data, batch_size=8, sampler=pyloader.DistributedSampler(data, 3, 1, seed=5)
+        ),
         "sampler_random_generator": lambda: pyloader.DataLoader(
-            data, batch_size=16, sampler=tud.RandomSampler(data, generator=torch.Generator().manual_seed(1))),
+            data, batch_size=16, sampler=tud.RandomSampler(data, generator=torch.Generator().manual_seed(1))
+        ),
         "sampler_weighted_global_rng": lambda: pyloader.DataLoader(
-            data, batch_size=16, sampler=tud.WeightedRandomSampler(weights, 203)),
+            data, batch_size=16, sampler=tud.WeightedRandomSampler(weights, 203)
+        ),
         "torch_path_workers0": lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True),
         "torch_path_workers2": lambda: pyloader.DataLoader(
-            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, collate_fn=torch.tensor),
+            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, collate_fn=torch.tensor
+        ),
         "thread_workers2": lambda: pyloader.DataLoader(
-            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, worker_mode="thread"),
+            PlainDataset(), batch_size=16, shuffle=True, num_workers=2, worker_mode="thread"
+        ),
     }
 
 
@@ -144,20 +150,24 @@ def test_resume_in_a_new_process_after_sigkill(tmp_path):
     worker = os.path.join(os.path.dirname(__file__), "resume_worker.py")
     path = str(tmp_path / "checkpoint.pt")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
-    saved = subprocess.run([sys.executable, worker, "save", path, "1", "9"], capture_output=True,
-                           text=True, env=env, timeout=120)
+    saved = subprocess.run(
+        [sys.executable, worker, "save", path, "1", "9"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert saved.returncode == -9, saved.stderr[-2000:]  # it really was killed
-    resumed = subprocess.run([sys.executable, worker, "resume", path], capture_output=True,
-                             text=True, env=env, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, worker, "resume", path], capture_output=True, text=True, env=env, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    reference = subprocess.run([sys.executable, worker, "save", path + ".ref", "99", "0"], capture_output=True,
-                               text=True, env=env, timeout=120)
+    reference = subprocess.run(
+        [sys.executable, worker, "save", path + ".ref", "99", "0"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert reference.returncode == 0, reference.stderr[-2000:]
     assert json.loads(saved.stdout) + json.loads(resumed.stdout) == json.loads(reference.stdout)
 
 
-@pytest.mark.parametrize("name", ["native_shuffle_global_rng", "sampler_random_generator", "torch_path_workers0",
-                                  "thread_workers2"])
+@pytest.mark.parametrize(
+    "name", ["native_shuffle_global_rng", "sampler_random_generator", "torch_path_workers0", "thread_workers2"]
+)
 def test_checkpoint_after_break_resumes_the_same_epoch(name):
     make = loader_factories()[name]
     reference, _ = run(make)
@@ -169,6 +179,7 @@ def test_checkpoint_after_break_resumes_the_same_epoch(name):
         if step == 3:
             break
     import gc
+
     gc.collect()  # the abandoned iterator is gone; the loader still knows where it was
     checkpoint = {"loader": loader.state_dict(), "rng": torch.get_rng_state(), "epoch": 1}
     assert checkpoint["loader"]["in_epoch"] and checkpoint["loader"]["batches_yielded"] == 4
@@ -185,13 +196,14 @@ def test_state_dict_of_a_restored_loader_is_the_restored_state():
     again = restored.state_dict()  # pre-empted before the first step after restoring
     assert again["in_epoch"] and again["batches_yielded"] == 4
     after, _ = run(make, state=dict(checkpoint, loader=again))
-    assert reference[len(reference) - len(after):] == after and len(after) == len(reference) - (len(make()) + 4)
+    assert reference[len(reference) - len(after) :] == after and len(after) == len(reference) - (len(make()) + 4)
 
 
 @pytest.mark.parametrize("where", [(0, 3), (1, 3), (2, 1)])
 def test_persistent_workers_resume(where):
-    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
-                                       persistent_workers=True, collate_fn=torch.tensor)
+    make = lambda: pyloader.DataLoader(
+        PlainDataset(), batch_size=16, shuffle=True, num_workers=2, persistent_workers=True, collate_fn=torch.tensor
+    )
     reference, _ = run(make)
     before, checkpoint = run(make, stop=where)
     after, _ = run(make, state=checkpoint)
@@ -199,8 +211,9 @@ def test_persistent_workers_resume(where):
 
 
 def test_persistent_workers_load_into_a_loader_that_already_ran():
-    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
-                                       persistent_workers=True, collate_fn=torch.tensor)
+    make = lambda: pyloader.DataLoader(
+        PlainDataset(), batch_size=16, shuffle=True, num_workers=2, persistent_workers=True, collate_fn=torch.tensor
+    )
     reference, _ = run(make)
     before, checkpoint = run(make, stop=(1, 5))
     loader = make()
@@ -229,8 +242,15 @@ def test_out_of_order_delivery_of_a_replayed_iterable_cannot_be_checkpointed():
 
 @pytest.mark.parametrize("mode", ["process", "thread"])
 def test_persistent_workers_checkpoint_between_epochs(mode):
-    make = lambda: pyloader.DataLoader(PlainDataset(), batch_size=16, shuffle=True, num_workers=2,
-                                       persistent_workers=True, worker_mode=mode, collate_fn=torch.tensor)
+    make = lambda: pyloader.DataLoader(
+        PlainDataset(),
+        batch_size=16,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+        worker_mode=mode,
+        collate_fn=torch.tensor,
+    )
     reference, _ = run(make)
     loader = make()
     torch.manual_seed(0)
@@ -290,9 +310,11 @@ def test_a_failed_resume_can_be_retried():
 def test_state_is_json_and_a_json_round_trip_resumes(kind):
     data = torch.arange(40).reshape(20, 2)
     ds = pyloader.TensorDataset(data)
-    options = {"native_shuffle": dict(shuffle=True),
-               "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(1))),
-               "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(2))}[kind]
+    options = {
+        "native_shuffle": dict(shuffle=True),
+        "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(1))),
+        "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(2)),
+    }[kind]
     torch.manual_seed(5)
     loader = pyloader.DataLoader(ds, batch_size=3, **options)
     iterator = iter(loader)
@@ -302,9 +324,11 @@ def test_state_is_json_and_a_json_round_trip_resumes(kind):
     rng = torch.get_rng_state()
     rest = [batch[0].tolist() for batch in iterator]
     following = [batch[0].tolist() for batch in loader]
-    options = {"native_shuffle": dict(shuffle=True),
-               "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(99))),
-               "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(98))}[kind]
+    options = {
+        "native_shuffle": dict(shuffle=True),
+        "sampler": dict(sampler=pyloader.RandomSampler(ds, generator=torch.Generator().manual_seed(99))),
+        "torch_path": dict(shuffle=True, native=False, generator=torch.Generator().manual_seed(98)),
+    }[kind]
     resumed = pyloader.DataLoader(ds, batch_size=3, **options)
     resumed.load_state_dict(json.loads(text))
     torch.set_rng_state(rng)
@@ -333,8 +357,9 @@ class HeldFirstBatch(tud.Dataset):
 @pytest.mark.parametrize("worker_mode", ["process", "thread"])
 @pytest.mark.parametrize("stop_after", [1, 4, 9])
 def test_in_order_false_resumes_every_remaining_sample_once(worker_mode, stop_after):
-    make = lambda dataset=None: pyloader.DataLoader(dataset or HeldFirstBatch(), batch_size=4, num_workers=2,
-                                                    in_order=False, worker_mode=worker_mode)
+    make = lambda dataset=None: pyloader.DataLoader(
+        dataset or HeldFirstBatch(), batch_size=4, num_workers=2, in_order=False, worker_mode=worker_mode
+    )
     held = HeldFirstBatch(released=False)
     loader = make(held)
     iterator = iter(loader)
@@ -377,8 +402,9 @@ class FailsAtSeven(tud.Dataset):
         return torch.tensor(index)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(num_workers=2), dict(native=False),
-                                     dict(native=False, num_workers=2)])
+@pytest.mark.parametrize(
+    "options", [dict(), dict(num_workers=2), dict(native=False), dict(native=False, num_workers=2)]
+)
 @pytest.mark.parametrize("continue_after_error", [False, True])
 def test_state_after_an_error_resumes_after_the_failed_batch(options, continue_after_error):
     if options.get("native") is False:
@@ -409,25 +435,32 @@ def _fail_at_seven(samples):
     return torch.tensor(values)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("batches_yielded", -5, "a non-negative int, got -5"),
-    ("batches_yielded", 5.0, "a non-negative int, got 5.0"),
-    ("batches_yielded", "5", "a non-negative int, got '5'"),
-    ("batches_yielded", True, "a non-negative int, got True"),
-    ("native_seed", None, "an int for a shuffled epoch, got None"),
-    ("native_seed", -1, r"None or an int in \[0, 2\*\*64\), got -1"),
-    ("native_seed", 3.5, r"None or an int in \[0, 2\*\*64\), got 3.5"),
-    ("native_seed", 1 << 64, r"None or an int in \[0, 2\*\*64\)"),
-    ("in_epoch", "yes", "True or False, got 'yes'"),
-    ("num_workers", -1, "a non-negative int, got -1"),
-    ("generators", "abc", "a list of encoded RNG states"),
-    ("sampler_epoch", "3", "None or an int, got '3'"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("batches_yielded", -5, "a non-negative int, got -5"),
+        ("batches_yielded", 5.0, "a non-negative int, got 5.0"),
+        ("batches_yielded", "5", "a non-negative int, got '5'"),
+        ("batches_yielded", True, "a non-negative int, got True"),
+        ("native_seed", None, "an int for a shuffled epoch, got None"),
+        ("native_seed", -1, r"None or an int in \[0, 2\*\*64\), got -1"),
+        ("native_seed", 3.5, r"None or an int in \[0, 2\*\*64\), got 3.5"),
+        ("native_seed", 1 << 64, r"None or an int in \[0, 2\*\*64\)"),
+        ("in_epoch", "yes", "True or False, got 'yes'"),
+        ("num_workers", -1, "a non-negative int, got -1"),
+        ("generators", "abc", "a list of encoded RNG states"),
+        ("sampler_epoch", "3", "None or an int, got '3'"),
+    ],
+)
 def test_a_mangled_state_is_refused_naming_the_field_and_the_loader_stays_usable(key, value, expected):
     # As after a JSON round trip through another tool, or a hand edit.
     data = np.arange(1000)
-    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=10, shuffle=True,  # noqa: E731
-                                       generator=torch.Generator().manual_seed(3))
+    make = lambda: pyloader.DataLoader(
+        pyloader.ArrayDataset(data),
+        batch_size=10,
+        shuffle=True,  # noqa: E731
+        generator=torch.Generator().manual_seed(3),
+    )
     loader = make()
     iterator = iter(loader)
     for _ in range(5):

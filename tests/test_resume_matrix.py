@@ -11,6 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from checkpoints import checkpointed_run, epochs
 
 ROWS, BATCH, EPOCHS = 23, 4, 3  # 6 batches an epoch, the last one short
@@ -53,14 +54,18 @@ class NumpyShuffle(tud.Sampler):
 
 def _torchdata_batches(dataset):
     samplers = pytest.importorskip("torchdata.stateful_dataloader.sampler")
-    return dict(batch_sampler=samplers.BatchSampler(
-        samplers.RandomSampler(dataset, generator=torch.Generator().manual_seed(7)), BATCH, False))
+    return dict(
+        batch_sampler=samplers.BatchSampler(
+            samplers.RandomSampler(dataset, generator=torch.Generator().manual_seed(7)), BATCH, False
+        )
+    )
 
 
 SAMPLERS = {
     "shuffle": lambda dataset: dict(shuffle=True, batch_size=BATCH),
-    "shuffle_generator": lambda dataset: dict(shuffle=True, batch_size=BATCH,
-                                              generator=torch.Generator().manual_seed(9)),
+    "shuffle_generator": lambda dataset: dict(
+        shuffle=True, batch_size=BATCH, generator=torch.Generator().manual_seed(9)
+    ),
     "random_global_rng": lambda dataset: dict(sampler=tud.RandomSampler(dataset), batch_size=BATCH),
     "weighted": lambda dataset: dict(sampler=tud.WeightedRandomSampler([1.0] * ROWS, ROWS), batch_size=BATCH),
     "torchdata_batch_sampler": _torchdata_batches,

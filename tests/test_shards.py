@@ -8,6 +8,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_loaders_equal
 
 
@@ -51,8 +52,10 @@ def test_shards_of_in_memory_arrays_and_workers(rng):
     parts = [rng.integers(0, 9, (n, 2, 3)) for n in (4, 6, 5)]
     ds = pyloader.ArrayDataset(parts)
     whole = tud.TensorDataset(torch.from_numpy(np.concatenate(parts)))
-    assert_loaders_equal(pyloader.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lambda b: b),
-                         tud.DataLoader(whole, batch_size=4, collate_fn=lambda b: b))
+    assert_loaders_equal(
+        pyloader.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=lambda b: b),
+        tud.DataLoader(whole, batch_size=4, collate_fn=lambda b: b),
+    )
 
 
 def test_mismatched_shards_are_refused_naming_the_file(rng, tmp_path):

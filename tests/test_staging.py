@@ -15,6 +15,7 @@ import torch
 
 import pyloader
 from pyloader import _core
+
 from conftest import acting_once_inside, assert_batches_equal, native_thread_count
 
 DEVICE = "cuda:0"
@@ -36,8 +37,10 @@ def _datasets(tmp_path):
         "tensors": (pyloader.TensorDataset(torch.from_numpy(features), torch.from_numpy(labels)), {}),
         "npy file": (pyloader.ArrayDataset(str(path), labels), {}),
         "tokens": (pyloader.TokenWindows(tokens, block_size=64), {}),
-        "padded records": (pyloader.RaggedDataset(values, offsets),
-                           {"collate_fn": pyloader.PadCollate(return_mask=True)}),
+        "padded records": (
+            pyloader.RaggedDataset(values, offsets),
+            {"collate_fn": pyloader.PadCollate(return_mask=True)},
+        ),
         "subset": (torch.utils.data.Subset(pyloader.ArrayDataset(features, labels), list(range(0, 3000, 3))), {}),
     }
 
@@ -49,11 +52,13 @@ KINDS = ["tuple", "dict", "tensors", "npy file", "tokens", "padded records", "su
 def test_device_batches_equal_cpu_batches_and_stay_intact(stand_in_cuda, tmp_path, kind):
     dataset, options = _datasets(tmp_path)[kind]
     copies_before = stand_in_cuda.copies()
-    ours = pyloader.DataLoader(dataset, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(3),
-                               device=DEVICE, **options)
+    ours = pyloader.DataLoader(
+        dataset, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(3), device=DEVICE, **options
+    )
     assert ours.uses_native_path
-    expected = list(pyloader.DataLoader(dataset, batch_size=64, shuffle=True,
-                                        generator=torch.Generator().manual_seed(3), **options))
+    expected = list(
+        pyloader.DataLoader(dataset, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(3), **options)
+    )
     held = []
     for batch, want in zip(ours, expected):
         assert_batches_equal(batch, want)  # as delivered
@@ -97,10 +102,16 @@ def test_host_blocks_are_not_reused_under_a_pending_copy(stand_in_cuda, delay_us
     stand_in_cuda.host_waits(False)
     stand_in_cuda.configure(delay_us=delay_us)
     data = np.random.default_rng(0).integers(0, 1 << 30, (20000, 32)).astype(np.int32)
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=128, shuffle=True,
-                                 generator=torch.Generator().manual_seed(1), device=DEVICE)
-    native = pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=128, shuffle=True,
-                                 generator=torch.Generator().manual_seed(1))
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(data),
+        batch_size=128,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(1),
+        device=DEVICE,
+    )
+    native = pyloader.DataLoader(
+        pyloader.ArrayDataset(data), batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
     held = [batch for (batch,) in loader]
     stand_in_cuda.synchronize()  # as a program synchronises before reading results on the host
     for batch, (want,) in zip(held, native, strict=True):
@@ -114,8 +125,11 @@ def test_custom_collate_batches_are_moved_after_collating(stand_in_cuda):
         return {"x": torch.stack([s[0] for s in samples]) * 2, "n": len(samples)}
 
     ours = list(pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=50, collate_fn=collate, device=DEVICE))
-    theirs = list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(data)), batch_size=50,
-                                              collate_fn=collate))
+    theirs = list(
+        torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(data)), batch_size=50, collate_fn=collate
+        )
+    )
     for a, b in zip(ours, theirs):
         assert_batches_equal(a, b)
     assert stand_in_cuda.copies() >= 0 and len(ours) == 20
@@ -151,8 +165,13 @@ def test_distributed_sampler_with_device(stand_in_cuda):
 
 def test_exact_resume_with_device(stand_in_cuda):
     data = np.arange(5000, dtype=np.int64)
-    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(data), batch_size=100, shuffle=True,  # noqa: E731
-                                       generator=torch.Generator().manual_seed(9), device=DEVICE)
+    make = lambda: pyloader.DataLoader(
+        pyloader.ArrayDataset(data),
+        batch_size=100,
+        shuffle=True,  # noqa: E731
+        generator=torch.Generator().manual_seed(9),
+        device=DEVICE,
+    )
     uninterrupted = [b.clone() for (b,) in make()]
     loader = make()
     iterator = iter(loader)
@@ -174,7 +193,7 @@ def test_break_close_and_del_during_pending_copies(stand_in_cuda):
     gc.collect()
     threads = native_thread_count()
     for _ in range(5):
-        for k, batch in enumerate(loader):
+        for k, _ in enumerate(loader):
             if k == 2:
                 break
         iterator = iter(loader)
@@ -252,9 +271,12 @@ def test_sigint_while_copies_pending(stand_in_cuda, sigint_raises):
     stand_in_cuda.configure(delay_us=20000)
     big = np.ones((64, 1 << 18), dtype=np.uint8)
     dataset = pyloader.ArrayDataset(big)
-    endless = pyloader.DataLoader(dataset, batch_size=16, device=DEVICE,
-                                  sampler=torch.utils.data.RandomSampler(dataset, replacement=True,
-                                                                         num_samples=16 << 20))
+    endless = pyloader.DataLoader(
+        dataset,
+        batch_size=16,
+        device=DEVICE,
+        sampler=torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=16 << 20),
+    )
     stream = iter(endless)
     with acting_once_inside(NativeIterator.__next__.__code__, lambda: os.kill(os.getpid(), signal.SIGINT)):
         with pytest.raises(KeyboardInterrupt):
@@ -352,8 +374,8 @@ def test_pipeline_supplies_stay_bounded():
             break
         staged = batch.base
         start = batch.ctypes.data - staged.address
-        in_block = staged.host[start:start + batch.nbytes].view(torch.float32).view(batch.shape)
-        assert np.array_equal(in_block.numpy(), expected[delivered * 500:(delivered + 1) * 500])
+        in_block = staged.host[start : start + batch.nbytes].view(torch.float32).view(batch.shape)
+        assert np.array_equal(in_block.numpy(), expected[delivered * 500 : (delivered + 1) * 500])
         delivered += 1
         # One per batch the pipeline may hold, plus one.
         assert pipeline.supplied_blocks <= 6 + 1

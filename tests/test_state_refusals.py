@@ -34,8 +34,9 @@ def assert_usable(loader, expected):
 
 @pytest.mark.parametrize("path", ["native", "torch"])
 def test_another_dataset_length_is_refused_naming_both(path):
-    make = lambda rows: pyloader.DataLoader(pyloader.ArrayDataset(np.arange(rows)), batch_size=10, shuffle=True,
-                                            native=path == "native")
+    make = lambda rows: pyloader.DataLoader(
+        pyloader.ArrayDataset(np.arange(rows)), batch_size=10, shuffle=True, native=path == "native"
+    )
     state = state_after(make(1000), 5)
     smaller = make(600)
     with pytest.raises(ValueError, match="dataset of 1000 rows, this loader's dataset has 600"):
@@ -64,11 +65,14 @@ def test_a_rank_0_state_loads_on_every_rank_of_the_same_world():
         assert batches(loader) == whole[3:]
 
 
-@pytest.mark.parametrize("change,field", [
-    (dict(seed=2), "seed"),
-    (dict(shuffle=False), "shuffle"),
-    (dict(drop_last=True), "sampler_drop_last"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (dict(seed=2), "seed"),
+        (dict(shuffle=False), "shuffle"),
+        (dict(drop_last=True), "sampler_drop_last"),
+    ],
+)
 def test_a_changed_sampler_argument_is_refused_naming_it(change, field):
     ds = pyloader.ArrayDataset(np.arange(101))
     options = dict(num_replicas=2, rank=0, seed=1, shuffle=True, drop_last=False)
@@ -104,17 +108,22 @@ def test_between_epochs_a_state_carries_no_position_and_loads_into_a_changed_loa
 
 def test_merge_states_refuses_states_of_runs_with_different_seeds():
     ds = pyloader.ArrayDataset(np.arange(90))
-    states = [state_after(pyloader.DataLoader(ds, batch_size=4,
-                                              sampler=pyloader.DistributedSampler(ds, 2, rank, seed=seed)), 2)
-              for rank, seed in ((0, 1), (1, 2))]
+    states = [
+        state_after(
+            pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 2, rank, seed=seed)), 2
+        )
+        for rank, seed in ((0, 1), (1, 2))
+    ]
     with pytest.raises(ValueError, match="disagree on 'seed'"):
         pyloader.DistributedSampler.merge_states(states)
 
 
 def test_a_merged_state_loads_in_another_world_size():
     ds = pyloader.ArrayDataset(np.arange(90))
-    states = [state_after(pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 2, rank)), 2)
-              for rank in range(2)]
+    states = [
+        state_after(pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 2, rank)), 2)
+        for rank in range(2)
+    ]
     merged = pyloader.DistributedSampler.merge_states(states)
     loader = pyloader.DataLoader(ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 3, 1))
     loader.load_state_dict(merged)
@@ -128,7 +137,7 @@ MANGLED = [
     ("batches_yielded", True, "a non-negative int"),
     ("native_seed", None, "an int for a shuffled epoch"),
     ("native_seed", -1, r"None or an int in \[0, 2\*\*64\)"),
-    ("native_seed", 2 ** 64, r"None or an int in \[0, 2\*\*64\)"),
+    ("native_seed", 2**64, r"None or an int in \[0, 2\*\*64\)"),
     ("native_seed", 3.5, r"None or an int in \[0, 2\*\*64\)"),
     ("in_epoch", "yes", "True or False"),
     ("num_workers", -1, "a non-negative int"),
@@ -144,8 +153,9 @@ MANGLED = [
 
 @pytest.mark.parametrize("key,value,message", MANGLED, ids=[f"{k}={v!r}" for k, v, _ in MANGLED])
 def test_a_mangled_field_is_refused_naming_it_and_the_loader_stays_usable(key, value, message):
-    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True,
-                                       generator=torch.Generator().manual_seed(3))
+    make = lambda: pyloader.DataLoader(
+        pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
     state = state_after(make(), 3)
     state[key] = value
     loader = make()
@@ -156,8 +166,9 @@ def test_a_mangled_field_is_refused_naming_it_and_the_loader_stays_usable(key, v
 
 
 def test_an_rng_state_of_the_wrong_size_is_refused_before_anything_changes():
-    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True,
-                                       generator=torch.Generator().manual_seed(3))
+    make = lambda: pyloader.DataLoader(
+        pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
     state = state_after(make(), 3)
     state["global_rng"] = "AAAA"
     loader = make()
@@ -180,12 +191,14 @@ def test_unknown_keys_and_other_formats_are_refused():
 
 
 def test_a_format_2_state_still_resumes_without_the_checks_it_cannot_support():
-    make = lambda: pyloader.DataLoader(pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True,
-                                       generator=torch.Generator().manual_seed(3))
+    make = lambda: pyloader.DataLoader(
+        pyloader.ArrayDataset(np.arange(40)), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
     reference = batches(make())
     state = state_after(make(), 3)
-    old = {key: value for key, value in state.items()
-           if key not in ("global_rng", "identity", "self_iterating_workers")}
+    old = {
+        key: value for key, value in state.items() if key not in ("global_rng", "identity", "self_iterating_workers")
+    }
     old["format"] = "pyloader.DataLoader/2"
     loader = make()
     loader.load_state_dict(old)
@@ -239,8 +252,9 @@ def test_a_distributed_sampler_subclass_with_its_own_init_saves_and_resumes():
 def test_a_merged_state_keeps_what_the_order_depends_on():
     # Rank 0 finished its epoch (its state records no identity), rank 1 did not.
     ds = pyloader.ArrayDataset(np.arange(40))
-    make = lambda rank, seed=5: pyloader.DataLoader(ds, batch_size=4,
-                                                    sampler=pyloader.DistributedSampler(ds, 2, rank, seed=seed))
+    make = lambda rank, seed=5: pyloader.DataLoader(
+        ds, batch_size=4, sampler=pyloader.DistributedSampler(ds, 2, rank, seed=seed)
+    )
     finished = make(0)
     list(finished)
     states = [json.loads(json.dumps(finished.state_dict())), state_after(make(1), 2)]

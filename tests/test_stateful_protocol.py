@@ -29,8 +29,7 @@ class NumpyShuffleSampler(tud.Sampler):
         self.order = None
 
     def state_dict(self):
-        return {"rng": self.rng.bit_generator.state, "yielded": self.yielded,
-                "order": self.order}
+        return {"rng": self.rng.bit_generator.state, "yielded": self.yielded, "order": self.order}
 
     def load_state_dict(self, state):
         self.rng.bit_generator.state = state["rng"]
@@ -61,8 +60,9 @@ def test_stateful_sampler_resumes_exactly(kind, options, stop_after):
         pytest.skip("thread workers are a torch-path mode")
     # The resumed loader's sampler starts from another seed: only its restored state
     # can give the saved run's order.
-    make = lambda seed=3: pyloader.DataLoader(DATASETS[kind](), batch_size=5, sampler=NumpyShuffleSampler(45, seed),
-                                              **OPTIONS[options])
+    make = lambda seed=3: pyloader.DataLoader(
+        DATASETS[kind](), batch_size=5, sampler=NumpyShuffleSampler(45, seed), **OPTIONS[options]
+    )
     reference = make()
     uninterrupted = [values(b) for b in reference] + [values(b) for b in reference]
     loader = make()
@@ -90,13 +90,15 @@ def test_matches_torchdata_for_a_stateful_sampler():
         resumed.load_state_dict(theirs.state_dict())
         expected = [b.tolist() for b in resumed]
 
-        ours = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(45)), batch_size=5,
-                                   sampler=NumpyShuffleSampler(45, 8))
+        ours = pyloader.DataLoader(
+            pyloader.ArrayDataset(np.arange(45)), batch_size=5, sampler=NumpyShuffleSampler(45, 8)
+        )
         iterator = iter(ours)
         for _ in range(stop_after):
             next(iterator)
-        again = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(45)), batch_size=5,
-                                    sampler=NumpyShuffleSampler(45, 77))
+        again = pyloader.DataLoader(
+            pyloader.ArrayDataset(np.arange(45)), batch_size=5, sampler=NumpyShuffleSampler(45, 77)
+        )
         again.load_state_dict(json.loads(json.dumps(ours.state_dict())))
         assert [values(b) for b in again] == expected
 

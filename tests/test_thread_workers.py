@@ -9,6 +9,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import WaitsForRelease, assert_loaders_equal
 
 
@@ -101,8 +102,9 @@ def test_worker_init_fn_runs_once_per_thread():
                 self.barrier.wait(timeout=120)  # a hang guard, not a deadline the test races
             return super().__getitem__(index)
 
-    loader = pyloader.DataLoader(MeetInThreeThreads(), batch_size=2, num_workers=3, worker_mode="thread",
-                                 worker_init_fn=init)
+    loader = pyloader.DataLoader(
+        MeetInThreeThreads(), batch_size=2, num_workers=3, worker_mode="thread", worker_init_fn=init
+    )
     list(loader)
     list(loader)  # threads persist across epochs: no second initialisation
     assert sorted(worker_id for worker_id, _ in seen) == [0, 1, 2]
@@ -111,8 +113,9 @@ def test_worker_init_fn_runs_once_per_thread():
 
 def test_timeout_raises_like_torch():
     release = threading.Event()
-    loader = pyloader.DataLoader(WaitsForRelease(release), batch_size=1, num_workers=1, worker_mode="thread",
-                                 timeout=0.05)
+    loader = pyloader.DataLoader(
+        WaitsForRelease(release), batch_size=1, num_workers=1, worker_mode="thread", timeout=0.05
+    )
     try:
         with pytest.raises(RuntimeError, match="timed out after 0.05 seconds"):
             next(iter(loader))
@@ -141,8 +144,9 @@ def test_argument_errors():
 
 
 def test_array_datasets_still_take_the_native_path():
-    loader = pyloader.DataLoader(pyloader.ArrayDataset(np.arange(10)), batch_size=2, num_workers=2,
-                                 worker_mode="thread")
+    loader = pyloader.DataLoader(
+        pyloader.ArrayDataset(np.arange(10)), batch_size=2, num_workers=2, worker_mode="thread"
+    )
     assert loader.uses_native_path
 
 
@@ -200,8 +204,9 @@ def test_persistent_thread_workers_shuffle_like_torchs_persistent_workers():
         torch.manual_seed(0)
         return [[b["y"].tolist() for b in loader] for _ in range(3)]
 
-    ours = pyloader.DataLoader(Squares(), batch_size=8, shuffle=True, num_workers=2, worker_mode="thread",
-                               persistent_workers=True)
+    ours = pyloader.DataLoader(
+        Squares(), batch_size=8, shuffle=True, num_workers=2, worker_mode="thread", persistent_workers=True
+    )
     theirs = tud.DataLoader(Squares(), batch_size=8, shuffle=True, num_workers=2, persistent_workers=True)
     assert epochs(ours) == epochs(theirs)
 
@@ -209,8 +214,10 @@ def test_persistent_thread_workers_shuffle_like_torchs_persistent_workers():
 def test_pin_memory_warning_points_at_the_caller():
     if torch.accelerator.is_available():
         pytest.skip("an accelerator is present")
-    for loader in (pyloader.DataLoader(Squares(n=8), batch_size=4, num_workers=2, worker_mode="thread", pin_memory=True),
-                   pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=4, pin_memory=True)):
+    for loader in (
+        pyloader.DataLoader(Squares(n=8), batch_size=4, num_workers=2, worker_mode="thread", pin_memory=True),
+        pyloader.DataLoader(pyloader.ArrayDataset(np.arange(8)), batch_size=4, pin_memory=True),
+    ):
         with pytest.warns(UserWarning, match="no accelerator") as record:
             iter(loader)
         assert record[0].filename == __file__

@@ -8,6 +8,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
+
 from conftest import assert_batches_equal, assert_loaders_equal
 
 
@@ -26,8 +27,8 @@ class ReferenceWindows(tud.Dataset):
 
     def __getitem__(self, index):
         shard, start = self.items[index]
-        x = torch.from_numpy(np.array(shard[start:start + self.block_size], dtype=self.dtype))
-        y = torch.from_numpy(np.array(shard[start + 1:start + 1 + self.block_size], dtype=self.dtype))
+        x = torch.from_numpy(np.array(shard[start : start + self.block_size], dtype=self.dtype))
+        y = torch.from_numpy(np.array(shard[start + 1 : start + 1 + self.block_size], dtype=self.dtype))
         return x, y
 
 
@@ -57,8 +58,9 @@ def test_last_window_uses_the_last_token(rng):
     assert y[1, -1].item() == 16 and x[1, 0].item() == 8
 
 
-@pytest.mark.parametrize("dtype,expected", [(torch.int64, torch.int64), (torch.int32, torch.int32),
-                                            (None, torch.uint16)])
+@pytest.mark.parametrize(
+    "dtype,expected", [(torch.int64, torch.int64), (torch.int32, torch.int32), (None, torch.uint16)]
+)
 def test_output_dtype(rng, dtype, expected):
     stream = tokens(rng, 100)
     ds = pyloader.TokenWindows(stream, 10, dtype=dtype)
@@ -77,8 +79,9 @@ def test_shards_never_cross_a_boundary_and_match_reference(rng, tmp_path):
     reference = ReferenceWindows(shards, 10, 4)
     assert len(ours) == len(reference)
     make = lambda: tud.RandomSampler(range(len(reference)), generator=torch.Generator().manual_seed(3))
-    assert_loaders_equal(pyloader.DataLoader(ours, batch_size=6, sampler=make()),
-                         tud.DataLoader(reference, batch_size=6, sampler=make()))
+    assert_loaders_equal(
+        pyloader.DataLoader(ours, batch_size=6, sampler=make()), tud.DataLoader(reference, batch_size=6, sampler=make())
+    )
     globbed = pyloader.TokenWindows(str(tmp_path / "part-*.npy"), 10, stride=4)
     assert_loaders_equal(pyloader.DataLoader(globbed, batch_size=6), tud.DataLoader(reference, batch_size=6))
 
@@ -88,8 +91,9 @@ def test_raw_token_file(rng, tmp_path):
     path = tmp_path / "train.bin"
     stream.tofile(path)
     ds = pyloader.TokenWindows(str(path), 32, token_dtype=np.uint16)
-    assert_loaders_equal(pyloader.DataLoader(ds, batch_size=5),
-                         tud.DataLoader(ReferenceWindows([stream], 32, 32), batch_size=5))
+    assert_loaders_equal(
+        pyloader.DataLoader(ds, batch_size=5), tud.DataLoader(ReferenceWindows([stream], 32, 32), batch_size=5)
+    )
     with pytest.raises(ValueError, match="token_dtype"):
         pyloader.TokenWindows(str(path), 32)
     odd = tmp_path / "odd.bin"
@@ -102,7 +106,7 @@ def test_shuffle_sees_every_window_once_per_epoch(rng):
     stream = tokens(rng, 10_001)
     ds = pyloader.TokenWindows(stream, 10)
     loader = pyloader.DataLoader(ds, batch_size=64, shuffle=True)
-    expected = sorted(tuple(stream[s:s + 10].astype(np.int64).tolist()) for s in range(0, 10_000, 10))
+    expected = sorted(tuple(stream[s : s + 10].astype(np.int64).tolist()) for s in range(0, 10_000, 10))
     epochs = []
     for _ in range(2):
         windows = [tuple(x.tolist()) for batch, _ in loader for x in batch]
@@ -153,8 +157,10 @@ def test_exact_resume(rng):
 def test_torch_dataloader_accepts_token_windows(rng):
     stream = tokens(rng, 300)
     ds = pyloader.TokenWindows(stream, 12)
-    assert_loaders_equal(tud.DataLoader(ds, batch_size=4, num_workers=0),
-                         tud.DataLoader(ReferenceWindows([stream], 12, 12), batch_size=4))
+    assert_loaders_equal(
+        tud.DataLoader(ds, batch_size=4, num_workers=0),
+        tud.DataLoader(ReferenceWindows([stream], 12, 12), batch_size=4),
+    )
 
 
 def test_bad_input(rng, tmp_path):
@@ -206,8 +212,10 @@ def test_random_offsets_by_native_shuffle_of_every_offset(rng):
     for _ in range(20):
         x, y = next(iterator)
         assert torch.equal(x[:, 1:], y[:, :-1])
-        starts += [int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(stream, 32) == row.numpy(),
-                                             axis=1))[0]) for row in x]
+        starts += [
+            int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(stream, 32) == row.numpy(), axis=1))[0])
+            for row in x
+        ]
     assert len(set(starts)) == len(starts) == 320  # distinct offsets within the epoch
     assert max(starts) - min(starts) > 1000  # spread over the stream, not a run
 

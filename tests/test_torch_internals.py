@@ -10,12 +10,14 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _torch_internals as internals
+
 from conftest import WaitsForRelease
 
 
 def pinned(owner, attribute):
     assert hasattr(owner, attribute), (
-        f"torch no longer has {type(owner).__name__}.{attribute}: pyloader/_torch_internals.py must follow it")
+        f"torch no longer has {type(owner).__name__}.{attribute}: pyloader/_torch_internals.py must follow it"
+    )
     return getattr(owner, attribute)
 
 

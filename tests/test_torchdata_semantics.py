@@ -44,8 +44,11 @@ class StatefulSharded(tud.IterableDataset):
     def __iter__(self):
         info = tud.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        items = list(range(worker, 20, workers)) if self.lengths is None else \
-            list(range(100 * worker, 100 * worker + self.lengths[worker]))
+        items = (
+            list(range(worker, 20, workers))
+            if self.lengths is None
+            else list(range(100 * worker, 100 * worker + self.lengths[worker]))
+        )
         while self.position < len(items):
             self.position += 1
             yield items[self.position - 1]
@@ -96,9 +99,11 @@ ITERABLE_OPTIONS = {
     "w2-persistent": dict(batch_size=3, num_workers=2, persistent_workers=True),
     "w2-unbatched": dict(batch_size=None, num_workers=2),
 }
-CASES = [("map", Rows, options) for options in MAP_OPTIONS] + \
-        [("iterable", Sharded, options) for options in ITERABLE_OPTIONS] + \
-        [("stateful-iterable", StatefulSharded, options) for options in ("w0", "w2")]
+CASES = (
+    [("map", Rows, options) for options in MAP_OPTIONS]
+    + [("iterable", Sharded, options) for options in ITERABLE_OPTIONS]
+    + [("stateful-iterable", StatefulSharded, options) for options in ("w0", "w2")]
+)
 
 
 def options_of(kind, options):
@@ -356,6 +361,7 @@ def waiting_worker_init(release):
     def init(worker_id):
         if worker_id == 1:
             release.wait()
+
     return init
 
 
@@ -363,8 +369,9 @@ def test_a_worker_init_fn_that_blocks_is_bounded_by_timeout():
     # iter() waits for the workers' worker_init_fn, but never past the loader's timeout:
     # then torch's next() reports the timeout as it would.
     release = multiprocessing.get_context("fork").Event()
-    loader = pyloader.DataLoader(Rows(), batch_size=2, num_workers=2, timeout=0.5,
-                                 worker_init_fn=waiting_worker_init(release))
+    loader = pyloader.DataLoader(
+        Rows(), batch_size=2, num_workers=2, timeout=0.5, worker_init_fn=waiting_worker_init(release)
+    )
     try:
         iterator = iter(loader)
         assert next(iterator).tolist() == [0, 1]  # worker 0 was ready

@@ -17,6 +17,7 @@ Checks, for each wheel:
     needed for that) and finds its entry points.
 Needs pyelftools and auditwheel (both in build_wheels.sh's toolchain venv).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,20 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
 from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection, GNUVerSymSection
 
 MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
-ALLOWED_NEEDED = {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1"}
+ALLOWED_NEEDED = {
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+}
 PYTHON_SYMBOL = re.compile(r"^_?Py")
 # Weak references the C runtime's start-up files leave unresolved in every shared object.
 CRT_WEAK = {"__gmon_start__", "_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable"}
@@ -42,7 +51,7 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-def check_elf(path: Path, glibc: str, arch: str) -> list[str]:
+def check_elf(path: Path, glibc: str, arch: str) -> list[str]:  # noqa: C901 (one check per ELF property)
     problems: list[str] = []
     limit = version_tuple(glibc)
     with open(path, "rb") as f:
@@ -110,9 +119,7 @@ def check_wheel(wheel: Path, glibc: str, arch: str, import_with: str | None) -> 
         if not t or version_tuple(f"{t[1]}.{t[2]}") > version_tuple(glibc):
             problems.append(f"file name's platform tag {tag} is not manylinux_X_Y_{arch} with X.Y <= {glibc}")
 
-    show = subprocess.run(
-        [sys.executable, "-m", "auditwheel", "show", str(wheel)], capture_output=True, text=True
-    )
+    show = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(wheel)], capture_output=True, text=True)
     shown = " ".join(show.stdout.split())
     line = re.search(r'consistent with the following platform tag: "([^"]+)"', shown)
     if show.returncode != 0 or not line:

@@ -18,11 +18,9 @@ ColumnView column_from_array(const py::array& array) {
   for (py::ssize_t axis = array.ndim() - 1; axis >= 1; --axis) {
     // An empty array has no bytes to gather, whatever strides numpy gave it.
     if (array.size() > 0 && array.shape(axis) > 1 && array.strides(axis) != expected_stride) {
-      throw py::value_error(
-          "rows of this array are not contiguous (axis " + std::to_string(axis) +
-          " has stride " + std::to_string(array.strides(axis)) + ", expected " +
-          std::to_string(expected_stride) +
-          "); pass numpy.ascontiguousarray(a) or a C-ordered file");
+      throw py::value_error("rows of this array are not contiguous (axis " + std::to_string(axis) + " has stride " +
+                            std::to_string(array.strides(axis)) + ", expected " + std::to_string(expected_stride) +
+                            "); pass numpy.ascontiguousarray(a) or a C-ordered file");
     }
     expected_stride *= array.shape(axis);
   }
@@ -34,8 +32,7 @@ ColumnView column_from_array(const py::array& array) {
   return column;
 }
 
-std::vector<Column> columns_from_sources(const std::vector<py::object>& sources,
-                                         std::vector<py::array>& arrays) {
+std::vector<Column> columns_from_sources(const std::vector<py::object>& sources, std::vector<py::array>& arrays) {
   std::vector<Column> columns;
   columns.reserve(sources.size());
   for (const py::object& source : sources) {
@@ -49,9 +46,8 @@ std::vector<Column> columns_from_sources(const std::vector<py::object>& sources,
     Column column;
     for (const py::array& piece : pieces) {
       const py::array& first = pieces.front();
-      const bool same_trailing_shape =
-          piece.ndim() == first.ndim() &&
-          std::equal(piece.shape() + 1, piece.shape() + piece.ndim(), first.shape() + 1);
+      const bool same_trailing_shape = piece.ndim() == first.ndim() &&
+                                       std::equal(piece.shape() + 1, piece.shape() + piece.ndim(), first.shape() + 1);
       if (!piece.dtype().equal(first.dtype()) || !same_trailing_shape) {
         throw py::value_error("the pieces of a column must share dtype and trailing shape");
       }
@@ -61,8 +57,8 @@ std::vector<Column> columns_from_sources(const std::vector<py::object>& sources,
       arrays.push_back(piece);
     }
     if (!columns.empty() && column.rows() != columns.front().rows()) {
-      throw py::value_error("columns differ in length: " + std::to_string(columns.front().rows()) +
-                            " vs " + std::to_string(column.rows()) + " rows");
+      throw py::value_error("columns differ in length: " + std::to_string(columns.front().rows()) + " vs " +
+                            std::to_string(column.rows()) + " rows");
     }
     columns.push_back(std::move(column));
   }

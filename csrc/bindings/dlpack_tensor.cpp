@@ -18,9 +18,7 @@ struct ManagedTensor {
   std::vector<std::int64_t> shape;
 };
 
-void delete_managed(DLManagedTensor* self) {
-  delete static_cast<ManagedTensor*>(self->manager_ctx);
-}
+void delete_managed(DLManagedTensor* self) { delete static_cast<ManagedTensor*>(self->manager_ctx); }
 
 // A capsule torch never consumed (an error between making and taking it) frees itself.
 void free_unused_capsule(PyObject* capsule) {
@@ -48,20 +46,18 @@ DLDataType dlpack_dtype(const py::dtype& dtype) {
     case 'c': return DLDataType{5, bits, 1};
     case 'b': return DLDataType{6, bits, 1};
     default:
-      throw py::type_error("arrays of dtype " + py::str(dtype).cast<std::string>() +
-                           " cannot be delivered as tensors");
+      throw py::type_error("arrays of dtype " + py::str(dtype).cast<std::string>() + " cannot be delivered as tensors");
   }
 }
 
-TensorMaker::TensorMaker()
-    : from_dlpack_(py::module_::import("torch").attr("_C").attr("_from_dlpack")) {}
+TensorMaker::TensorMaker() : from_dlpack_(py::module_::import("torch").attr("_C").attr("_from_dlpack")) {}
 
 py::object TensorMaker::operator()(const MemoryOwner& owner, void* data, DLDevice device, DLDataType dtype,
                                    const std::vector<std::int64_t>& shape) const {
   auto* held = new ManagedTensor{DLManagedTensor{}, owner, shape};
   DLManagedTensor& managed = held->managed;
-  managed.dl_tensor = DLTensor{data, device, static_cast<std::int32_t>(held->shape.size()), dtype,
-                               held->shape.data(), nullptr, 0};
+  managed.dl_tensor =
+      DLTensor{data, device, static_cast<std::int32_t>(held->shape.size()), dtype, held->shape.data(), nullptr, 0};
   managed.manager_ctx = held;
   managed.deleter = &delete_managed;
   PyObject* capsule = PyCapsule_New(&managed, kCapsuleName, &free_unused_capsule);

@@ -18,11 +18,10 @@ py::array_t<T> exact_array(const py::object& value, const char* what, const char
     throw py::type_error(std::string(what) + " must be a numpy array of " + dtype);
   }
   const auto array = py::reinterpret_borrow<py::array>(value);
-  if (!array.dtype().equal(py::dtype::of<T>()) || array.ndim() != 1 ||
-      !(array.flags() & py::array::c_style)) {
-    throw py::type_error(std::string(what) + " must be a one-dimensional C-contiguous " + dtype +
-                         " array, got " + py::str(array.dtype()).cast<std::string>() + " with " +
-                         std::to_string(array.ndim()) + " dimension(s)");
+  if (!array.dtype().equal(py::dtype::of<T>()) || array.ndim() != 1 || !(array.flags() & py::array::c_style)) {
+    throw py::type_error(std::string(what) + " must be a one-dimensional C-contiguous " + dtype + " array, got " +
+                         py::str(array.dtype()).cast<std::string>() + " with " + std::to_string(array.ndim()) +
+                         " dimension(s)");
   }
   return py::reinterpret_borrow<py::array_t<T>>(array);
 }
@@ -91,8 +90,8 @@ void check_spans(void* context) {
 
 }  // namespace
 
-RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
-                           const py::object& pointers, const py::object& lengths)
+RaggedSource::RaggedSource(const py::array& values, const py::object& offsets, const py::object& pointers,
+                           const py::object& lengths)
     : values_(values) {
   const ColumnView view = column_from_array(values);
   if (view.rows > 1 && view.row_stride != view.row_bytes) {
@@ -116,8 +115,8 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
     pointers_ = private_copy_if_writeable(exact_array<std::int64_t>(pointers, "pointers", "int64"));
     lengths_ = private_copy_if_writeable(exact_array<std::int32_t>(lengths, "lengths", "int32"));
     if (pointers_.size() != lengths_.size()) {
-      throw py::value_error("pointers and lengths differ in length: " + std::to_string(pointers_.size()) +
-                            " vs " + std::to_string(lengths_.size()));
+      throw py::value_error("pointers and lengths differ in length: " + std::to_string(pointers_.size()) + " vs " +
+                            std::to_string(lengths_.size()));
     }
     if (piece_.value_row_bytes == 0) throw py::value_error("records of zero-byte rows cannot be located");
     piece_.pointers = pointers_.data();
@@ -133,8 +132,8 @@ RaggedSource::RaggedSource(const py::array& values, const py::object& offsets,
   }
   if (!completed) throw py::value_error("reading the record spans failed: a memory-mapped file was truncated");
   if (check.bad >= 0) {
-    throw py::value_error("record " + std::to_string(check.bad) + " is invalid: " + check.why +
-                          " (" + std::to_string(piece_.value_rows) + " value rows)");
+    throw py::value_error("record " + std::to_string(check.bad) + " is invalid: " + check.why + " (" +
+                          std::to_string(piece_.value_rows) + " value rows)");
   }
 }
 
@@ -149,14 +148,12 @@ void register_ragged(py::module_& module) {
       module, "RaggedSource",
       "Variable-length records over a values array: CSR `offsets` (int64, records + 1), "
       "or byte `pointers` (int64) with `lengths` (int32). Every span is checked once, here.")
-      .def(py::init<const py::array&, const py::object&, const py::object&, const py::object&>(),
-           py::arg("values"), py::arg("offsets") = py::none(), py::arg("pointers") = py::none(),
-           py::arg("lengths") = py::none())
+      .def(py::init<const py::array&, const py::object&, const py::object&, const py::object&>(), py::arg("values"),
+           py::arg("offsets") = py::none(), py::arg("pointers") = py::none(), py::arg("lengths") = py::none())
       .def(py::pickle([](const RaggedSource& source) { return source.arguments(); },
                       [](const py::tuple& state) {
                         if (state.size() != 4) throw py::value_error("invalid RaggedSource state");
-                        return std::make_shared<RaggedSource>(state[0].cast<py::array>(), state[1], state[2],
-                                                              state[3]);
+                        return std::make_shared<RaggedSource>(state[0].cast<py::array>(), state[1], state[2], state[3]);
                       }))
       .def_property_readonly("records", &RaggedSource::records)
       .def("__len__", &RaggedSource::records);

@@ -17,8 +17,8 @@ class RaggedSource {
  public:
   // `offsets` (CSR, records + 1 int64 entries in value rows), or `pointers` (int64 byte
   // offsets) with `lengths` (int32 value rows) for the Megatron layout.
-  RaggedSource(const pybind11::array& values, const pybind11::object& offsets,
-               const pybind11::object& pointers, const pybind11::object& lengths);
+  RaggedSource(const pybind11::array& values, const pybind11::object& offsets, const pybind11::object& pointers,
+               const pybind11::object& lengths);
 
   RaggedPiece piece() const { return piece_; }
   const pybind11::array& values() const { return values_; }

@@ -11,8 +11,8 @@ namespace py = pybind11;
 namespace pyloader::bindings {
 
 void register_gather(py::module_& module) {
-  py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(
-      module, "ThreadPool", "Persistent gather threads, shared by the pipelines built on it.")
+  py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(module, "ThreadPool",
+                                                      "Persistent gather threads, shared by the pipelines built on it.")
       .def(py::init([](std::size_t num_threads) {
              if (num_threads == 0) throw py::value_error("num_threads must be at least 1");
              return std::make_shared<ThreadPool>(num_threads);
@@ -26,8 +26,7 @@ void register_gather(py::module_& module) {
         const ColumnView column = column_from_array(array);
         return py::make_tuple(column.rows, column.row_bytes, column.row_stride);
       },
-      py::arg("array"),
-      "Validate that `array` can be gathered natively; returns (rows, row_bytes, row_stride).");
+      py::arg("array"), "Validate that `array` can be gathered natively; returns (rows, row_bytes, row_stride).");
 
   module.def(
       "reference_gather",
@@ -41,8 +40,7 @@ void register_gather(py::module_& module) {
           if (data[k] < 0 || data[k] >= rows) throw py::index_error("index out of range");
         }
         py::gil_scoped_release release;  // raw pointers only; `arrays` keeps the memory referenced
-        gather_batches_reference(pool, columns, data, static_cast<std::size_t>(indices.size()),
-                                 batch_size);
+        gather_batches_reference(pool, columns, data, static_cast<std::size_t>(indices.size()), batch_size);
       },
       py::arg("pool"), py::arg("columns"), py::arg("indices"), py::arg("batch_size"),
       "Copy every batch of `indices` from `columns` with all pool threads into private "

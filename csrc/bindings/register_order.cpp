@@ -11,8 +11,7 @@ void register_order(py::module_& module) {
   module.def("mix_seed", &mix_seed, py::arg("seed"), py::arg("stream"),
              "Derive an independent 64-bit seed for `stream` (e.g. an epoch) from `seed`.");
 
-  py::class_<IndexOrder>(module, "IndexOrder",
-                         "Which row comes at each position of an epoch; O(1) memory.")
+  py::class_<IndexOrder>(module, "IndexOrder", "Which row comes at each position of an epoch; O(1) memory.")
       .def_static("sequential", &IndexOrder::sequential, py::arg("size"))
       .def_static("shuffled", &IndexOrder::shuffled, py::arg("size"), py::arg("seed"))
       .def_static("block_shuffled", &IndexOrder::block_shuffled, py::arg("size"), py::arg("seed"),
@@ -47,8 +46,7 @@ void register_order(py::module_& module) {
             }
             return out;
           },
-          py::arg("first"), py::arg("count"),
-          "Rows at positions [first, first + count) as an int64 array.");
+          py::arg("first"), py::arg("count"), "Rows at positions [first, first + count) as an int64 array.");
 }
 
 }  // namespace pyloader::bindings

@@ -159,8 +159,8 @@ IoMode io_mode_from(const std::string& name) {
 // The file behind a mapped piece, for explicit reads, or null when it cannot be read
 // as the mapping would be: the piece then keeps being copied from its mapping, which
 // stays valid whatever happened to the path (unlinked, replaced, no descriptors left).
-std::shared_ptr<const FileSource> open_file_source(const std::string& path, std::int64_t offset,
-                                                   std::uint64_t device, std::uint64_t inode) {
+std::shared_ptr<const FileSource> open_file_source(const std::string& path, std::int64_t offset, std::uint64_t device,
+                                                   std::uint64_t inode) {
   try {
     auto file = std::make_shared<const FileSource>(path, offset);
     if (!file->is(device, inode)) return nullptr;  // another file now has that path
@@ -177,9 +177,9 @@ class PythonBatchPipeline {
   // `casts[c]` (a dtype or None) converts column c's integers; `paddings[c]` (None:
   // packed) says how ragged column c's batches are padded. Both default to None.
   PythonBatchPipeline(const std::vector<py::object>& sources, std::shared_ptr<ThreadPool> pool,
-                      std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
-                      const py::object& casts, const py::object& paddings, const py::object& files,
-                      const std::string& io, std::size_t read_threads, bool counting)
+                      std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map, const py::object& casts,
+                      const py::object& paddings, const py::object& files, const std::string& io,
+                      std::size_t read_threads, bool counting)
       : row_map_(std::move(row_map)) {
     auto option = [&](const py::object& options, std::size_t c) -> py::object {
       if (options.is_none()) return py::none();
@@ -245,8 +245,8 @@ class PythonBatchPipeline {
       const py::object spec = option(files, k);
       if (spec.is_none()) continue;
       const auto per_piece = py::reinterpret_borrow<py::sequence>(spec);
-      const std::size_t pieces = output_[k].ragged ? ragged[output_[k].index].pieces.size()
-                                                   : columns[output_[k].index].pieces.size();
+      const std::size_t pieces =
+          output_[k].ragged ? ragged[output_[k].index].pieces.size() : columns[output_[k].index].pieces.size();
       if (per_piece.size() != pieces) throw py::value_error("one file (or None) per column piece is needed");
       for (std::size_t p = 0; p < pieces; ++p) {
         if (per_piece[p].is_none()) continue;
@@ -270,8 +270,8 @@ class PythonBatchPipeline {
       }
       map = row_map_->view();
     }
-    pipeline_ = std::make_shared<BatchPipeline>(std::move(columns), std::move(ragged), std::move(pool),
-                                                max_in_flight, map);
+    pipeline_ =
+        std::make_shared<BatchPipeline>(std::move(columns), std::move(ragged), std::move(pool), max_in_flight, map);
     pipeline_->set_io_mode(io_mode_from(io), read_threads);
     pipeline_->set_counting(counting);
     for (const py::dtype& dtype : dtypes_) dl_dtypes_.push_back(dlpack_dtype(dtype));
@@ -333,8 +333,7 @@ class PythonBatchPipeline {
     consumer.pipeline().enqueue_positions(order, first, count);
   }
 
-  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
-                          std::uint64_t batch_size) {
+  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end, std::uint64_t batch_size) {
     Consumer consumer(*this);
     expected_rows_ = batch_size;
     top_up_supplies(consumer.pipeline());
@@ -403,12 +402,12 @@ class PythonBatchPipeline {
     if (!pipeline.front_ready()) {
       using clock = std::chrono::steady_clock;
       const bool bounded = timeout_seconds > 0;
-      const auto deadline =
-          clock::now() + std::chrono::duration_cast<clock::duration>(
-                             std::chrono::duration<double>(bounded ? timeout_seconds : 0));
+      const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
+                                               std::chrono::duration<double>(bounded ? timeout_seconds : 0));
       for (;;) {
         auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(kSignalPollInterval);
-        if (bounded) wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()));
+        if (bounded)
+          wait = std::min(wait, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()));
         bool ready = false;
         {
           py::gil_scoped_release release;  // waits on worker completion; no Python objects touched
@@ -433,8 +432,8 @@ class PythonBatchPipeline {
     last_error_consumed_batch_ = true;
     largest_batch_bytes_ = std::max(largest_batch_bytes_, batch.bytes);
     if (device_ || supplied_host_) {
-      py::object delivered = device_ ? py::object(on_device(batch, reinterpret_cast<CuStream>(stream)))
-                                     : arrays_of(batch);
+      py::object delivered =
+          device_ ? py::object(on_device(batch, reinterpret_cast<CuStream>(stream))) : arrays_of(batch);
       last_error_consumed_batch_ = false;
       return delivered;
     }
@@ -501,9 +500,8 @@ class PythonBatchPipeline {
 
   // The batch as numpy arrays whose base is the StagedBuffer naming its blocks.
   py::object arrays_of(GatheredBatch& batch) {
-    py::capsule capsule(new std::shared_ptr<std::byte>(std::move(batch.buffer)), [](void* held) {
-      delete static_cast<std::shared_ptr<std::byte>*>(held);
-    });
+    py::capsule capsule(new std::shared_ptr<std::byte>(std::move(batch.buffer)),
+                        [](void* held) { delete static_cast<std::shared_ptr<std::byte>*>(held); });
     const std::byte* base = static_cast<std::shared_ptr<std::byte>*>(capsule.get_pointer())->get();
     StagedBuffer staged;
     staged.address = reinterpret_cast<std::uintptr_t>(base);
@@ -523,8 +521,7 @@ class PythonBatchPipeline {
       const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
       const auto width = static_cast<py::ssize_t>(batch.ragged_widths[c]);
       const bool padded = padded_[c];
-      std::vector<py::ssize_t> shape = padded ? std::vector<py::ssize_t>{rows, width}
-                                              : std::vector<py::ssize_t>{width};
+      std::vector<py::ssize_t> shape = padded ? std::vector<py::ssize_t>{rows, width} : std::vector<py::ssize_t>{width};
       shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
       py::array values(ragged_dtypes_[c], shape, base + offsets[0], owner);
       py::array lengths(py::dtype::of<std::int64_t>(), std::vector<py::ssize_t>{rows}, base + offsets[1], owner);
@@ -688,29 +685,28 @@ void register_pipeline(py::module_& module) {
       .def(py::init<const py::array&, std::int64_t>(), py::arg("rows"), py::arg("source_rows"))
       .def_property_readonly("source_rows", &PythonRowMap::source_rows)
       .def("__len__", &PythonRowMap::size);
-  py::class_<PythonBatchPipeline>(
-      module, "BatchPipeline",
-      "Ordered, bounded prefetch of row batches gathered from numpy columns; a column is "
-      "an array or a list of arrays (its pieces, concatenated).\n\n"
-      "Safe to share between Python threads: calls are served one at a time.")
+  py::class_<PythonBatchPipeline>(module, "BatchPipeline",
+                                  "Ordered, bounded prefetch of row batches gathered from numpy columns; a column is "
+                                  "an array or a list of arrays (its pieces, concatenated).\n\n"
+                                  "Safe to share between Python threads: calls are served one at a time.")
       .def(py::init<const std::vector<py::object>&, std::shared_ptr<ThreadPool>, std::size_t,
-                    std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&,
-                    const py::object&, const std::string&, std::size_t, bool>(),
+                    std::shared_ptr<const PythonRowMap>, const py::object&, const py::object&, const py::object&,
+                    const std::string&, std::size_t, bool>(),
            py::arg("columns"), py::arg("pool"), py::arg("max_in_flight"), py::arg("row_map") = py::none(),
            py::arg("casts") = py::none(), py::arg("paddings") = py::none(), py::arg("files") = py::none(),
            py::arg("io") = "mmap", py::arg("read_threads") = 64, py::arg("stats") = true,
            "`files[c]` (None, or per piece None or (path, byte offset of row 0, st_dev, st_ino) of "
-           "the file mapped; for records, of their values' row 0) names the file behind column c's memory mapping, which `io` ('mmap', "
+           "the file mapped; for records, of their values' row 0) names the file behind column c's memory mapping, "
+           "which `io` ('mmap', "
            "'read' or 'auto'; 'mmap' here, the loader picks its own default) may read explicitly "
            "with `read_threads` reads in flight. A piece whose file cannot be opened, or is no "
            "longer that file, is copied from its mapping. `stats=False` keeps no counters.")
       .def("enqueue_indices", &PythonBatchPipeline::enqueue_indices, py::arg("indices"),
            "Request the rows `indices` (ints; negatives count from the end) as the next batch.")
-      .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"),
-           py::arg("first"), py::arg("count"),
-           "Request the rows at positions [first, first + count) of `order` as the next batch.")
-      .def("schedule_positions", &PythonBatchPipeline::schedule_positions, py::arg("order"),
-           py::arg("first"), py::arg("end"), py::arg("batch_size"),
+      .def("enqueue_positions", &PythonBatchPipeline::enqueue_positions, py::arg("order"), py::arg("first"),
+           py::arg("count"), "Request the rows at positions [first, first + count) of `order` as the next batch.")
+      .def("schedule_positions", &PythonBatchPipeline::schedule_positions, py::arg("order"), py::arg("first"),
+           py::arg("end"), py::arg("batch_size"),
            "Gather positions [first, end) of `order` in batches of `batch_size`, keeping "
            "the pipeline full by itself from now on.")
       .def("next", &PythonBatchPipeline::next, py::arg("timeout") = 0.0, py::arg("stream") = 0,

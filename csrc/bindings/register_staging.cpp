@@ -20,11 +20,12 @@ void register_staging(py::module_& module) {
       .def("done", &CopyFence::done, "Whether the copy has finished.")
       .def("wait", &CopyFence::wait, py::call_guard<py::gil_scoped_release>(),  // blocks on the driver only
            "Blocks until the copy has finished.")
-      .def("wait_on", [](const CopyFence& fence, std::uintptr_t stream) {
-             fence.wait_on(reinterpret_cast<CuStream>(stream));
-           }, py::arg("stream"),
-           "Makes the CUDA stream `stream` (a cudaStream_t as an int) wait for the copy, "
-           "without blocking the host.");
+      .def(
+          "wait_on",
+          [](const CopyFence& fence, std::uintptr_t stream) { fence.wait_on(reinterpret_cast<CuStream>(stream)); },
+          py::arg("stream"),
+          "Makes the CUDA stream `stream` (a cudaStream_t as an int) wait for the copy, "
+          "without blocking the host.");
   py::class_<DeviceCopier, std::shared_ptr<DeviceCopier>>(
       module, "DeviceCopier",
       "Issues host-to-device copies on one CUDA stream of device `ordinal`, through the "
@@ -32,19 +33,21 @@ void register_staging(py::module_& module) {
       .def(py::init([](const std::string& driver, int ordinal, std::uintptr_t stream) {
              return std::make_shared<DeviceCopier>(CudaDriver::load(driver), ordinal,
                                                    reinterpret_cast<CuStream>(stream));
-           }), py::arg("driver"), py::arg("ordinal"), py::arg("stream") = 0,
+           }),
+           py::arg("driver"), py::arg("ordinal"), py::arg("stream") = 0,
            "`stream`: a cudaStream_t (as an int) the caller keeps alive, or 0 for a stream "
            "of the copier's own.")
       .def_property_readonly("ordinal", &DeviceCopier::ordinal)
-      .def_property_readonly("stream", [](const DeviceCopier& copier) {
-        return reinterpret_cast<std::uintptr_t>(copier.stream());
-      })
-      .def("copy", [](const DeviceCopier& copier, std::uintptr_t destination, std::uintptr_t source,
-                      std::size_t bytes) {
-             return copier.copy(static_cast<CuDevicePtr>(destination), reinterpret_cast<const void*>(source), bytes);
-           }, py::arg("destination"), py::arg("source"), py::arg("bytes"),
-           "Copies `bytes` from host address `source` to device address `destination` "
-           "asynchronously; both must stay valid until the returned fence is done.");
+      .def_property_readonly(
+          "stream", [](const DeviceCopier& copier) { return reinterpret_cast<std::uintptr_t>(copier.stream()); })
+      .def(
+          "copy",
+          [](const DeviceCopier& copier, std::uintptr_t destination, std::uintptr_t source, std::size_t bytes) {
+            return copier.copy(static_cast<CuDevicePtr>(destination), reinterpret_cast<const void*>(source), bytes);
+          },
+          py::arg("destination"), py::arg("source"), py::arg("bytes"),
+          "Copies `bytes` from host address `source` to device address `destination` "
+          "asynchronously; both must stay valid until the returned fence is done.");
   py::class_<DeviceStaging, std::shared_ptr<DeviceStaging>>(
       module, "DeviceStaging",
       "Delivery on CUDA device `ordinal` through the driver library `driver`: a copier with "
@@ -52,12 +55,12 @@ void register_staging(py::module_& module) {
       "the pipelines (epochs) of one loader.")
       .def(py::init([](const std::string& driver, int ordinal) {
              return std::make_shared<DeviceStaging>(CudaDriver::load(driver), ordinal);
-           }), py::arg("driver"), py::arg("ordinal"))
-      .def_property_readonly("copier", [](const DeviceStaging& staging) {
-        return std::const_pointer_cast<DeviceCopier>(staging.copier());
-      })
-      .def_property_readonly("allocations", &DeviceStaging::allocations,
-                             "Pinned and device blocks allocated so far.");
+           }),
+           py::arg("driver"), py::arg("ordinal"))
+      .def_property_readonly(
+          "copier",
+          [](const DeviceStaging& staging) { return std::const_pointer_cast<DeviceCopier>(staging.copier()); })
+      .def_property_readonly("allocations", &DeviceStaging::allocations, "Pinned and device blocks allocated so far.");
   py::class_<StagedBuffer>(module, "StagedBuffer",
                            "The base of the arrays of a batch gathered into a supplied host block.")
       .def_readonly("address", &StagedBuffer::address)

@@ -68,18 +68,16 @@ struct BatchPipeline::Slot {
   bool done() const noexcept { return state.load(std::memory_order_acquire) == kDone; }
 };
 
-BatchPipeline::BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
-                             std::size_t max_in_flight, std::optional<RowMap> row_map)
+BatchPipeline::BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
+                             std::optional<RowMap> row_map)
     : BatchPipeline(std::move(columns), {}, std::move(pool), max_in_flight, row_map) {}
 
 BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns,
-                             std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
-                             std::optional<RowMap> row_map)
+                             std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight, std::optional<RowMap> row_map)
     : columns_(std::move(columns)),
       ragged_(std::move(ragged_columns)),
       rows_(0),
-      source_rows_(!columns_.empty() ? columns_.front().rows()
-                                     : (ragged_.empty() ? 0 : ragged_.front().records())),
+      source_rows_(!columns_.empty() ? columns_.front().rows() : (ragged_.empty() ? 0 : ragged_.front().records())),
       row_map_(row_map),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       wake_queued_(std::max<std::size_t>(1, max_in_flight_ / 4)),
@@ -94,8 +92,7 @@ BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColu
     }
     std::int64_t next_record = 0;
     for (const RaggedPiece& piece : column.pieces) {
-      if (piece.first_record != next_record || piece.records < 0 ||
-          piece.value_row_bytes != column.value_row_bytes() ||
+      if (piece.first_record != next_record || piece.records < 0 || piece.value_row_bytes != column.value_row_bytes() ||
           (piece.offsets == nullptr && (piece.pointers == nullptr || piece.lengths == nullptr))) {
         throw std::invalid_argument("ragged pieces must follow each other and share a row size");
       }
@@ -154,9 +151,8 @@ void BatchPipeline::enqueue_indices(std::vector<std::int64_t> indices) {
     const std::int64_t requested = index;
     if (index < 0) index += rows_;
     if (index < 0 || index >= rows_) {
-      throw std::out_of_range("index " + std::to_string(requested) +
-                              " is out of range for a dataset of " + std::to_string(rows_) +
-                              " rows");
+      throw std::out_of_range("index " + std::to_string(requested) + " is out of range for a dataset of " +
+                              std::to_string(rows_) + " rows");
     }
   }
   auto slot = std::make_shared<Slot>();
@@ -165,14 +161,11 @@ void BatchPipeline::enqueue_indices(std::vector<std::int64_t> indices) {
   start(std::move(slot));
 }
 
-void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t first,
-                                      std::uint64_t count) {
+void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t count) {
   check_capacity();
-  if (order.rows() > static_cast<std::uint64_t>(rows_) || first > order.size() ||
-      count > order.size() - first) {
-    throw std::out_of_range("positions [" + std::to_string(first) + ", " +
-                            std::to_string(first + count) + ") outside an order of " +
-                            std::to_string(order.size()) + " positions over " +
+  if (order.rows() > static_cast<std::uint64_t>(rows_) || first > order.size() || count > order.size() - first) {
+    throw std::out_of_range("positions [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                            ") outside an order of " + std::to_string(order.size()) + " positions over " +
                             std::to_string(order.rows()) + " of " + std::to_string(rows_) + " rows");
   }
   check_batch_rows(count);
@@ -184,14 +177,13 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
   start(std::move(slot));
 }
 
-void BatchPipeline::schedule_positions(const IndexOrder& order, std::uint64_t first,
-                                       std::uint64_t end, std::uint64_t batch_size) {
+void BatchPipeline::schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
+                                       std::uint64_t batch_size) {
   if (batch_size == 0) throw std::invalid_argument("batch_size must be positive");
   check_batch_rows(batch_size);
   if (first > end || end > order.size() || order.rows() > static_cast<std::uint64_t>(rows_)) {
-    throw std::out_of_range("scheduled positions [" + std::to_string(first) + ", " +
-                            std::to_string(end) + ") outside an order of " +
-                            std::to_string(order.size()) + " over " + std::to_string(rows_) +
+    throw std::out_of_range("scheduled positions [" + std::to_string(first) + ", " + std::to_string(end) +
+                            ") outside an order of " + std::to_string(order.size()) + " over " + std::to_string(rows_) +
                             " rows");
   }
   schedule_ = Schedule{order, first, end, batch_size};
@@ -219,8 +211,7 @@ void BatchPipeline::start(std::shared_ptr<Slot> slot) {
     // about to wait: the wake-up of a pool thread costs more than a small gather, and
     // batching wake-ups keeps it off the per-batch path.
     const std::size_t queued = sync_->queued.size();
-    wake = sync_->drainers < pool_->size() &&
-           (queued >= wake_queued_ || (sync_->drainers == 0 && !front_ready()));
+    wake = sync_->drainers < pool_->size() && (queued >= wake_queued_ || (sync_->drainers == 0 && !front_ready()));
     if (wake) {
       ++sync_->drainers;
       ++sync_->tasks_outstanding;
@@ -395,7 +386,7 @@ bool BatchPipeline::begin_fill(Slot& slot) noexcept {
       allocate_fixed(slot);
     }
     if (reads_ && reads_->usable()) {  // outside the guard: it allocates
-      const ExplicitReads::Batch batch{&plan, slot.rows, slot.read_ahead, slot.buffer.get(), &slot.column_offsets,
+      const ExplicitReads::Batch batch{&plan,      slot.rows, slot.read_ahead, slot.buffer.get(), &slot.column_offsets,
                                        &slot.spans};
       if (std::unique_ptr<ExplicitReads::Pending> pending = reads_->start(batch, done)) {
         auto reading = std::make_unique<Reading>();
@@ -419,7 +410,7 @@ bool BatchPipeline::begin_fill(Slot& slot) noexcept {
 void BatchPipeline::end_fill(Slot& slot) noexcept {
   Reading& reading = *slot.reading;
   try {
-    const ExplicitReads::Batch batch{&reading.plan, slot.rows, slot.read_ahead, slot.buffer.get(),
+    const ExplicitReads::Batch batch{&reading.plan,        slot.rows,  slot.read_ahead, slot.buffer.get(),
                                      &slot.column_offsets, &slot.spans};
     const std::uint64_t bytes = reads_->finish(*reading.pending, batch);
     explicitly_read_.fetch_add(1, std::memory_order_relaxed);
@@ -438,9 +429,9 @@ void BatchPipeline::copy_from_mappings(Slot& slot, const ReadPlan& plan, const s
   CopyJob job{this, &slot, &plan};
   job.read_explicitly = &done;
   if (!run_with_bus_error_guard(&BatchPipeline::copy_columns, &job)) {
-    slot.error = std::make_exception_ptr(SourceReadError(
-        "reading the source failed with SIGBUS: a memory-mapped file was truncated or "
-        "became unreadable while the loader was using it"));
+    slot.error = std::make_exception_ptr(
+        SourceReadError("reading the source failed with SIGBUS: a memory-mapped file was truncated or "
+                        "became unreadable while the loader was using it"));
   }
 }
 
@@ -462,8 +453,7 @@ void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
   read_ahead_ = mode == IoMode::kAuto && !row_map_ && fixed_files;
 }
 
-bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first,
-                                       std::uint64_t count) noexcept {
+bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept {
   BlockWindow window;
   if (!read_ahead_ || count == 0 || !reads_->usable() || !order.block_window(first, window)) return false;
   try {
@@ -524,15 +514,13 @@ void BatchPipeline::copy_columns(void* job_pointer) {
   const std::size_t fixed = job.pipeline->columns_.size();
   for (std::size_t c = 0; c < fixed; ++c) {
     if ((*job.read_explicitly)[c]) continue;
-    gather_column(job.pipeline->columns_[c], *job.plan, slot.rows,
-                  slot.buffer.get() + slot.column_offsets[c]);
+    gather_column(job.pipeline->columns_[c], *job.plan, slot.rows, slot.buffer.get() + slot.column_offsets[c]);
   }
   for (std::size_t r = 0; r < job.pipeline->ragged_.size(); ++r) {
     const std::size_t* offsets = &slot.column_offsets[fixed + 3 * r];
     std::byte* base = slot.buffer.get();
-    write_records(job.pipeline->ragged_[r], *job.plan, slot.spans[r].data(), slot.rows,
-                  slot.layouts[r], slot.starts[r], base + offsets[0],
-                  reinterpret_cast<std::int64_t*>(base + offsets[1]),
+    write_records(job.pipeline->ragged_[r], *job.plan, slot.spans[r].data(), slot.rows, slot.layouts[r], slot.starts[r],
+                  base + offsets[0], reinterpret_cast<std::int64_t*>(base + offsets[1]),
                   slot.layouts[r].mask_bytes ? reinterpret_cast<bool*>(base + offsets[2]) : nullptr);
   }
 }
@@ -612,8 +600,8 @@ void BatchPipeline::stage_to_device(Slot& slot) noexcept {
   try {
     std::shared_ptr<FencedPool::Lease> device = staging_.device->device_block(slot.bytes);
     try {
-      slot.fence = staging_.device->copier()->copy(reinterpret_cast<CuDevicePtr>(device->data()),
-                                                   slot.buffer.get(), slot.bytes);
+      slot.fence =
+          staging_.device->copier()->copy(reinterpret_cast<CuDevicePtr>(device->data()), slot.buffer.get(), slot.bytes);
     } catch (const CopyPendingError&) {
       device->abandon();
       slot.host_lease->abandon();
@@ -640,9 +628,7 @@ std::size_t BatchPipeline::fixed_batch_bytes(std::uint64_t rows) const {
   return ragged_.empty() ? fixed_layout(rows, nullptr) : 0;
 }
 
-bool BatchPipeline::front_ready() const noexcept {
-  return !slots_.empty() && slots_.front()->done();
-}
+bool BatchPipeline::front_ready() const noexcept { return !slots_.empty() && slots_.front()->done(); }
 
 bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
   if (slots_.empty()) throw std::logic_error("BatchPipeline: no batch in flight");
@@ -659,9 +645,8 @@ bool BatchPipeline::wait_front(std::chrono::nanoseconds timeout) {
     const Slot& front = *slots_.front();
     std::unique_lock<std::mutex> lock(sync_->mutex);
     sync_->waiters.fetch_add(1, std::memory_order_seq_cst);
-    ready = sync_->completed.wait_for(lock, timeout, [&front] {
-      return front.state.load(std::memory_order_seq_cst) == Slot::kDone;
-    });
+    ready = sync_->completed.wait_for(lock, timeout,
+                                      [&front] { return front.state.load(std::memory_order_seq_cst) == Slot::kDone; });
     sync_->waiters.fetch_sub(1, std::memory_order_relaxed);
   }
   if (counting_) {
@@ -712,9 +697,14 @@ GatheredBatch BatchPipeline::pop_front() {
     std::rethrow_exception(error);
   }
   slot->host_lease.reset();  // the buffer holds the block while the batch needs it
-  return GatheredBatch{std::move(slot->buffer), std::move(slot->column_offsets), std::move(slot->ragged_widths),
-                       slot->rows, slot->bytes, slot->host_block ? slot->host_block->token : 0,
-                       std::move(slot->device_lease), std::move(slot->fence)};
+  return GatheredBatch{std::move(slot->buffer),
+                       std::move(slot->column_offsets),
+                       std::move(slot->ragged_widths),
+                       slot->rows,
+                       slot->bytes,
+                       slot->host_block ? slot->host_block->token : 0,
+                       std::move(slot->device_lease),
+                       std::move(slot->fence)};
 }
 
 }  // namespace pyloader

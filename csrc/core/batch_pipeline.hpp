@@ -127,13 +127,12 @@ struct RowMap {
 
 class BatchPipeline {
  public:
-  BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool,
-                std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
+  BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
+                std::optional<RowMap> row_map = std::nullopt);
   // With variable-length columns too (delivered after the fixed-size ones). Every
   // column, fixed or ragged, must have the same number of rows (records).
-  BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns,
-                std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
-                std::optional<RowMap> row_map = std::nullopt);
+  BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns, std::shared_ptr<ThreadPool> pool,
+                std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
   ~BatchPipeline();
 
   BatchPipeline(const BatchPipeline&) = delete;
@@ -158,8 +157,7 @@ class BatchPipeline {
   // consumer makes one call per batch. Replaces any earlier schedule.
   // Throws std::out_of_range unless first <= end <= order.size() and order.rows() <= rows, and
   // std::invalid_argument for batch_size 0.
-  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end,
-                          std::uint64_t batch_size);
+  void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end, std::uint64_t batch_size);
 
   // How file-backed columns are read (default IoMode::kMmap), with `read_threads`
   // reads in flight at most. Precondition: no batch requested yet.
@@ -174,14 +172,10 @@ class BatchPipeline {
   std::size_t fixed_batch_bytes(std::uint64_t rows) const;
   // Batches whose rows were read explicitly so far (at least one column), for tests
   // and diagnostics.
-  std::uint64_t explicitly_read_batches() const noexcept {
-    return explicitly_read_.load(std::memory_order_relaxed);
-  }
+  std::uint64_t explicitly_read_batches() const noexcept { return explicitly_read_.load(std::memory_order_relaxed); }
 
   // Windows of block-shuffled orders read ahead so far, for tests and diagnostics.
-  std::uint64_t windows_read_ahead() const noexcept {
-    return windows_read_ahead_.load(std::memory_order_relaxed);
-  }
+  std::uint64_t windows_read_ahead() const noexcept { return windows_read_ahead_.load(std::memory_order_relaxed); }
 
   PipelineStats stats() const noexcept;
   // Whether the counters are kept (default true); off, stats() reports zeros. For
@@ -205,7 +199,6 @@ class BatchPipeline {
   // SourceReadError, CudaError, ...). If topping up throws, the oldest request stays in
   // place. Precondition: in_flight() > 0.
   GatheredBatch pop_front();
-
 
  private:
   struct Slot;

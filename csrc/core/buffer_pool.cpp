@@ -45,8 +45,8 @@ std::shared_ptr<std::byte> BufferPool::acquire(std::size_t bytes) {
     block.data = static_cast<std::byte*>(std::aligned_alloc(kPageBytes, block.bytes));
     if (block.data == nullptr) throw std::bad_alloc();
   }
-  return std::shared_ptr<std::byte>(
-      block.data, [pool = shared_from_this(), block](std::byte*) { pool->release(block); });
+  return std::shared_ptr<std::byte>(block.data,
+                                    [pool = shared_from_this(), block](std::byte*) { pool->release(block); });
 }
 
 void BufferPool::release(Block block) noexcept {

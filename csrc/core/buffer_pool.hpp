@@ -3,7 +3,8 @@
 // Contract:
 //   * Blocks are page aligned and a whole number of pages long, so a block can later be
 //     registered with a device driver for pinned transfers.
-//   * acquire(bytes) reuses an idle block of at least `bytes` or allocates one; it hands out a block as a shared_ptr. The block returns to the pool when
+//   * acquire(bytes) reuses an idle block of at least `bytes` or allocates one; it hands
+//     out a block as a shared_ptr. The block returns to the pool when
 //     the last copy of that shared_ptr dies, on whichever thread drops it; the pool
 //     itself stays alive until then (each block holds a reference to it).
 //   * At most `max_idle` blocks are kept for reuse; surplus returned blocks are freed,

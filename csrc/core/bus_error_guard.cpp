@@ -29,7 +29,7 @@ bool is_ours(const struct sigaction& action) noexcept {
 }
 
 [[noreturn]] void die_by_default_action(int signal_number) noexcept {
-  struct sigaction default_action {};
+  struct sigaction default_action{};
   default_action.sa_handler = SIG_DFL;
   sigemptyset(&default_action.sa_mask);
   sigaction(signal_number, &default_action, nullptr);
@@ -69,14 +69,14 @@ void on_bus_error(int signal_number, siginfo_t* info, void* context) {
 
 void install_bus_error_handler() noexcept {
   std::lock_guard<std::mutex> lock(install_mutex);
-  struct sigaction current {};
+  struct sigaction current{};
   sigaction(SIGBUS, nullptr, &current);
   if (is_ours(current)) return;
   const int installation = current_installation.load(std::memory_order_relaxed) + 1;
   if (installation >= kMaxInstallations) return;  // something keeps replacing us: let it win
   replaced_actions[installation] = current;
   current_installation.store(installation, std::memory_order_release);
-  struct sigaction action {};
+  struct sigaction action{};
   action.sa_sigaction = on_bus_error;
   sigemptyset(&action.sa_mask);
   // SA_NODEFER: leaving the handler by siglongjmp skips the kernel's mask restore,

@@ -21,8 +21,7 @@ void* resolve(void* library, const std::string& path, const char* versioned, con
 }
 
 template <typename Function>
-void bind_symbol(Function& target, void* library, const std::string& path, const char* versioned,
-                 const char* plain) {
+void bind_symbol(Function& target, void* library, const std::string& path, const char* versioned, const char* plain) {
   target = reinterpret_cast<Function>(resolve(library, path, versioned, plain));
 }
 

@@ -83,8 +83,7 @@ DeviceCopier::~DeviceCopier() {
   }
 }
 
-std::shared_ptr<CopyFence> DeviceCopier::copy(CuDevicePtr destination, const void* source,
-                                              std::size_t bytes) const {
+std::shared_ptr<CopyFence> DeviceCopier::copy(CuDevicePtr destination, const void* source, std::size_t bytes) const {
   const auto bound = context_->bind();
   const CudaDriver& driver = context_->driver();
   if (bytes > 0) driver.check(driver.memcpy_htod_async(destination, source, bytes, stream_), "cuMemcpyHtoDAsync");

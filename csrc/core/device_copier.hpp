@@ -58,8 +58,7 @@ class EventPool {
 
 class CopyFence {
  public:
-  CopyFence(std::shared_ptr<EventPool> events, CuEvent event) noexcept
-      : events_(std::move(events)), event_(event) {}
+  CopyFence(std::shared_ptr<EventPool> events, CuEvent event) noexcept : events_(std::move(events)), event_(event) {}
   ~CopyFence();
   CopyFence(const CopyFence&) = delete;
   CopyFence& operator=(const CopyFence&) = delete;

@@ -8,7 +8,9 @@ namespace {
 
 constexpr std::size_t kPageBytes = 4096;
 
-std::size_t whole_pages(std::size_t bytes) { return (bytes == 0 ? 1 : (bytes + kPageBytes - 1) / kPageBytes) * kPageBytes; }
+std::size_t whole_pages(std::size_t bytes) {
+  return (bytes == 0 ? 1 : (bytes + kPageBytes - 1) / kPageBytes) * kPageBytes;
+}
 
 }  // namespace
 

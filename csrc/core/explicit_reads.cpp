@@ -70,8 +70,8 @@ const RaggedPiece& piece_of(const RaggedColumn& column, std::int64_t record) {
 
 }  // namespace
 
-ExplicitReads::ExplicitReads(const std::vector<Column>& columns, const std::vector<RaggedColumn>& ragged,
-                             IoMode mode, std::size_t threads)
+ExplicitReads::ExplicitReads(const std::vector<Column>& columns, const std::vector<RaggedColumn>& ragged, IoMode mode,
+                             std::size_t threads)
     : columns_(columns), ragged_(ragged), mode_(mode) {
   if (mode == IoMode::kMmap) return;
   std::vector<char> grouped(columns.size(), 0);
@@ -191,7 +191,8 @@ std::unique_ptr<ExplicitReads::Pending> ExplicitReads::start(const Batch& batch,
       const RecordSpan& span = spans[plan.positions[k]];
       const RaggedPiece& piece = piece_of(column, plan.sources[k]);
       const std::size_t bytes = static_cast<std::size_t>(span.length) * value_row_bytes;
-      extents.push_back(ReadEngine::Extent{piece.file.get(), piece.file->offset() + (span.rows - piece.values), out, bytes});
+      extents.push_back(
+          ReadEngine::Extent{piece.file.get(), piece.file->offset() + (span.rows - piece.values), out, bytes});
       out += bytes;
     }
     pending->bytes += total;
@@ -217,7 +218,8 @@ std::uint64_t ExplicitReads::finish(Pending& pending, const Batch& batch) const 
       const std::byte* from = area + group.shifts[m];
       if (union_bytes == static_cast<std::size_t>(row_bytes)) {  // rows back to back: one pass
         if (column.cast.active()) {
-          cast_elements(column.cast, from, row_bytes / column.cast.source_bytes * static_cast<std::int64_t>(count), out);
+          cast_elements(column.cast, from, row_bytes / column.cast.source_bytes * static_cast<std::int64_t>(count),
+                        out);
         } else {
           std::memcpy(out, from, count * union_bytes);
         }

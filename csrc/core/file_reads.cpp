@@ -49,7 +49,7 @@ FileSource::FileSource(std::string path, std::int64_t offset)
 FileSource::~FileSource() { ::close(descriptor_); }
 
 bool FileSource::is(std::uint64_t device, std::uint64_t inode) const noexcept {
-  struct stat status {};
+  struct stat status{};
   return ::fstat(descriptor_, &status) == 0 && static_cast<std::uint64_t>(status.st_dev) == device &&
          static_cast<std::uint64_t>(status.st_ino) == inode;
 }
@@ -60,8 +60,8 @@ bool bytes_cached(const std::byte* address, std::int64_t bytes) {
   unsigned char resident[kResidencyPagesPerRow + 1];
   const auto start = reinterpret_cast<std::uintptr_t>(address);
   const std::uintptr_t first_page = start / page * page;
-  const std::size_t span = std::min<std::size_t>(start + static_cast<std::size_t>(bytes) - first_page,
-                                                 kResidencyPagesPerRow * page);
+  const std::size_t span =
+      std::min<std::size_t>(start + static_cast<std::size_t>(bytes) - first_page, kResidencyPagesPerRow * page);
   if (::mincore(reinterpret_cast<void*>(first_page), span, resident) != 0) return true;  // not ours to ask about
   const std::size_t pages = (span + page - 1) / page;
   for (std::size_t p = 0; p < pages; ++p) {

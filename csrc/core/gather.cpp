@@ -46,11 +46,9 @@ void insertion_sort(std::uint64_t* begin, std::uint64_t* end) noexcept {
 // on its own. Comparison sorts of a few hundred random keys mispredict most branches;
 // this costs O(count) for keys spread as a shuffle spreads them, and a bucket that
 // collects many keys costs a comparison sort of that bucket, never more.
-void bucket_sort(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch,
-                 unsigned key_bits) {
+void bucket_sort(std::vector<std::uint64_t>& keys, std::vector<std::uint64_t>& scratch, unsigned key_bits) {
   const std::size_t count = keys.size();
-  const unsigned bucket_bits = std::min(
-      key_bits, std::clamp(bit_width(count), kMinBucketBits, kMaxBucketBits));
+  const unsigned bucket_bits = std::min(key_bits, std::clamp(bit_width(count), kMinBucketBits, kMaxBucketBits));
   const unsigned shift = key_bits - bucket_bits;
   std::vector<std::uint32_t>& counts = bucket_counts();
   counts.assign((std::size_t{1} << bucket_bits) + 1, 0);
@@ -86,8 +84,8 @@ inline void prefetch_row(const std::byte* row, std::int64_t row_bytes) noexcept 
 // Rows this small are one cache line each: a row a few iterations ahead is prefetched
 // so that the misses of a shuffled batch overlap instead of following one another.
 template <std::int64_t kBytes>
-void copy_fixed(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
-                std::size_t end, std::byte* out, bool forward) noexcept {
+void copy_fixed(const ColumnView& column, const ReadPlan& plan, std::size_t begin, std::size_t end, std::byte* out,
+                bool forward) noexcept {
   constexpr std::size_t kSmallRowPrefetchDistance = 16;
   const std::size_t count = end - begin;
   auto slot_at = [&](std::size_t k) { return forward ? begin + k : end - 1 - k; };
@@ -103,8 +101,8 @@ void copy_fixed(const ColumnView& column, const ReadPlan& plan, std::size_t begi
   }
 }
 
-void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
-                  std::size_t end, std::byte* out, bool forward) noexcept {
+void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t begin, std::size_t end, std::byte* out,
+                  bool forward) noexcept {
   const std::int64_t row_bytes = column.row_bytes;
   const std::size_t count = end - begin;
   auto slot_at = [&](std::size_t k) { return forward ? begin + k : end - 1 - k; };
@@ -116,8 +114,8 @@ void copy_general(const ColumnView& column, const ReadPlan& plan, std::size_t be
       prefetch_row(column.row(plan.sources[slot_at(k + kPrefetchDistance)]), row_bytes);
     }
     const std::size_t slot = slot_at(k);
-    std::memcpy(out + static_cast<std::int64_t>(plan.positions[slot]) * row_bytes,
-                column.row(plan.sources[slot]), static_cast<std::size_t>(row_bytes));
+    std::memcpy(out + static_cast<std::int64_t>(plan.positions[slot]) * row_bytes, column.row(plan.sources[slot]),
+                static_cast<std::size_t>(row_bytes));
   }
 }
 
@@ -132,8 +130,7 @@ void cast_typed(const std::byte* source, std::int64_t elements, std::byte* targe
 }
 
 template <typename Target>
-void cast_to(const ElementCast& cast, const std::byte* source, std::int64_t elements,
-             std::byte* target) noexcept {
+void cast_to(const ElementCast& cast, const std::byte* source, std::int64_t elements, std::byte* target) noexcept {
   switch (cast.source_bytes * 2 + (cast.source_signed ? 1 : 0)) {
     case 2: return cast_typed<std::uint8_t, Target>(source, elements, target);
     case 3: return cast_typed<std::int8_t, Target>(source, elements, target);
@@ -147,8 +144,8 @@ void cast_to(const ElementCast& cast, const std::byte* source, std::int64_t elem
   }
 }
 
-void copy_cast(const ColumnView& column, const ElementCast& cast, const ReadPlan& plan,
-               std::size_t begin, std::size_t end, std::byte* out) noexcept {
+void copy_cast(const ColumnView& column, const ElementCast& cast, const ReadPlan& plan, std::size_t begin,
+               std::size_t end, std::byte* out) noexcept {
   const std::int64_t elements = column.row_bytes / cast.source_bytes;
   const std::int64_t out_row_bytes = elements * cast.target_bytes;
   for (std::size_t k = begin; k < end; ++k) {
@@ -199,8 +196,7 @@ void plan_reads(const std::int64_t* indices, std::size_t count, ReadPlan& plan) 
   for (std::size_t k = 0; k < count; ++k) plan.sources[k] = indices[plan.positions[k]];
 }
 
-void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
-                   std::byte* out) noexcept {
+void gather_column(const Column& column, const ReadPlan& plan, std::size_t count, std::byte* out) noexcept {
   auto gather_piece = [&](const ColumnView& piece, std::size_t begin, std::size_t end) {
     if (column.cast.active()) {
       copy_cast(piece, column.cast, plan, begin, end, out);
@@ -211,8 +207,8 @@ void gather_column(const Column& column, const ReadPlan& plan, std::size_t count
   for_each_piece(column, plan, count, gather_piece);
 }
 
-void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
-                 std::size_t end, std::byte* out) noexcept {
+void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin, std::size_t end,
+                 std::byte* out) noexcept {
   if (begin >= end || column.row_bytes == 0) return;
   const bool forward = column.row_stride >= 0;
   switch (column.row_bytes) {

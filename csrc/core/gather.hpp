@@ -29,9 +29,7 @@ struct ColumnView {
   std::int64_t first_row = 0;  // index of `base`'s row when the view is a piece of a column
   std::shared_ptr<const FileSource> file;  // the file behind `base` (row r at its offset() + r * row_stride); or none
 
-  const std::byte* row(std::int64_t index) const noexcept {
-    return base + (index - first_row) * row_stride;
-  }
+  const std::byte* row(std::int64_t index) const noexcept { return base + (index - first_row) * row_stride; }
 };
 
 // Integer elements converted on the way out, e.g. token ids stored as uint16 and
@@ -58,17 +56,14 @@ struct Column {
   std::vector<ColumnView> pieces;
   ElementCast cast;
 
-  std::int64_t rows() const noexcept {
-    return pieces.empty() ? 0 : pieces.back().first_row + pieces.back().rows;
-  }
+  std::int64_t rows() const noexcept { return pieces.empty() ? 0 : pieces.back().first_row + pieces.back().rows; }
   std::int64_t row_bytes() const noexcept { return pieces.empty() ? 0 : pieces.front().row_bytes; }
   std::int64_t output_row_bytes() const noexcept { return cast.output_bytes(row_bytes()); }
 };
 
 // Copies `elements` integers from `source` to `target` converting them as `cast` says
 // (which must be active). Narrowing keeps the low bytes, as a C cast does.
-void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements,
-                   std::byte* target) noexcept;
+void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements, std::byte* target) noexcept;
 
 // The rows of one batch in the order they are read: sources[k] is copied to output
 // row positions[k], and sources ascend, so the source is touched in address order
@@ -106,13 +101,12 @@ void for_each_piece(const Column& column, const ReadPlan& plan, std::size_t coun
 // elements when the column has an active cast (rows are then output_row_bytes() apart
 // in `out`). The plan's sources ascend, so each piece's rows are one contiguous range
 // of the plan.
-void gather_column(const Column& column, const ReadPlan& plan, std::size_t count,
-                   std::byte* out) noexcept;
+void gather_column(const Column& column, const ReadPlan& plan, std::size_t count, std::byte* out) noexcept;
 
 // Copies plan rows [begin, end) of one column into `out` (row p at out + p * row_bytes).
 // A column with negative stride is walked backwards, so it too is read in ascending
 // address order.
-void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin,
-                 std::size_t end, std::byte* out) noexcept;
+void gather_rows(const ColumnView& column, const ReadPlan& plan, std::size_t begin, std::size_t end,
+                 std::byte* out) noexcept;
 
 }  // namespace pyloader

@@ -52,8 +52,7 @@ std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t stream) noexcept {
   return avalanche(avalanche(seed + 0x9e3779b97f4a7c15ULL) ^ (stream * 0xd1b54a32d192ed03ULL));
 }
 
-FeistelPermutation::FeistelPermutation(std::uint64_t size, std::uint64_t seed) noexcept
-    : size_(size) {
+FeistelPermutation::FeistelPermutation(std::uint64_t size, std::uint64_t seed) noexcept : size_(size) {
   // At least 2 bits, so that both parts have one and the network is defined for size <= 2.
   const unsigned bits = std::max(2U, bits_needed(size));
   high_bits_ = bits - bits / 2;
@@ -152,8 +151,7 @@ IndexOrder IndexOrder::shuffled(std::uint64_t rows, std::uint64_t seed) {
   return order;
 }
 
-IndexOrder IndexOrder::strided(std::uint64_t offset, std::uint64_t stride,
-                               std::uint64_t count) const {
+IndexOrder IndexOrder::strided(std::uint64_t offset, std::uint64_t stride, std::uint64_t count) const {
   if (stride == 0) throw std::invalid_argument("stride must be positive");
   if (count > 0 && rows() == 0) throw std::invalid_argument("cannot take positions of an empty order");
   IndexOrder result = *this;

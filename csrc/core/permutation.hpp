@@ -80,7 +80,8 @@ struct RowRange {
 // decided for native samplers. A base order over `rows` rows is the identity or a
 // seeded shuffle: up to kTableRows rows an explicit Fisher-Yates table (a Feistel
 // network over a few bits reaches only a biased subset of the permutations), above
-// that a Feistel permutation in O(1) memory, or a block shuffle (block_order.hpp); strided() then selects every stride-th position from an
+// that a Feistel permutation in O(1) memory, or a block shuffle (block_order.hpp);
+// strided() then selects every stride-th position from an
 // offset, wrapping past the end, which is exactly how torch's DistributedSampler pads
 // and shards an epoch. Position p maps to base((offset + p * stride) mod rows).
 // Immutable and cheap to copy; thread-safe.
@@ -127,8 +128,8 @@ class IndexOrder {
   // Whether both are block-shuffled orders over one block shuffle object (copies of an
   // order, or strided() of it) with the same positions: then their windows are the same.
   bool same_block_order(const IndexOrder& other) const noexcept {
-    return blocks_ != nullptr && blocks_ == other.blocks_ && offset_ == other.offset_ &&
-           stride_ == other.stride_ && size_ == other.size_;
+    return blocks_ != nullptr && blocks_ == other.blocks_ && offset_ == other.offset_ && stride_ == other.stride_ &&
+           size_ == other.size_;
   }
 
   // out[k] = (*this)(first + k) for k < count, faster than one call per position.

@@ -49,8 +49,7 @@ void fill_padding(const RaggedColumn& column, std::byte* out, std::size_t bytes)
 
 }  // namespace
 
-bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
-                    RecordSpan* spans) noexcept {
+bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count, RecordSpan* spans) noexcept {
   const std::int64_t limit = column.padding.enabled ? column.padding.max_length : 0;
   std::size_t k = 0;
   for (const RaggedPiece& piece : column.pieces) {
@@ -117,9 +116,8 @@ RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, 
   return layout;
 }
 
-void write_records(const RaggedColumn& column, const ReadPlan& plan, const RecordSpan* spans,
-                   std::size_t count, const RaggedLayout& layout,
-                   const std::vector<std::int64_t>& starts, std::byte* values,
+void write_records(const RaggedColumn& column, const ReadPlan& plan, const RecordSpan* spans, std::size_t count,
+                   const RaggedLayout& layout, const std::vector<std::int64_t>& starts, std::byte* values,
                    std::int64_t* lengths, bool* mask) noexcept {
   const std::int64_t row_bytes = column.output_row_bytes();
   const bool padded = column.padding.enabled;

@@ -61,9 +61,7 @@ struct RaggedColumn {
   std::int64_t records() const noexcept {
     return pieces.empty() ? 0 : pieces.back().first_record + pieces.back().records;
   }
-  std::int64_t value_row_bytes() const noexcept {
-    return pieces.empty() ? 0 : pieces.front().value_row_bytes;
-  }
+  std::int64_t value_row_bytes() const noexcept { return pieces.empty() ? 0 : pieces.front().value_row_bytes; }
   std::int64_t output_row_bytes() const noexcept { return cast.output_bytes(value_row_bytes()); }
 };
 
@@ -84,8 +82,7 @@ struct RaggedLayout {
 // spans[plan.positions[k]] = the record plan.sources[k], for k < count (truncated to
 // max_length when padding). Reads the offsets in ascending record order. False when a
 // span no longer lies inside its values (its arrays changed since they were checked).
-bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count,
-                    RecordSpan* spans) noexcept;
+bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count, RecordSpan* spans) noexcept;
 
 // The output sizes of a batch whose spans are known; fills `starts` (packed: where
 // each record's rows begin, in rows) and may allocate. Throws std::length_error when
@@ -95,9 +92,8 @@ RaggedLayout ragged_layout(const RaggedColumn& column, const RecordSpan* spans, 
 
 // Writes the batch: values (packed or padded), lengths and the mask (when asked).
 // Records are copied in `plan` order, so the source is read in address order.
-void write_records(const RaggedColumn& column, const ReadPlan& plan, const RecordSpan* spans,
-                   std::size_t count, const RaggedLayout& layout,
-                   const std::vector<std::int64_t>& starts, std::byte* values,
+void write_records(const RaggedColumn& column, const ReadPlan& plan, const RecordSpan* spans, std::size_t count,
+                   const RaggedLayout& layout, const std::vector<std::int64_t>& starts, std::byte* values,
                    std::int64_t* lengths, bool* mask) noexcept;
 
 }  // namespace pyloader

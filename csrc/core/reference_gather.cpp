@@ -8,9 +8,8 @@
 
 namespace pyloader {
 
-void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& columns,
-                              const std::int64_t* indices, std::size_t count,
-                              std::size_t batch_size) {
+void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& columns, const std::int64_t* indices,
+                              std::size_t count, std::size_t batch_size) {
   if (batch_size == 0 || count == 0 || columns.empty()) return;
   batch_size = std::min(batch_size, count);  // also bounds the per-thread buffer below
   std::size_t row_bytes = 0;

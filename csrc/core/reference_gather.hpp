@@ -23,8 +23,7 @@
 
 namespace pyloader {
 
-void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& columns,
-                              const std::int64_t* indices, std::size_t count,
-                              std::size_t batch_size);
+void gather_batches_reference(ThreadPool& pool, const std::vector<Column>& columns, const std::int64_t* indices,
+                              std::size_t count, std::size_t batch_size);
 
 }  // namespace pyloader

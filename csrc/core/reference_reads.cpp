@@ -14,8 +14,8 @@
 
 namespace pyloader {
 
-void read_rows_reference(int descriptor, std::int64_t offset, std::int64_t row_bytes,
-                         const std::int64_t* rows, std::size_t count, std::size_t depth) {
+void read_rows_reference(int descriptor, std::int64_t offset, std::int64_t row_bytes, const std::int64_t* rows,
+                         std::size_t count, std::size_t depth) {
   if (depth == 0) depth = 1;
   std::atomic<std::size_t> next{0};
   std::mutex error_mutex;

@@ -16,7 +16,7 @@
 
 namespace pyloader {
 
-void read_rows_reference(int descriptor, std::int64_t offset, std::int64_t row_bytes,
-                         const std::int64_t* rows, std::size_t count, std::size_t depth);
+void read_rows_reference(int descriptor, std::int64_t offset, std::int64_t row_bytes, const std::int64_t* rows,
+                         std::size_t count, std::size_t depth);
 
 }  // namespace pyloader

@@ -42,17 +42,17 @@ struct TestRegistration {
   TestRegistration(const char* name, void (*run)()) { registered_tests().push_back({name, run}); }
 };
 
-#define TEST(name)                                               \
-  void name();                                                   \
-  const TestRegistration name##_registration{#name, &name};      \
+#define TEST(name)                                          \
+  void name();                                              \
+  const TestRegistration name##_registration{#name, &name}; \
   void name()
 
-#define CHECK(condition)                                                   \
-  do {                                                                     \
-    if (!(condition)) {                                                    \
+#define CHECK(condition)                                                                 \
+  do {                                                                                   \
+    if (!(condition)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                          \
-    }                                                                      \
+      ++failures;                                                                        \
+    }                                                                                    \
   } while (0)
 
 using pyloader::BatchPipeline;
@@ -266,8 +266,8 @@ TEST(explicit_reads_of_windows_and_records_match_the_mapping) {
   records.cast = pyloader::ElementCast{2, false, 8};
   records.padding.enabled = true;
   records.padding.mask = true;
-  records.pieces.push_back(pyloader::RaggedPiece{bytes + kHeader, kTokens, 2, nullptr, pointers.data(),
-                                                 lengths.data(), kRecords, 0});
+  records.pieces.push_back(
+      pyloader::RaggedPiece{bytes + kHeader, kTokens, 2, nullptr, pointers.data(), lengths.data(), kRecords, 0});
   auto pool = std::make_shared<ThreadPool>(2);
   auto batches = [&](pyloader::IoMode mode, bool ragged, std::uint64_t* read) {
     std::vector<Column> columns{window_column(0), window_column(2)};
@@ -351,8 +351,8 @@ TEST(ragged_batches_pack_and_pad_across_pieces) {
   column.element_bytes = 4;
   column.pieces.push_back(pyloader::RaggedPiece{reinterpret_cast<const std::byte*>(values0.data()), 4, 4,
                                                 offsets0.data(), nullptr, nullptr, 3, 0});
-  column.pieces.push_back(pyloader::RaggedPiece{reinterpret_cast<const std::byte*>(values1.data()), 3, 4,
-                                                nullptr, pointers1.data(), lengths1.data(), 2, 3});
+  column.pieces.push_back(pyloader::RaggedPiece{reinterpret_cast<const std::byte*>(values1.data()), 3, 4, nullptr,
+                                                pointers1.data(), lengths1.data(), 2, 3});
   auto pool = std::make_shared<ThreadPool>(2);
   {
     BatchPipeline packed({}, {column}, pool, 2);
@@ -441,8 +441,8 @@ TEST(block_windows_cover_every_block_once) {
   struct Case {
     std::uint64_t rows, block_rows, window_blocks, seed;
   };
-  for (const Case& c : {Case{1, 1, 1, 0}, Case{10, 3, 2, 1}, Case{1000, 7, 3, 2}, Case{64, 8, 8, 3},
-                        Case{5, 8, 2, 4}, Case{100003, 64, 16, 5}, Case{4096, 16, 4, 6}, Case{1037, 100, 2, 7}}) {
+  for (const Case& c : {Case{1, 1, 1, 0}, Case{10, 3, 2, 1}, Case{1000, 7, 3, 2}, Case{64, 8, 8, 3}, Case{5, 8, 2, 4},
+                        Case{100003, 64, 16, 5}, Case{4096, 16, 4, 6}, Case{1037, 100, 2, 7}}) {
     const IndexOrder order = IndexOrder::block_shuffled(c.rows, c.seed, c.block_rows, c.window_blocks);
     std::vector<char> row_seen(c.rows, 0);
     std::set<std::uint64_t> ids;
@@ -551,7 +551,6 @@ TEST(block_orders_read_their_windows_ahead) {
   ::close(descriptor);
   ::unlink(path);
 }
-
 
 // Host blocks supplied by the owner are used when they fit and named by token; device
 // staging (run when STAND_IN_CUDA_DRIVER names the stand-in driver library) copies

@@ -17,8 +17,10 @@ SOURCE = os.path.join(os.path.dirname(__file__), "stand_in_cuda.cpp")
 def build(directory: str) -> str:
     """Compiles the stand-in driver into `directory`; returns the library's path."""
     library = os.path.join(directory, "libstand_in_cuda.so")
-    subprocess.run([os.environ.get("CXX", "c++"), "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread",
-                    "-o", library, SOURCE], check=True)
+    subprocess.run(
+        [os.environ.get("CXX", "c++"), "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-o", library, SOURCE],
+        check=True,
+    )
     return library
 
 
