@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 import pyloader
-from pyloader import _native, _staging
+from pyloader._native import iterator as _native
+from pyloader._native import staging as _staging
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from stand_in_cuda import StandInBackend, StandInDriver, build  # noqa: E402

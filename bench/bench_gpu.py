@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import pyloader
-from pyloader import _staging
+from pyloader._native import staging as _staging
 
 BATCH = 256
 

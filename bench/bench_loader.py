@@ -46,7 +46,7 @@ import torch.utils.data as tud
 
 import pyloader
 from pyloader import _core
-from pyloader._columns import file_position
+from pyloader._native.columns import file_position
 
 from _cold import evict
 

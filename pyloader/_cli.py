@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ._columns import _is_pattern, open_npy, shard_paths
+from ._native.columns import _is_pattern, open_npy, shard_paths
 
 PROG = "python -m pyloader"
 _TOKEN_DTYPES = ("uint8", "uint16", "uint32", "int32", "int64")
@@ -120,7 +120,7 @@ def open_source(path: str, token_dtype: str | None = None) -> Source:
         return _npy_files(path, shard_paths(path))
     prefix = _megatron_prefix(path)
     if prefix is not None:
-        from ._megatron import read_megatron_index
+        from ._native.megatron_format import read_megatron_index
 
         index = read_megatron_index(prefix)
         return Source(

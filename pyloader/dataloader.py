@@ -11,8 +11,8 @@ from typing import TypeVar
 import torch
 import torch.utils.data
 
-from . import _core, _fork, _staging
-from ._iterable_resume import (
+from . import _core
+from ._checkpoint.iterable import (
     PERSISTENT_ITERABLE_WARNING,
     is_stateful,
     iterable_state,
@@ -21,9 +21,7 @@ from ._iterable_resume import (
     resume_iterable,
     start_reporting_iterator,
 )
-from ._native import NativeIterator, NativePlan, default_num_threads, plan_native
-from ._plain import ColumnsCache
-from ._resume import (
+from ._checkpoint.replay import (
     DeliveredBatches,
     EpochProgress,
     ReplaySession,
@@ -37,16 +35,20 @@ from ._resume import (
     sampler_generators,
     stateful_sampler,
 )
-from ._state import STATE_FORMAT, Kind, LoaderState, Order, check_identity, parse
-from ._threads import ThreadWorkerIterator, start_worker_threads
-from ._torch_internals import (
+from ._checkpoint.state import STATE_FORMAT, Kind, LoaderState, Order, check_identity, parse
+from ._checkpoint.torch_internals import (
     IndexSamplerHook,
     is_map_style,
     persistent_iterator,
     shut_down_persistent_workers,
     torch_index_sampler,
 )
-from ._worker_start import start_reporting_workers
+from ._checkpoint.worker_start import start_reporting_workers
+from ._native import fork as _fork
+from ._native import staging as _staging
+from ._native.eligibility import ColumnsCache
+from ._native.iterator import NativeIterator, NativePlan, default_num_threads, plan_native
+from ._native.threads import ThreadWorkerIterator, start_worker_threads
 
 _T_co = TypeVar("_T_co", covariant=True)
 
@@ -71,7 +73,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             states are exact at every step whatever its value (see :meth:`state_dict`).
         worker_mode: ``"process"`` (torch's worker processes) or ``"thread"``: off the
             native path, ``num_workers`` threads fetch and collate map-style batches,
-            for datasets whose ``__getitem__`` releases the GIL (see ``_threads.py``).
+            for datasets whose ``__getitem__`` releases the GIL (see ``_native/threads.py``).
         io: how the native path reads memory-mapped files. ``"mmap"`` copies from the
             mapping (pages not in the page cache are read by page faults, one run at a
             time per thread); ``"read"`` reads every batch's rows from the file with
@@ -451,8 +453,8 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         when the state was taken (shuffles and samplers draw from it), and
         :meth:`load_state_dict` puts it back, so the state alone decides what comes
         next. Native orders resume in O(1); other samplers replay their index stream
-        (see ``pyloader/_resume.py``). The state is plain data (RNG states as base64
-        text, schema in ``pyloader/_state.py``): ``json.dumps`` and ``torch.save``
+        (see ``pyloader/_checkpoint/replay.py``). The state is plain data (RNG states as base64
+        text, schema in ``pyloader/_checkpoint/state.py``): ``json.dumps`` and ``torch.save``
         both take it, and loading it then calling this before iterating gives it back.
         """
         if self._loaded is not None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._columns import PiecedColumn, pieced_column_from
+from ._native.columns import PiecedColumn, pieced_column_from
 
 ArrayLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
 

@@ -33,8 +33,8 @@ class DistributedSampler(torch.utils.data.DistributedSampler):
     @staticmethod
     def merge_states(states: list[dict]) -> dict:
         """The loader states of every rank of one run merged into one that any number of
-        ranks can load: elastic resume, see ``pyloader/_elastic.py``."""
-        from ._elastic import merge_rank_states
+        ranks can load: elastic resume, see ``pyloader/_checkpoint/elastic.py``."""
+        from ._checkpoint.elastic import merge_rank_states
 
         return merge_rank_states(states)
 

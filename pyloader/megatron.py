@@ -4,7 +4,7 @@
 documents) as variable-length token records, natively gathered and padded by
 :class:`pyloader.PadCollate`; ``TokenWindows.from_megatron(prefix, block_size)`` cuts
 fixed windows from the token stream. Both read the files memory-mapped; the format
-and its checks are described in ``_megatron.py``.
+and its checks are described in ``_native/megatron_format.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 import numpy as np
 import torch
 
-from ._columns import PiecedColumn
-from ._megatron import MegatronIndex, read_megatron_index
+from ._native.columns import PiecedColumn
+from ._native.megatron_format import MegatronIndex, read_megatron_index
 from .dataset import ArrayDataset
 from .records import _records_piece, pointer_records
 

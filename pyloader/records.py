@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import default_collate
 
 from . import _core
-from ._columns import PiecedColumn, RecordsColumn, column_from, file_backing, open_npy
+from ._native.columns import PiecedColumn, RecordsColumn, column_from, file_backing, open_npy
 from .dataset import ArrayDataset
 
 

@@ -27,7 +27,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from ._columns import (
+from ._native.columns import (
     Column,
     PiecedColumn,
     _is_pattern,
@@ -174,7 +174,7 @@ class TokenWindows(ArrayDataset):
     def from_megatron(cls, path_prefix, block_size: int, **options) -> TokenWindows:
         """Windows over the token stream of a Megatron-LM ``.bin``/``.idx`` pair (its
         documents back to back, as Megatron's GPT dataset reads them)."""
-        from ._megatron import read_megatron_index
+        from ._native.megatron_format import read_megatron_index
 
         index = read_megatron_index(path_prefix)
         return cls(index.tokens, block_size, **options)

@@ -144,7 +144,7 @@ def stand_in_cuda(stand_in_driver, monkeypatch):
 
     from stand_in_cuda import StandInBackend
 
-    from pyloader import _staging
+    from pyloader._native import staging as _staging
 
     backends = []
 

@@ -255,7 +255,7 @@ def _truncate_mid_epoch_expecting_sigbus_error(path):
 
 @pytest.fixture
 def mapped_16mib_file(tmp_path, monkeypatch):
-    import pyloader._native as native
+    import pyloader._native.iterator as native
 
     monkeypatch.setattr(native, "_FILE_CHECK_INTERVAL_S", 1e9)  # only the first size check runs
     path = tmp_path / "x.npy"
@@ -290,7 +290,7 @@ def test_sigbus_guard_survives_faulthandler_being_reenabled(mapped_16mib_file):
 _SIGBUS_SCRIPT_PREAMBLE = """
 import faulthandler, sys
 import numpy as np
-import pyloader, pyloader._native as native
+import pyloader, pyloader._native.iterator as native
 native._FILE_CHECK_INTERVAL_S = 1e9  # only the first size check runs: reads reach the pages
 path = sys.argv[1]
 np.save(path, np.ones((1 << 16, 64), dtype=np.float32))

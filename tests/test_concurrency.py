@@ -270,7 +270,7 @@ def test_a_failed_allocation_does_not_move_the_position(tmp_path, through):
 def test_iterator_closed_by_a_signal_handler_inside_next():
     import signal
 
-    from pyloader._native import NativeIterator
+    from pyloader._native.iterator import NativeIterator
 
     big = np.zeros((64, 1 << 20), dtype=np.uint8)  # gathering a batch takes a while
     loader = pyloader.DataLoader(pyloader.ArrayDataset(big), batch_size=16, num_threads=1)

@@ -161,7 +161,7 @@ def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_p
 
 
 def read_source(path, mapped):
-    position = pyloader._columns.file_position(mapped)
+    position = pyloader._native.columns.file_position(mapped)
     status = os.stat(path)
     return (*position, status.st_dev, status.st_ino)
 
@@ -339,7 +339,9 @@ def test_loaders_in_one_process_share_one_bounded_read_engine(files):
     for iterator in iterators:
         next(iterator)
     assert all(iterator._pipeline.explicitly_read_batches > 0 for iterator in iterators)
-    assert native_thread_count() - before <= pyloader._native.READS_IN_FLIGHT  # one engine's readers, not eight
+    assert (
+        native_thread_count() - before <= pyloader._native.iterator.READS_IN_FLIGHT
+    )  # one engine's readers, not eight
     del iterators, iterator
     gc.collect()
     assert native_thread_count() == before

@@ -119,7 +119,7 @@ def test_sigint_while_waiting_raises_keyboard_interrupt(sigint_raises):
     # caller is inside next() (almost always waiting for a gather there). One long
     # epoch: no iterator is dropped inside the loop, since a KeyboardInterrupt raised
     # in a finaliser (__del__) would be printed and ignored instead of reaching here.
-    from pyloader._native import NativeIterator
+    from pyloader._native.iterator import NativeIterator
 
     big = np.zeros((64, 1 << 20), dtype=np.uint8)  # 64 MiB
     dataset = pyloader.ArrayDataset(big)
@@ -152,7 +152,7 @@ def test_worker_processes_fork_cleanly_after_native_use(dataset):
 
 
 def test_close_from_another_thread_while_next_waits():
-    from pyloader._native import NativeIterator
+    from pyloader._native.iterator import NativeIterator
 
     big = np.zeros((64, 1 << 20), dtype=np.uint8)
     for _ in range(20):

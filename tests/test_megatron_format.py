@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from pyloader import _megatron
-from pyloader._megatron import MegatronIndex, read_megatron_index
+from pyloader._native import megatron_format as _megatron
+from pyloader._native.megatron_format import MegatronIndex, read_megatron_index
 
 from megatron_files import idx_bytes, write_corrupted, write_megatron
 

@@ -11,7 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from pyloader import _plain
+from pyloader._native import eligibility as _plain
 
 from conftest import assert_loaders_equal
 
@@ -187,7 +187,7 @@ def test_loader_is_generic_like_torchs():
 
 
 def test_gather_depth_follows_prefetch_factor_only_when_given():
-    from pyloader._native import prefetch_depth
+    from pyloader._native.iterator import prefetch_depth
 
     ds = pyloader.ArrayDataset(np.zeros((100, 4), np.float32))
     plain = pyloader.DataLoader(ds, batch_size=4, num_threads=2)

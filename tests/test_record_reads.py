@@ -184,8 +184,8 @@ def test_megatron_records_are_read_explicitly(tmp_path):
 def test_packed_records_read_explicitly_equal_the_mapping(shards):
     values, offsets = shards[0]
     source = _core.RaggedSource(mapped(values), mapped(offsets))
-    position = pyloader._columns.file_position(mapped(values))
-    identity = pyloader._columns.file_identity(values)
+    position = pyloader._native.columns.file_position(mapped(values))
+    identity = pyloader._native.columns.file_identity(values)
     indices = list(np.random.default_rng(0).permutation(RECORDS)[:500])
     outputs = []
     for io, files in (("mmap", None), ("read", [[(*position, *identity)]])):

@@ -245,7 +245,7 @@ def test_pinning_failure_falls_back_to_pageable_with_one_warning(stand_in_cuda):
 
 
 def test_pin_memory_gathers_into_supplied_blocks(stand_in_cuda, monkeypatch):
-    from pyloader import _native
+    from pyloader._native import iterator as _native
 
     monkeypatch.setattr(_native, "pin_device", lambda loader, stacklevel: "cuda")
     data = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
@@ -266,7 +266,7 @@ def test_sigint_while_copies_pending(stand_in_cuda, sigint_raises):
     # the caller's stream, here the host, waits for them): the interrupt reaches the
     # caller, and the loader's next epoch is whole. One long epoch, so that no iterator
     # is dropped in the loop (a KeyboardInterrupt raised in __del__ would be ignored).
-    from pyloader._native import NativeIterator
+    from pyloader._native.iterator import NativeIterator
 
     stand_in_cuda.configure(delay_us=20000)
     big = np.ones((64, 1 << 18), dtype=np.uint8)
@@ -333,7 +333,7 @@ def test_pin_memory_without_cuda_warns_as_torch_does():
 
 
 def test_cuda_without_index_follows_local_rank_when_that_device_exists(monkeypatch):
-    from pyloader import _staging
+    from pyloader._native import staging as _staging
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -439,7 +439,7 @@ def test_fences_in_a_forked_child_count_as_done(stand_in_cuda):
 def test_cuda_in_a_forked_child_is_a_clear_error(monkeypatch):
     # torch reports a child forked after CUDA was initialised as a "bad fork"; staging
     # there names the cause and the way out instead of warning about pinned memory.
-    from pyloader import _staging
+    from pyloader._native import staging as _staging
 
     monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
     with pytest.raises(RuntimeError, match="forked after CUDA was initialised.*spawn"):
@@ -488,7 +488,7 @@ def test_a_copy_that_cannot_be_fenced_is_finished_before_its_blocks_go(stand_in_
 def test_device_without_index_is_resolved_when_iteration_starts(stand_in_cuda, monkeypatch):
     # SLURM and MPI launchers call torch.cuda.set_device(rank) after building loaders;
     # building one neither initialises CUDA nor asks for the current device.
-    from pyloader import _staging
+    from pyloader._native import staging as _staging
 
     opened = []
 

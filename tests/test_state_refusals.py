@@ -11,7 +11,7 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from pyloader._state import IDENTITY_FIELDS, STATE_FORMAT, parse
+from pyloader._checkpoint.state import IDENTITY_FIELDS, STATE_FORMAT, parse
 
 
 def batches(loader):

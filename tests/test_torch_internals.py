@@ -1,4 +1,4 @@
-"""Each private piece of torch's DataLoader that pyloader uses (pyloader/_torch_internals.py)
+"""Each private piece of torch's DataLoader that pyloader uses (pyloader/_checkpoint/torch_internals.py)
 still exists and still means what pyloader takes it to mean. When torch renames one,
 the failure names it."""
 
@@ -9,14 +9,15 @@ import torch
 import torch.utils.data as tud
 
 import pyloader
-from pyloader import _torch_internals as internals
+from pyloader._checkpoint import torch_internals as internals
 
 from conftest import WaitsForRelease
 
 
 def pinned(owner, attribute):
     assert hasattr(owner, attribute), (
-        f"torch no longer has {type(owner).__name__}.{attribute}: pyloader/_torch_internals.py must follow it"
+        f"torch no longer has {type(owner).__name__}.{attribute}: "
+        "pyloader/_checkpoint/torch_internals.py must follow it"
     )
     return getattr(owner, attribute)
 

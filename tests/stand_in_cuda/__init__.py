@@ -9,7 +9,8 @@ import subprocess
 
 import torch
 
-from pyloader import _core, _staging
+from pyloader import _core
+from pyloader._native import staging as _staging
 
 SOURCE = os.path.join(os.path.dirname(__file__), "stand_in_cuda.cpp")
 

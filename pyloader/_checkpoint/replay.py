@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._state import Order
-from ._torch_internals import is_timeout, pin_memory, sent_and_received
-from .stats import LoaderStats, WaitClock
+from ..stats import LoaderStats, WaitClock
+from .state import Order
+from .torch_internals import is_timeout, pin_memory, sent_and_received
 
 
 def encode_rng_state(state: torch.Tensor) -> str:
@@ -195,7 +195,7 @@ def out_of_order_delivered(torch_iterator) -> tuple[int, tuple] | None:
 
 class WorkerBatch:
     """A batch made in a worker process, with that worker's dataset state after it
-    (see _iterable_resume.py); unwrapped by TrackedIterator."""
+    (see iterable.py); unwrapped by TrackedIterator."""
 
     __slots__ = ("batch", "worker_id", "state", "ended", "empty", "self_iterating")
 
@@ -427,7 +427,7 @@ class EpochProgress:
     batches_yielded: int = 0  # batches the epoch has moved past: delivered, or failed while loading
     finished: bool = False  # StopIteration seen: the next iteration is a new epoch
     source: object = None  # weak reference to torch's iterator of an IterableDataset epoch
-    # A DistributedSampler epoch: who saved it, for merging the ranks' states (_elastic.py).
+    # A DistributedSampler epoch: who saved it, for merging the ranks' states (elastic.py).
     rank: int | None = None
     world_size: int | None = None
     batch_size: int | None = None

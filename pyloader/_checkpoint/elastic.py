@@ -35,7 +35,7 @@ def merge_rank_states(states: list[dict]) -> dict:
     """One state for a new world of any size from the states of every rank of the old
     one (each ``loader.state_dict()``, in any order). Every new rank loads the result
     with ``load_state_dict``."""
-    from ._state import Order, parse
+    from .state import Order, parse
 
     if not states:
         raise ValueError("merge_rank_states needs the state of every rank")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 
-from ._staging import staged_buffer_of, tensor_of
-from ._torch_internals import pin_memory
+from .._checkpoint.torch_internals import pin_memory
+from .staging import staged_buffer_of, tensor_of
 
 
 class FailedBatch:
@@ -102,7 +102,7 @@ def _samples(rows, names, bare) -> list:
 
 
 def _finish_ragged(names, bare, ragged, views, collate_fn, pin_device, padded):
-    from .records import PaddedBatch
+    from ..records import PaddedBatch
 
     def fixed(array, view):
         tensor = tensor_of(array)

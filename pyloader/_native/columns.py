@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _core
+from .. import _core
 
 _TORCH_ONLY_CARRIERS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 

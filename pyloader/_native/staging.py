@@ -27,8 +27,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from . import _core
-from ._torch_internals import current_raw_cuda_stream
+from .. import _core
+from .._checkpoint.torch_internals import current_raw_cuda_stream
 
 # The driver library loaded for device copies: the one torch's runtime talks to.
 DRIVER_ENV = "PYLOADER_CUDA_DRIVER"

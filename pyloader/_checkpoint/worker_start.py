@@ -16,8 +16,8 @@ import multiprocessing
 import queue as queue_module
 import time
 
-from . import _torch_internals
-from ._torch_internals import ExceptionWrapper
+from . import torch_internals as _torch_internals
+from .torch_internals import ExceptionWrapper
 
 _POLL_SECONDS = 0.5  # how often a wait for worker messages looks for dead workers
 

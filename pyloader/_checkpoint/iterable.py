@@ -43,8 +43,8 @@ from collections import deque
 
 from torch.utils.data import get_worker_info
 
-from ._resume import WorkerBatch, sampler_generators
-from ._torch_internals import dataset_fetcher, dataset_iterator_of, worker_may_deliver
+from .replay import WorkerBatch, sampler_generators
+from .torch_internals import dataset_fetcher, dataset_iterator_of, worker_may_deliver
 
 PERSISTENT_ITERABLE_WARNING = (
     "this IterableDataset was iterated by persistent workers, whose RNG and dataset copies carry over from "

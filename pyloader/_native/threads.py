@@ -21,9 +21,9 @@ import threading
 import weakref
 from collections import deque
 
-from ._pinning import pin_device
-from ._resume import draw_base_seed
-from ._torch_internals import auto_collation, pin_memory
+from .._checkpoint.replay import draw_base_seed
+from .._checkpoint.torch_internals import auto_collation, pin_memory
+from .pinning import pin_device
 
 
 class _WorkerThreads:

@@ -6,7 +6,7 @@ of which overrides anything torch's fetcher would call. Rows are gathered by the
 pipeline and handed out as tensors that view the gathered buffers, so batches equal
 what torch's default collate would have stacked; a custom collate_fn receives the
 per-sample list torch would build, made of views of the rows, and runs on a collate
-thread (see _collate.py) so the training thread only receives finished batches.
+thread (see collate.py) so the training thread only receives finished batches.
 
 Where batch order comes from is an order source: `PositionOrder` (sequential,
 shuffled, distributed: positions computed in C++, the pipeline schedules itself) or
@@ -27,13 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, default_collate
 
-from . import _core, _fork
-from ._collate import CollateStage, FailedBatch, finish_batch, is_identity
-from ._columns import check_files_intact
-from ._elastic import elastic_batches
-from ._pinning import pin_device
-from ._plain import ColumnsCache, DatasetColumns
-from ._resume import (
+from .. import _core
+from .._checkpoint.elastic import elastic_batches
+from .._checkpoint.replay import (
     CapturingBatches,
     EpochProgress,
     RngSnapshot,
@@ -45,12 +41,17 @@ from ._resume import (
     skip_batches,
     stateful_sampler,
 )
-from ._state import LoaderState, Order
-from ._torch_internals import auto_collation, is_map_style
-from .block_shuffle import BlockShuffleSampler
-from .distributed import DistributedSampler, epoch_seed
-from .records import PadCollate
-from .stats import LoaderStats, native_stats
+from .._checkpoint.state import LoaderState, Order
+from .._checkpoint.torch_internals import auto_collation, is_map_style
+from ..block_shuffle import BlockShuffleSampler
+from ..distributed import DistributedSampler, epoch_seed
+from ..records import PadCollate
+from ..stats import LoaderStats, native_stats
+from . import fork as _fork
+from .collate import CollateStage, FailedBatch, finish_batch, is_identity
+from .columns import check_files_intact
+from .eligibility import ColumnsCache, DatasetColumns
+from .pinning import pin_device
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to

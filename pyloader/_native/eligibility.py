@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
-from . import _core
-from ._columns import Column, column_from
-from .dataset import ArrayDataset
+from .. import _core
+from ..dataset import ArrayDataset
+from .columns import Column, column_from
 
 # What torch's fetcher, or the base classes' own __getitem__/__len__, look up on a dataset.
 _FETCH_METHODS = ("__getitem__", "__getitems__", "__len__", "__getattr__", "__getattribute__")
