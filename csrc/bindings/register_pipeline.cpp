@@ -430,7 +430,6 @@ class PythonBatchPipeline {
     }
     // From here the batch is out of the pipeline: a failure to hand it over is its outcome.
     last_error_consumed_batch_ = true;
-    largest_batch_bytes_ = std::max(largest_batch_bytes_, batch.bytes);
     if (device_ || supplied_host_) {
       py::object delivered =
           device_ ? py::object(on_device(batch, reinterpret_cast<CuStream>(stream))) : arrays_of(batch);
@@ -480,8 +479,8 @@ class PythonBatchPipeline {
         columns[k] = make_tensor_(owner, base + batch.column_offsets[c], device, dl_dtypes_[c], shape);
         continue;
       }
-      const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
-      const auto width = static_cast<std::int64_t>(batch.ragged_widths[c]);
+      const GatheredBatch::RaggedParts parts = batch.ragged(c);
+      const auto width = static_cast<std::int64_t>(parts.width);
       const bool padded = padded_[c];
       if (padded) {
         shape.push_back(width);
@@ -489,10 +488,10 @@ class PythonBatchPipeline {
         shape.assign(1, width);
       }
       shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
-      py::object values = make_tensor_(owner, base + offsets[0], device, ragged_dl_dtypes_[c], shape);
-      py::object lengths = make_tensor_(owner, base + offsets[1], device, kInt64, {rows});
+      py::object values = make_tensor_(owner, base + parts.values, device, ragged_dl_dtypes_[c], shape);
+      py::object lengths = make_tensor_(owner, base + parts.lengths, device, kInt64, {rows});
       py::object mask = py::none();
-      if (padded && masked_[c]) mask = make_tensor_(owner, base + offsets[2], device, kBool, {rows, width});
+      if (padded && masked_[c]) mask = make_tensor_(owner, base + parts.mask, device, kBool, {rows, width});
       columns[k] = py::make_tuple(values, lengths, mask);
     }
     return columns;
@@ -518,16 +517,16 @@ class PythonBatchPipeline {
         columns[k] = py::array(dtypes_[c], shape, base + batch.column_offsets[c], owner);
         continue;
       }
-      const std::size_t* offsets = &batch.column_offsets[dtypes_.size() + 3 * c];
-      const auto width = static_cast<py::ssize_t>(batch.ragged_widths[c]);
+      const GatheredBatch::RaggedParts parts = batch.ragged(c);
+      const auto width = static_cast<py::ssize_t>(parts.width);
       const bool padded = padded_[c];
       std::vector<py::ssize_t> shape = padded ? std::vector<py::ssize_t>{rows, width} : std::vector<py::ssize_t>{width};
       shape.insert(shape.end(), ragged_shapes_[c].begin(), ragged_shapes_[c].end());
-      py::array values(ragged_dtypes_[c], shape, base + offsets[0], owner);
-      py::array lengths(py::dtype::of<std::int64_t>(), std::vector<py::ssize_t>{rows}, base + offsets[1], owner);
+      py::array values(ragged_dtypes_[c], shape, base + parts.values, owner);
+      py::array lengths(py::dtype::of<std::int64_t>(), std::vector<py::ssize_t>{rows}, base + parts.lengths, owner);
       py::object mask = py::none();
       if (padded && masked_[c]) {
-        mask = py::array(py::dtype::of<bool>(), std::vector<py::ssize_t>{rows, width}, base + offsets[2], owner);
+        mask = py::array(py::dtype::of<bool>(), std::vector<py::ssize_t>{rows, width}, base + parts.mask, owner);
       }
       columns[k] = py::make_tuple(values, lengths, mask);
     }
@@ -590,24 +589,14 @@ class PythonBatchPipeline {
     }
   }
 
-  // What a batch of the next request will need: exact for fixed-size columns, the
-  // largest batch so far otherwise (0: nothing known yet).
-  std::size_t expected_batch_bytes(const BatchPipeline& pipeline) const {
-    const std::size_t fixed = pipeline.fixed_batch_bytes(expected_rows_);
-    return fixed > 0 ? fixed : largest_batch_bytes_;
-  }
-
-  // Keeps a supplied host block ready for every batch the pipeline may hold, so that
-  // pinned memory stays within about one prefetch depth.
+  // Supplies host blocks as the pipeline asks (see BatchPipeline::expected_batch_bytes),
+  // so that pinned memory stays within about one prefetch depth.
   void top_up_supplies(const BatchPipeline& pipeline) {
     if (!supplied_host_) return;
-    const std::size_t bytes = expected_batch_bytes(pipeline);
+    const std::size_t bytes = pipeline.expected_batch_bytes(expected_rows_);
     if (bytes == 0) return;
-    // Batches take their blocks when a gather thread claims them, which may be long
-    // after they were requested: one block for every batch the pipeline may hold,
-    // counting those its batches hold already, and one more.
     for (std::uint64_t token : host_blocks_->discard_smaller_than(bytes)) supplied_.erase(token);
-    while (supplied_.size() < pipeline.max_in_flight() + 1 && supply_host_block(bytes)) {
+    while (supplied_.size() < pipeline.supplied_blocks_wanted() && supply_host_block(bytes)) {
     }
   }
 
@@ -650,8 +639,7 @@ class PythonBatchPipeline {
   DLDevice device_location_{kDLCUDA, 0};
   std::map<std::uint64_t, py::object> supplied_;  // token -> host tensor, until delivered; outlives pipeline_
   std::uint64_t next_token_ = 1;
-  std::uint64_t expected_rows_ = 0;
-  std::size_t largest_batch_bytes_ = 0;
+  std::uint64_t expected_rows_ = 0;  // rows of the latest request
 
   struct Output {
     bool ragged;

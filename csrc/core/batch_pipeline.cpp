@@ -446,11 +446,8 @@ void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
     reads_.reset();
     return;
   }
-  bool fixed_files = false;
-  for (const Column& column : columns_) {
-    for (const ColumnView& piece : column.pieces) fixed_files = fixed_files || piece.file;
-  }
-  read_ahead_ = mode == IoMode::kAuto && !row_map_ && fixed_files;
+  // A row map scatters a block's rows over the file: nothing to read ahead as a range.
+  read_ahead_ = reads_->reads_ahead() && !row_map_;
 }
 
 bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept {
@@ -489,22 +486,7 @@ bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t fi
 }
 
 void BatchPipeline::read_ahead_window(const IndexOrder& order, const BlockWindow& window) {
-  for (std::uint64_t k = 0; k < window.blocks; ++k) {
-    const RowRange block = order.window_block(window, k);
-    const auto first = static_cast<std::int64_t>(block.first);
-    const auto end = static_cast<std::int64_t>(block.first + block.rows);
-    for (const Column& column : columns_) {
-      for (const ColumnView& piece : column.pieces) {
-        const std::int64_t lo = std::max(first, piece.first_row);
-        const std::int64_t hi = std::min(end, piece.first_row + piece.rows);
-        if (lo >= hi || !piece.file || piece.row_stride <= 0) continue;
-        // Consecutive rows, or token windows (at a stride, perhaps overlapping): the
-        // block's rows lie in one range of the file either way.
-        reads_->engine().read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_stride,
-                                    (hi - lo - 1) * piece.row_stride + piece.row_bytes);
-      }
-    }
-  }
+  for (std::uint64_t k = 0; k < window.blocks; ++k) reads_->read_ahead(order.window_block(window, k));
   windows_read_ahead_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -624,6 +606,11 @@ void BatchPipeline::set_staging(Staging staging) {
   staging_ = std::move(staging);
 }
 
+std::size_t BatchPipeline::expected_batch_bytes(std::uint64_t rows) const {
+  const std::size_t fixed = fixed_batch_bytes(rows);
+  return fixed > 0 ? fixed : largest_batch_bytes_;
+}
+
 std::size_t BatchPipeline::fixed_batch_bytes(std::uint64_t rows) const {
   return ragged_.empty() ? fixed_layout(rows, nullptr) : 0;
 }
@@ -697,6 +684,7 @@ GatheredBatch BatchPipeline::pop_front() {
     std::rethrow_exception(error);
   }
   slot->host_lease.reset();  // the buffer holds the block while the batch needs it
+  largest_batch_bytes_ = std::max(largest_batch_bytes_, slot->bytes);
   return GatheredBatch{std::move(slot->buffer),
                        std::move(slot->column_offsets),
                        std::move(slot->ragged_widths),
@@ -704,7 +692,8 @@ GatheredBatch BatchPipeline::pop_front() {
                        slot->bytes,
                        slot->host_block ? slot->host_block->token : 0,
                        std::move(slot->device_lease),
-                       std::move(slot->fence)};
+                       std::move(slot->fence),
+                       columns_.size()};
 }
 
 }  // namespace pyloader

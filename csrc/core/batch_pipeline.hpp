@@ -93,6 +93,19 @@ struct GatheredBatch {
   std::uint64_t host_token = 0;      // the supplied host block it was gathered into (0: none)
   std::shared_ptr<FencedPool::Lease> device;  // the device block it was copied to (device staging)
   std::shared_ptr<CopyFence> fence;  // done once that copy is
+  std::size_t fixed_columns = 0;     // the first fixed_columns offsets are the fixed-size columns'
+
+  // Where ragged column r's parts lie from `buffer`: its values, lengths (int64 per row)
+  // and mask (bool per padded position; 0 when it has none), and its width (padded: the
+  // common length; packed: the total value rows).
+  struct RaggedParts {
+    std::size_t values, lengths, mask;
+    std::int64_t width;
+  };
+  RaggedParts ragged(std::size_t r) const {
+    const std::size_t* at = &column_offsets[fixed_columns + 3 * r];
+    return RaggedParts{at[0], at[1], at[2], ragged_widths[r]};
+  }
 };
 
 // What a pipeline has done so far, for a training loop that wants to know whether its
@@ -170,6 +183,14 @@ class BatchPipeline {
   // The bytes of a batch of `rows` rows when every column has a fixed row size; 0
   // for pipelines with variable-length columns (their size depends on the records).
   std::size_t fixed_batch_bytes(std::uint64_t rows) const;
+  // What an owner that supplies blocks ahead of need (set_staging) should supply before
+  // requesting a batch of `rows` rows: blocks of expected_batch_bytes() (exact for
+  // fixed-size columns; otherwise the largest batch delivered so far, 0 while none is),
+  // supplied_blocks_wanted() of them at a time (batches take their blocks when a
+  // gather thread claims them, which may be long after they were requested: one for
+  // every batch the pipeline may hold, and one more). Consumer thread only.
+  std::size_t expected_batch_bytes(std::uint64_t rows) const;
+  std::size_t supplied_blocks_wanted() const noexcept { return max_in_flight_ + 1; }
   // Batches whose rows were read explicitly so far (at least one column), for tests
   // and diagnostics.
   std::uint64_t explicitly_read_batches() const noexcept { return explicitly_read_.load(std::memory_order_relaxed); }
@@ -274,6 +295,7 @@ class BatchPipeline {
   std::size_t wake_queued_;  // queued requests that wake another drainer
   PipelineStats consumer_stats_;  // the consumer-side fields
   bool front_waited_ = false;     // the consumer waited for the current oldest batch
+  std::size_t largest_batch_bytes_ = 0;  // of the batches delivered so far
   bool counting_ = true;
   std::atomic<std::uint64_t> wakeups_{0}, gathered_bytes_{0}, read_bytes_{0};
   std::shared_ptr<ThreadPool> pool_;

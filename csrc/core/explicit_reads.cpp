@@ -105,6 +105,24 @@ ExplicitReads::ExplicitReads(const std::vector<Column>& columns, const std::vect
     if (readable(ragged[r])) ragged_readable_.push_back(r);
   }
   if (!groups_.empty() || !ragged_readable_.empty()) engine_ = ReadEngine::shared(threads);
+  for (const Column& column : columns) {
+    for (const ColumnView& piece : column.pieces) reads_ahead_ = reads_ahead_ || (piece.file && mode == IoMode::kAuto);
+  }
+  reads_ahead_ = reads_ahead_ && engine_;
+}
+
+void ExplicitReads::read_ahead(const RowRange& block) const {
+  const auto first = static_cast<std::int64_t>(block.first);
+  const auto end = static_cast<std::int64_t>(block.first + block.rows);
+  for (const Column& column : columns_) {
+    for (const ColumnView& piece : column.pieces) {
+      const std::int64_t lo = std::max(first, piece.first_row);
+      const std::int64_t hi = std::min(end, piece.first_row + piece.rows);
+      if (lo >= hi || !piece.file || piece.row_stride <= 0) continue;
+      engine_->read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_stride,
+                          (hi - lo - 1) * piece.row_stride + piece.row_bytes);
+    }
+  }
 }
 
 bool ExplicitReads::read_now(const Column& column, const ReadPlan& plan, std::size_t count, bool read_ahead) const {

@@ -3,7 +3,8 @@
 // The IO seam of BatchPipeline. For each batch and each file-backed column, one of:
 //   * copy from the mapping: rows already in the page cache, long runs in file order
 //     (the kernel's read-ahead streams them), small fixed rows under IoMode::kAuto, and
-//     fixed columns of batches whose blocks were read ahead;
+//     fixed columns of batches whose blocks were read ahead (read_ahead(): the pipeline
+//     says which blocks, for orders that know them);
 //   * read at depth with the process's ReadEngine, straight into the batch buffer; or,
 //     where rows must be converted (uint16 tokens delivered as int64) or several columns
 //     overlap in the file (a token window's inputs and its targets, one token later),
@@ -31,6 +32,7 @@
 
 #include "file_reads.hpp"
 #include "gather.hpp"
+#include "permutation.hpp"
 #include "ragged.hpp"
 
 namespace pyloader {
@@ -45,8 +47,10 @@ class ExplicitReads {
                 std::size_t threads);
 
   bool active() const noexcept { return engine_ != nullptr; }
+  // Whether blocks of rows are read ahead into the page cache (IoMode::kAuto, fixed-size
+  // columns with files) rather than read explicitly, for orders that say what comes next.
+  bool reads_ahead() const noexcept { return reads_ahead_; }
   bool usable() const noexcept { return engine_ && engine_->usable(); }
-  ReadEngine& engine() const noexcept { return *engine_; }
 
   // One gathered batch as the pipeline lays it out.
   struct Batch {
@@ -57,6 +61,12 @@ class ExplicitReads {
     const std::vector<std::size_t>* column_offsets;  // fixed column c's rows at buffer + [c]
     std::vector<std::vector<RecordSpan>>* spans;     // ragged column r's located records
   };
+
+  // Asks the kernel to read the rows of `block` of every fixed-size column with a file
+  // into the page cache, and returns without waiting (advice: see ReadEngine::read_ahead).
+  // Consecutive rows and token windows (at a stride, perhaps overlapping) alike: a
+  // block's rows lie in one range of the file. Precondition: usable().
+  void read_ahead(const RowRange& block) const;
 
   // One batch's reads in flight, and what is left to do once they are in (built by
   // start(), used by finish()).
@@ -102,6 +112,7 @@ class ExplicitReads {
   IoMode mode_;
   std::vector<Group> groups_;
   std::vector<std::size_t> ragged_readable_;  // indices of ragged columns with files
+  bool reads_ahead_ = false;
   std::shared_ptr<ReadEngine> engine_;
 };
 

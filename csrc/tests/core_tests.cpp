@@ -373,13 +373,18 @@ TEST(ragged_batches_pack_and_pad_across_pieces) {
   const std::int32_t pad = -9;
   std::memcpy(column.padding.value.data(), &pad, sizeof(pad));
   BatchPipeline padded({}, {column}, pool, 2);
+  CHECK(padded.expected_batch_bytes(3) == 0);  // record batches vary: nothing known before the first
   padded.enqueue_indices({0, 1, 4});
   GatheredBatch batch = padded.pop_front();
-  CHECK(batch.ragged_widths[0] == 3);  // max_length 2, rounded up to a multiple of 3
-  const auto* out = reinterpret_cast<const std::int32_t*>(batch.buffer.get() + batch.column_offsets[0]);
+  CHECK(padded.expected_batch_bytes(3) == batch.bytes && batch.bytes > 0);  // the largest so far
+  const GatheredBatch::RaggedParts parts = batch.ragged(0);
+  CHECK(parts.width == 3);  // max_length 2, rounded up to a multiple of 3
+  const auto* out = reinterpret_cast<const std::int32_t*>(batch.buffer.get() + parts.values);
   const std::vector<std::int32_t> expected{-9, 10, 11, -9, -9, -9, -9, -9, 22};
   CHECK(std::equal(expected.begin(), expected.end(), out));
-  const auto* mask = reinterpret_cast<const bool*>(batch.buffer.get() + batch.column_offsets[2]);
+  const auto* lengths = reinterpret_cast<const std::int64_t*>(batch.buffer.get() + parts.lengths);
+  CHECK(lengths[0] == 2 && lengths[1] == 0 && lengths[2] == 1);  // truncated to max_length
+  const auto* mask = reinterpret_cast<const bool*>(batch.buffer.get() + parts.mask);
   const std::vector<bool> expected_mask{false, true, true, false, false, false, false, false, true};
   for (std::size_t k = 0; k < expected_mask.size(); ++k) CHECK(mask[k] == expected_mask[k]);
 }
@@ -598,6 +603,7 @@ TEST(staging_uses_supplied_blocks_and_copies_to_the_device) {
       BatchPipeline pipeline({column}, pool, 8);
       pipeline.set_staging(staging);
       CHECK(pipeline.fixed_batch_bytes(batch_rows) == batch_bytes);
+      CHECK(pipeline.expected_batch_bytes(batch_rows) == batch_bytes);  // fixed-size columns: exact
       const IndexOrder order = IndexOrder::shuffled(static_cast<std::uint64_t>(rows), round);
       pipeline.schedule_positions(order, 0, rows, batch_rows);
       std::uint64_t position = 0;
