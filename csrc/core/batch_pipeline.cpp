@@ -39,7 +39,6 @@ struct BatchPipeline::Slot {
   std::optional<IndexOrder> order;  // set for position requests (then `indices` stays empty)
   std::uint64_t first_position = 0;
   bool read_ahead = false;  // its rows' blocks were read ahead: copied from the mapping
-  std::unique_ptr<Reading> reading;  // between begin_fill() and end_fill(): its reads in flight
   std::vector<std::size_t> column_offsets;
   std::shared_ptr<std::byte> buffer;
   std::size_t rows = 0;
@@ -56,6 +55,10 @@ struct BatchPipeline::Slot {
   std::atomic<int> state{kQueued};
   std::exception_ptr error;  // set by the gathering thread before the batch is marked done
   bool retry = false;        // the error was a failed allocation: nothing consumed, gather again
+
+  // Between begin_fill() and end_fill(): its reads in flight. Last, so that it is
+  // destroyed (its reads waited for) before the buffers they write into.
+  std::unique_ptr<Reading> reading;
 
   static constexpr int kQueued = 0;
   static constexpr int kGathering = 1;
@@ -285,10 +288,13 @@ void BatchPipeline::drain() noexcept {
       }
       if (sync_->cancelled.load(std::memory_order_relaxed) || !begin_fill(slot)) {
         publish(slot, &taken[k]);
-        continue;
+      } else {
+        std::swap(taken[reading_end++], taken[k]);  // kept in request order among the reading
       }
-      std::swap(taken[reading_end++], taken[k]);  // kept in request order among the reading
-      if (reading_end - reading_first == kBatchesReadAtOnce) {
+      // The oldest reading batch is finished as soon as its reads are in (or when the
+      // limit is reached), so that it never waits behind later batches copied meanwhile.
+      while (reading_first < reading_end &&
+             (reading_end - reading_first == kBatchesReadAtOnce || taken[reading_first]->reading->pending->done())) {
         end_fill(*taken[reading_first]);
         publish(*taken[reading_first], &taken[reading_first]);
         ++reading_first;
@@ -391,7 +397,9 @@ bool BatchPipeline::begin_fill(Slot& slot) noexcept {
       if (std::unique_ptr<ExplicitReads::Pending> pending = reads_->start(batch, done)) {
         auto reading = std::make_unique<Reading>();
         reading->pending = std::move(pending);
-        std::swap(reading->plan, plan);
+        // The plan's rows go with the batch; the sort workspace stays with the thread.
+        std::swap(reading->plan.sources, plan.sources);
+        std::swap(reading->plan.positions, plan.positions);
         std::swap(reading->done, done);
         slot.reading = std::move(reading);
         return true;

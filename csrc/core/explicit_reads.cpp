@@ -105,10 +105,7 @@ ExplicitReads::ExplicitReads(const std::vector<Column>& columns, const std::vect
     if (readable(ragged[r])) ragged_readable_.push_back(r);
   }
   if (!groups_.empty() || !ragged_readable_.empty()) engine_ = ReadEngine::shared(threads);
-  for (const Column& column : columns) {
-    for (const ColumnView& piece : column.pieces) reads_ahead_ = reads_ahead_ || (piece.file && mode == IoMode::kAuto);
-  }
-  reads_ahead_ = reads_ahead_ && engine_;
+  reads_ahead_ = mode == IoMode::kAuto && !groups_.empty();  // fixed columns read from their files
 }
 
 void ExplicitReads::read_ahead(const RowRange& block) const {
@@ -160,8 +157,8 @@ bool ExplicitReads::read_now(const RaggedColumn& column, const ReadPlan& plan, s
 }
 
 std::byte* ExplicitReads::Pending::area(std::size_t bytes) {
-  areas.emplace_back(std::max<std::size_t>(bytes, 1));  // never null, even for empty records
-  return areas.back().data();
+  areas.emplace_back(new std::byte[std::max<std::size_t>(bytes, 1)]);  // never null, even for empty records
+  return areas.back().get();
 }
 
 std::unique_ptr<ExplicitReads::Pending> ExplicitReads::start(const Batch& batch, std::vector<char>& done) const {
@@ -226,7 +223,7 @@ std::uint64_t ExplicitReads::finish(Pending& pending, const Batch& batch) const 
   const std::size_t count = batch.rows;
   for (const Pending::StagedGroup& entry : pending.groups) {
     const Group& group = *entry.group;
-    const std::byte* area = pending.areas[entry.area].data();
+    const std::byte* area = pending.areas[entry.area].get();
     const auto union_bytes = static_cast<std::size_t>(group.union_bytes);
     for (std::size_t m = 0; m < group.members.size(); ++m) {
       const Column& column = columns_[group.members[m]];
@@ -255,7 +252,7 @@ std::uint64_t ExplicitReads::finish(Pending& pending, const Batch& batch) const 
   for (const auto& [r, area] : pending.records) {
     const auto value_row_bytes = static_cast<std::size_t>(ragged_[r].value_row_bytes());
     std::vector<RecordSpan>& spans = (*batch.spans)[r];
-    const std::byte* at = pending.areas[area].data();
+    const std::byte* at = pending.areas[area].get();
     for (std::size_t k = 0; k < count; ++k) {
       RecordSpan& span = spans[batch.plan->positions[k]];
       span.rows = at;

@@ -76,13 +76,17 @@ class ExplicitReads {
       const Group* group;
       std::size_t area;
     };
-    std::vector<std::vector<std::byte>> areas;  // staging: one per group or ragged column read through one
+    // Staging, one per group or ragged column read through one: uninitialised, since
+    // every byte is read into before it is used.
+    std::vector<std::unique_ptr<std::byte[]>> areas;
     std::vector<StagedGroup> groups;
     std::vector<std::pair<std::size_t, std::size_t>> records;  // (ragged column, area)
     std::uint64_t bytes = 0;
     std::unique_ptr<ReadEngine::Reads> reads;  // last: destroyed (waited for) first
 
     std::byte* area(std::size_t bytes);
+    // Whether its reads are all in (finish() would not wait).
+    bool done() const { return !reads || ReadEngine::done(*reads); }
   };
 
   // Starts the reads the mode says `batch` needs, and returns without waiting (null

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <new>
 #include <system_error>
 
 namespace pyloader {
@@ -75,7 +76,8 @@ struct ReadEngine::Batch {
   std::mutex mutex;
   std::condition_variable finished;
   std::size_t runs_left = 0;
-  std::string error;  // the first failure's message
+  std::string error;           // the first failure's message
+  bool out_of_memory = false;  // some runs could not be queued: nothing failed, try again
 };
 
 ReadEngine::ReadEngine(std::size_t threads) : threads_(threads == 0 ? 1 : threads) {}
@@ -148,6 +150,12 @@ void ReadEngine::read_run(const Run& run) {
 ReadEngine::Reads::Reads(std::unique_ptr<Batch> batch) : batch_(std::move(batch)) {}
 
 ReadEngine::Reads::~Reads() {
+  if (!owner_.is_current()) {
+    // A forked child: no thread here will finish these reads, and the mutex may have
+    // been copied locked. The bookkeeping leaks, as the engine's does.
+    (void)batch_.release();
+    return;
+  }
   std::unique_lock<std::mutex> lock(batch_->mutex);
   batch_->finished.wait(lock, [&] { return batch_->runs_left == 0; });
 }
@@ -187,7 +195,7 @@ std::unique_ptr<ReadEngine::Reads> ReadEngine::start(const std::vector<Extent>& 
     } catch (...) {
       std::lock_guard<std::mutex> lock(pending.mutex);
       pending.runs_left -= runs.size() - k;
-      if (pending.error.empty()) pending.error = "out of memory queueing reads";
+      pending.out_of_memory = true;
       break;
     }
   }
@@ -199,6 +207,12 @@ void ReadEngine::finish(Reads& reads) {
   std::unique_lock<std::mutex> lock(batch.mutex);
   batch.finished.wait(lock, [&] { return batch.runs_left == 0; });
   if (!batch.error.empty()) throw SourceReadError(batch.error);
+  if (batch.out_of_memory) throw std::bad_alloc();  // as for any allocation: the batch is gathered again
+}
+
+bool ReadEngine::done(Reads& reads) {
+  std::lock_guard<std::mutex> lock(reads.batch_->mutex);
+  return reads.batch_->runs_left == 0;
 }
 
 void ReadEngine::read(const std::vector<Extent>& extents) {

@@ -101,7 +101,8 @@ class ReadEngine {
 
   struct Batch;
   // A batch of reads in flight; finish() it before it is destroyed (its destructor
-  // waits for what is still in flight, so its buffers are never written after).
+  // waits for what is still in flight, so its buffers are never written after; in a
+  // forked child, where nothing will finish them, it leaks them instead).
   class Reads {
    public:
     ~Reads();
@@ -112,6 +113,7 @@ class ReadEngine {
     friend class ReadEngine;
     explicit Reads(std::unique_ptr<Batch> batch);
     std::unique_ptr<Batch> batch_;
+    ProcessOwner owner_;
   };
 
   // Starts reading every extent (one batch's) with all their reads in flight at once,
@@ -124,6 +126,8 @@ class ReadEngine {
   // Waits until every read of `reads` has finished; throws SourceReadError when one
   // failed or came back short (the file shrank): the message names the file.
   static void finish(Reads& reads);
+  // Whether every read of `reads` has finished (finish() would not wait).
+  static bool done(Reads& reads);
   // start() then finish().
   void read(const std::vector<Extent>& extents);
 
