@@ -108,6 +108,20 @@ def assert_fork_mid_epoch_continues(loader, expected: list) -> None:
     assert torch.cat([first[1], *rest]).tolist() == expected
 
 
+def assert_shrinking_file_raises_oserror(loader, path, size: int, match: str) -> None:
+    """After a first batch, `path` is truncated to `size` bytes: the rest of the epoch
+    raises OSError matching `match` (the file's name), and the iterator stays closable."""
+    import os
+
+    iterator = iter(loader)
+    next(iterator)
+    os.truncate(path, size)
+    with pytest.raises(OSError, match=match):
+        for _ in iterator:
+            pass
+    iterator.close()
+
+
 def evict(path) -> None:
     """Drops a file's pages from the page cache, so the next reads come from storage."""
     import os

@@ -14,7 +14,13 @@ import torch.utils.data as tud
 import pyloader
 from pyloader import _core
 
-from conftest import assert_fork_mid_epoch_continues, assert_loaders_equal, evict, native_thread_count
+from conftest import (
+    assert_fork_mid_epoch_continues,
+    assert_loaders_equal,
+    assert_shrinking_file_raises_oserror,
+    evict,
+    native_thread_count,
+)
 
 ROWS = 3000
 
@@ -151,13 +157,7 @@ def test_a_file_that_shrinks_under_explicit_reads_raises_oserror_naming_it(tmp_p
     # Through the loader too: an OSError naming the file, whichever check sees it first.
     write_npy(tmp_path / "shrinking2.npy", np.ones((4096, 1024), dtype=np.float32))
     loader = pyloader.DataLoader(pyloader.ArrayDataset(str(tmp_path / "shrinking2.npy")), batch_size=256, io="read")
-    iterator = iter(loader)
-    next(iterator)
-    os.truncate(tmp_path / "shrinking2.npy", 1 << 20)
-    with pytest.raises(OSError, match="shrinking2.npy"):
-        for _ in iterator:
-            pass
-    iterator.close()
+    assert_shrinking_file_raises_oserror(loader, tmp_path / "shrinking2.npy", 1 << 20, "shrinking2.npy")
 
 
 def read_source(path, mapped):

@@ -4,7 +4,6 @@ sharded, under Subsets, ranks and resume; a values file that shrinks is an OSErr
 naming it."""
 
 import gc
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 import pyloader
 from pyloader import _core
 
-from conftest import evict
+from conftest import assert_shrinking_file_raises_oserror, evict
 
 RECORDS = 3000
 
@@ -208,13 +207,7 @@ def test_a_values_file_that_shrinks_under_explicit_reads_raises_oserror_naming_i
         collate_fn=pyloader.PadCollate(),
         io="read",
     )
-    iterator = iter(loader)
-    next(iterator)
-    os.truncate(values, 4096)
-    with pytest.raises(OSError, match="shrinking-values.npy"):
-        for _ in iterator:
-            pass
-    iterator.close()
+    assert_shrinking_file_raises_oserror(loader, values, 4096, "shrinking-values.npy")
 
 
 def test_a_window_and_its_targets_are_read_once(tmp_path):

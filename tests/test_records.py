@@ -1,7 +1,5 @@
 """Variable-length records and PadCollate: the same batches as torch over an equivalent Dataset."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import pyloader
 
-from conftest import assert_batches_equal, assert_loaders_equal
+from conftest import assert_batches_equal, assert_loaders_equal, assert_shrinking_file_raises_oserror
 
 
 class ReferenceRecords(tud.Dataset):
@@ -237,12 +235,8 @@ def test_truncated_values_file_raises_oserror_naming_it(rng, tmp_path):
     values, offsets = records(rng, 20_000, low=100, high=200)
     np.save(tmp_path / "values.npy", values)
     ds = pyloader.RaggedDataset(str(tmp_path / "values.npy"), offsets)
-    iterator = iter(pyloader.DataLoader(ds, batch_size=64, shuffle=True, collate_fn=pyloader.PadCollate()))
-    next(iterator)
-    os.truncate(tmp_path / "values.npy", 4096)
-    with pytest.raises(OSError, match="values.npy"):
-        for _ in iterator:
-            pass
+    loader = pyloader.DataLoader(ds, batch_size=64, shuffle=True, collate_fn=pyloader.PadCollate())
+    assert_shrinking_file_raises_oserror(loader, tmp_path / "values.npy", 4096, "values.npy")
 
 
 def test_pickles_for_spawned_workers(rng):

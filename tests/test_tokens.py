@@ -1,7 +1,5 @@
 """TokenWindows: the same (x, y) batches as a plain torch Dataset over the same tokens."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +7,7 @@ import torch.utils.data as tud
 
 import pyloader
 
-from conftest import assert_batches_equal, assert_loaders_equal
+from conftest import assert_batches_equal, assert_loaders_equal, assert_shrinking_file_raises_oserror
 
 
 class ReferenceWindows(tud.Dataset):
@@ -193,12 +191,7 @@ def test_truncated_token_file_raises_oserror(rng, tmp_path):
     path = tmp_path / "tokens.npy"
     np.save(path, tokens(rng, 100_000))
     loader = pyloader.DataLoader(pyloader.TokenWindows(str(path), 64), batch_size=32, shuffle=True)
-    iterator = iter(loader)
-    next(iterator)
-    os.truncate(path, 4096)
-    with pytest.raises(OSError, match="tokens.npy"):
-        for _ in iterator:
-            pass
+    assert_shrinking_file_raises_oserror(loader, path, 4096, "tokens.npy")
 
 
 def test_random_offsets_by_native_shuffle_of_every_offset(rng):

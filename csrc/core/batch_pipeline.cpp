@@ -280,6 +280,11 @@ void BatchPipeline::drain() noexcept {
     // published, so that the consumer's is the last: what a batch holds (its buffer,
     // its error) is then released on the consumer's thread, never under its feet.
     std::size_t reading_first = 0, reading_end = 0;  // taken[first, end): reads in flight, oldest first
+    auto finish_oldest = [&] {
+      end_fill(*taken[reading_first]);
+      publish(*taken[reading_first], &taken[reading_first]);
+      ++reading_first;
+    };
     for (std::size_t k = 0; k < taken.size(); ++k) {
       Slot& slot = *taken[k];
       if (!slot.claim()) {
@@ -295,15 +300,10 @@ void BatchPipeline::drain() noexcept {
       // limit is reached), so that it never waits behind later batches copied meanwhile.
       while (reading_first < reading_end &&
              (reading_end - reading_first == kBatchesReadAtOnce || taken[reading_first]->reading->pending->done())) {
-        end_fill(*taken[reading_first]);
-        publish(*taken[reading_first], &taken[reading_first]);
-        ++reading_first;
+        finish_oldest();
       }
     }
-    for (; reading_first < reading_end; ++reading_first) {
-      end_fill(*taken[reading_first]);
-      publish(*taken[reading_first], &taken[reading_first]);
-    }
+    while (reading_first < reading_end) finish_oldest();
   }
 }
 

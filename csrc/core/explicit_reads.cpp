@@ -111,13 +111,14 @@ ExplicitReads::ExplicitReads(const std::vector<Column>& columns, const std::vect
 void ExplicitReads::read_ahead(const RowRange& block) const {
   const auto first = static_cast<std::int64_t>(block.first);
   const auto end = static_cast<std::int64_t>(block.first + block.rows);
-  for (const Column& column : columns_) {
-    for (const ColumnView& piece : column.pieces) {
+  // Once per group: a window's inputs and targets are one range of the file.
+  for (const Group& group : groups_) {
+    for (const ColumnView& piece : columns_[group.members.front()].pieces) {
       const std::int64_t lo = std::max(first, piece.first_row);
       const std::int64_t hi = std::min(end, piece.first_row + piece.rows);
-      if (lo >= hi || !piece.file || piece.row_stride <= 0) continue;
+      if (lo >= hi) continue;
       engine_->read_ahead(piece.file, piece.file->offset() + (lo - piece.first_row) * piece.row_stride,
-                          (hi - lo - 1) * piece.row_stride + piece.row_bytes);
+                          (hi - lo - 1) * piece.row_stride + group.union_bytes);
     }
   }
 }

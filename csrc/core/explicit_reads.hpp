@@ -62,10 +62,10 @@ class ExplicitReads {
     std::vector<std::vector<RecordSpan>>* spans;     // ragged column r's located records
   };
 
-  // Asks the kernel to read the rows of `block` of every fixed-size column with a file
-  // into the page cache, and returns without waiting (advice: see ReadEngine::read_ahead).
-  // Consecutive rows and token windows (at a stride, perhaps overlapping) alike: a
-  // block's rows lie in one range of the file. Precondition: usable().
+  // Asks the kernel to read the rows of `block` of every fixed-size column read from its
+  // file (each group's union once) into the page cache, and returns without waiting (advice: see
+  // ReadEngine::read_ahead). Consecutive rows and token windows (at a stride, perhaps overlapping) alike: a block's
+  // rows lie in one range of the file. Precondition: usable().
   void read_ahead(const RowRange& block) const;
 
   // One batch's reads in flight, and what is left to do once they are in (built by
