@@ -5,7 +5,8 @@ name below behaves as torch's. :class:`DataLoader` gathers natively when the dat
 is an :class:`ArrayDataset` (numpy arrays, memmaps, CPU tensors, ``.npy`` paths and
 shards of them), a :class:`TokenWindows` of a token stream, a :class:`RaggedDataset`
 of variable-length records (padded natively by :class:`PadCollate`), a
-:class:`MegatronDataset`, or a ``TensorDataset``.
+:class:`MegatronDataset`, an :class:`ArrowDataset` or Hugging Face ``datasets.Dataset``
+(Arrow files, tokenized text), or a ``TensorDataset``.
 """
 
 try:
@@ -37,6 +38,7 @@ from torch.utils.data import (
     random_split,
 )
 
+from .arrow import ArrowDataset
 from .block_shuffle import BlockShuffleSampler
 from .dataloader import DataLoader, StatefulDataLoader
 from .dataset import ArrayDataset
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArrayDataset",
+    "ArrowDataset",
     "BatchSampler",
     "ChainDataset",
     "ConcatDataset",

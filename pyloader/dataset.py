@@ -48,13 +48,16 @@ class ArrayDataset(Dataset):
             pieced_column_from(source, label) for source, label in zip(sources, labels)
         )
         self.bare = False
+        # Sample k is column row row_map[k] (an index mapping over the rows, e.g. a Hugging
+        # Face dataset's `select`/`shuffle`), or row k without one.
+        self.row_map: np.ndarray | None = None
         lengths = {label: len(column) for label, column in zip(labels, self.columns)}
         if len(set(lengths.values())) > 1:
             described = ", ".join(f"{label}: {length}" for label, length in lengths.items())
             raise ValueError(f"arrays must have the same length (first dimension); got {described}")
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self.columns[0]) if self.row_map is None else len(self.row_map)
 
     def _row(self, column: PiecedColumn, index: int) -> torch.Tensor:
         return column.sample(index)
@@ -65,6 +68,8 @@ class ArrayDataset(Dataset):
         except TypeError:
             # IndexError, as numpy and torch raise for a float or other non-integer index.
             raise IndexError(f"ArrayDataset indices must be integers, not {type(index).__name__}") from None
+        if self.row_map is not None:
+            index = int(self.row_map[index])  # IndexError out of range, as a list
         rows = [self._row(column, index) for column in self.columns]
         if self.bare:
             return rows[0]

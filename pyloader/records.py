@@ -197,9 +197,12 @@ class PadCollate:
 
     Each sample may be a tensor, or a tuple/list/dict of fields: fields whose tensors
     have at least one dimension are padded along it, the rest are collated as torch's
-    ``default_collate`` does. ``max_length`` truncates longer records to their first
-    ``max_length`` rows; the width is rounded up to ``pad_to_multiple_of``;
-    ``padding_side`` is ``"right"`` or ``"left"``; ``return_mask`` adds a bool mask.
+    ``default_collate`` does. ``padding_value`` is one value for every field, or a
+    mapping from field (a dict key, or a position in tuple samples) to its value, e.g.
+    ``{"input_ids": pad_id, "labels": -100}`` (fields it does not name are padded with
+    0). ``max_length`` truncates longer records to their first ``max_length`` rows; the
+    width is rounded up to ``pad_to_multiple_of``; ``padding_side`` is ``"right"`` or
+    ``"left"``; ``return_mask`` adds a bool mask.
 
     Works as a ``collate_fn`` of any loader; in a :class:`pyloader.DataLoader` over a
     ``RaggedDataset`` (or an ``ArrayDataset`` whose multi-dimensional columns are all
@@ -208,7 +211,7 @@ class PadCollate:
 
     def __init__(
         self,
-        padding_value: float = 0,
+        padding_value: float | Mapping[Any, float] = 0,
         *,
         max_length: int | None = None,
         pad_to_multiple_of: int | None = None,
@@ -220,6 +223,8 @@ class PadCollate:
         for name, value in (("max_length", max_length), ("pad_to_multiple_of", pad_to_multiple_of)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+        if isinstance(padding_value, Mapping):
+            padding_value = dict(padding_value)
         self.padding_value = padding_value
         self.max_length = max_length
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -236,30 +241,36 @@ class PadCollate:
     def __call__(self, batch: Sequence[Any]):
         elem = batch[0]
         if isinstance(elem, torch.Tensor):
-            return self._field(batch)
+            return self._field(batch, None)
         if isinstance(elem, Mapping):
-            return {key: self._field([sample[key] for sample in batch]) for key in elem}
+            return {key: self._field([sample[key] for sample in batch], key) for key in elem}
         if isinstance(elem, (tuple, list)):
-            return [self._field(list(field)) for field in zip(*batch)]
+            return [self._field(list(field), position) for position, field in enumerate(zip(*batch))]
         return default_collate(batch)
 
-    def _field(self, values: list):
+    def value_for(self, field) -> float:
+        """The padding value of `field` (a dict key or tuple position; None for bare samples)."""
+        if isinstance(self.padding_value, dict):
+            return self.padding_value.get(field, 0)
+        return self.padding_value
+
+    def _field(self, values: list, field):
         if all(isinstance(value, torch.Tensor) and value.dim() >= 1 for value in values):
-            return self.pad(values)
+            return self.pad(values, field)
         return default_collate(values)
 
-    def pad(self, tensors: list[torch.Tensor]) -> PaddedBatch:
-        """Pads a list of tensors of shape (length_i, *row shape)."""
+    def pad(self, tensors: list[torch.Tensor], field=None) -> PaddedBatch:
+        """Pads a list of tensors of shape (length_i, *row shape), with the padding
+        value of `field`."""
+        padding_value = self.value_for(field)
         if self.max_length is not None:
             tensors = [tensor[: self.max_length] for tensor in tensors]
         lengths = torch.tensor([len(tensor) for tensor in tensors], dtype=torch.int64)
-        padded = pad_sequence(
-            tensors, batch_first=True, padding_value=self.padding_value, padding_side=self.padding_side
-        )
+        padded = pad_sequence(tensors, batch_first=True, padding_value=padding_value, padding_side=self.padding_side)
         width = padded.shape[1]
         if self.pad_to_multiple_of is not None and width % self.pad_to_multiple_of:
             extra = self.pad_to_multiple_of - width % self.pad_to_multiple_of
-            filler = padded.new_full((padded.shape[0], extra, *padded.shape[2:]), self.padding_value)
+            filler = padded.new_full((padded.shape[0], extra, *padded.shape[2:]), padding_value)
             parts = (filler, padded) if self.padding_side == "left" else (padded, filler)
             padded = torch.cat(parts, dim=1)
             width += extra
@@ -272,14 +283,15 @@ class PadCollate:
                 mask = positions[None, :] < lengths[:, None]
         return PaddedBatch(padded, lengths, mask)
 
-    def native_padding(self, dtype: np.dtype) -> dict | None:
-        """The core's padding options for records of `dtype`, or None when the value does
-        not fit that dtype exactly (then the Python implementation decides)."""
+    def native_padding(self, dtype: np.dtype, field=None) -> dict | None:
+        """The core's padding options for records of `dtype` in `field`, or None when
+        its value does not fit that dtype exactly (then the Python implementation decides)."""
+        padding_value = self.value_for(field)
         try:
-            value = np.array(self.padding_value, dtype=dtype)
+            value = np.array(padding_value, dtype=dtype)
         except (OverflowError, ValueError, TypeError):
             return None
-        if value.item() != self.padding_value or dtype.itemsize > 8:
+        if value.item() != padding_value or dtype.itemsize > 8:
             return None
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of > 1 << 32:
             return None  # beyond any batch the core builds: torch's code reports the overflow

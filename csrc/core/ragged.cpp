@@ -52,7 +52,15 @@ void fill_padding(const RaggedColumn& column, std::byte* out, std::size_t bytes)
 bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count, RecordSpan* spans) noexcept {
   const std::int64_t limit = column.padding.enabled ? column.padding.max_length : 0;
   std::size_t k = 0;
-  for (const RaggedPiece& piece : column.pieces) {
+  auto next_piece = column.pieces.begin();
+  while (k < count) {
+    // The piece of the next record, found by bisection (see for_each_piece).
+    const std::int64_t record = plan.sources[k];
+    next_piece = std::partition_point(next_piece, column.pieces.end(), [record](const RaggedPiece& piece) {
+      return piece.first_record + piece.records <= record;
+    });
+    if (next_piece == column.pieces.end()) return false;
+    const RaggedPiece& piece = *next_piece++;
     const std::int64_t end_record = piece.first_record + piece.records;
     for (; k < count && plan.sources[k] < end_record; ++k) {
       const std::int64_t local = plan.sources[k] - piece.first_record;

@@ -29,12 +29,13 @@ from torch.utils.data import ConcatDataset, Subset, TensorDataset
 from .. import _core
 from ..dataset import ArrayDataset
 from .columns import Column, column_from
+from .hf_datasets import hf_columns, hf_structure, is_hf_dataset
 
 # What torch's fetcher, or the base classes' own __getitem__/__len__, look up on a dataset.
 _FETCH_METHODS = ("__getitem__", "__getitems__", "__len__", "__getattr__", "__getattribute__")
 # The data attributes each base class reads to produce a sample.
 _BASE_ATTRIBUTES = {
-    ArrayDataset: ("columns", "names", "bare", "_row"),
+    ArrayDataset: ("columns", "names", "bare", "_row", "row_map"),
     TensorDataset: ("tensors",),
     Subset: ("dataset", "indices"),
     ConcatDataset: ("datasets", "cumulative_sizes"),
@@ -134,6 +135,9 @@ def _structure(dataset, refs: list, values: list) -> None:
     """Appends what the columns of `dataset` are derived from: objects (compared by
     identity) to `refs`, plain values (compared by equality) to `values`."""
     refs.append(dataset)
+    if is_hf_dataset(dataset):
+        hf_structure(dataset, refs, values)
+        return
     base = _base_of(dataset)
     if base is Subset:
         refs.append(dataset.indices)
@@ -152,6 +156,7 @@ def _structure(dataset, refs: list, values: list) -> None:
             values.append((tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype, tensor.requires_grad))
     elif base is ArrayDataset:
         refs.append(dataset.columns)
+        refs.append(dataset.row_map)
         values.append((dataset.names, dataset.bare))
 
 
@@ -300,9 +305,14 @@ def _tensors(dataset):
 
 def _columns_of(dataset):
     """(pieces per column, names, row_map array) of a plain array-shaped dataset, or why not."""
+    if is_hf_dataset(dataset):
+        return hf_columns(dataset)
     base = _base_of(dataset)
     if base is None:
-        return f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, or a Subset or ConcatDataset of them"
+        return (
+            f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, datasets.Dataset, "
+            "or a Subset or ConcatDataset of them"
+        )
     changed = _changed_fetch(dataset, base)
     if changed is not None:
         return changed
@@ -312,4 +322,24 @@ def _columns_of(dataset):
         return _subset(dataset)
     if base is TensorDataset:
         return _tensors(dataset)
-    return tuple(column.pieces for column in dataset.columns), dataset.names, None
+    return tuple(column.pieces for column in dataset.columns), dataset.names, _row_map_of(dataset)
+
+
+def _row_map_of(dataset: ArrayDataset):
+    row_map = dataset.row_map
+    if row_map is None:
+        return None
+    return checked_row_map(row_map, len(dataset.columns[0]), f"the row_map of this {type(dataset).__name__}")
+
+
+def checked_row_map(row_map, rows: int, what: str):
+    """`row_map` as int64 rows of `rows`, or why it is not one."""
+    try:
+        row_map = np.asarray(row_map)
+    except (TypeError, ValueError):
+        return f"{what} is not an array of integers"
+    if row_map.ndim != 1 or (row_map.size and row_map.dtype.kind not in "iu"):
+        return f"{what} is not a flat array of integers"
+    if row_map.size and (int(row_map.min()) < 0 or int(row_map.max()) >= rows):
+        return f"{what} holds rows out of range (0 to {rows - 1})"
+    return np.array(row_map, dtype=np.int64)  # a copy: the pipeline keeps it read-only

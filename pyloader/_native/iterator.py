@@ -116,13 +116,14 @@ def _native_paddings(columns: DatasetColumns, collate_fn) -> list | None:
     if type(collate_fn) is not PadCollate:
         return None
     paddings = []
-    for column in columns.columns:
+    for position, column in enumerate(columns.columns):
         if not column.ragged:
             if column.array.ndim != 1:
                 return None  # PadCollate pads multi-dimensional fields too: its own code decides
             paddings.append(None)
             continue
-        padding = collate_fn.native_padding(column.cast if column.cast is not None else column.array.dtype)
+        field = None if columns.bare else (columns.names[position] if columns.names else position)
+        padding = collate_fn.native_padding(column.cast if column.cast is not None else column.array.dtype, field)
         if padding is None:
             return None
         paddings.append(padding)

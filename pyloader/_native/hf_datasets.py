@@ -1,0 +1,96 @@
+"""Hugging Face ``datasets.Dataset`` objects as native columns.
+
+A ``datasets.Dataset`` is an Arrow table (memory-mapped from its cache files), an
+optional indices mapping (what ``select``, ``shuffle``, ``filter`` and
+``train_test_split`` produce, over the same table) and a format that decides what a
+row becomes. The loader reads the table's buffers through `arrow_columns`, takes the
+mapping as its row map, and delivers what the format gives (see `Delivery`): the
+``"torch"`` format, ``"numpy"`` for fixed-width columns, or no format for scalar
+columns. Anything else (another format, a transform, format options, a subclass that
+changes how rows are fetched, a column type or null the native path cannot deliver
+identically) stays on torch's path, which calls the dataset itself.
+
+``datasets`` is never imported here: a dataset can only be one if the module is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .arrow_columns import Delivery, NotNative, pieced_columns
+
+# What torch's fetcher and datasets' own row access go through.
+_FETCH_METHODS = ("__getitem__", "__getitems__", "_getitem", "__len__", "__getattr__", "__getattribute__")
+_DELIVERIES = {None: "python", "torch": "torch", "pt": "torch", "numpy": "numpy", "np": "numpy"}
+
+
+def is_hf_dataset(dataset) -> bool:
+    module = sys.modules.get("datasets")
+    cls = getattr(module, "Dataset", None)
+    return isinstance(cls, type) and isinstance(dataset, cls)
+
+
+def _format_state(dataset) -> tuple:
+    fmt = dataset.format
+    columns = fmt.get("columns")
+    return (
+        fmt.get("type"),
+        None if columns is None else tuple(columns),
+        bool(fmt.get("output_all_columns")),
+        repr(fmt.get("format_kwargs")),
+    )
+
+
+def hf_structure(dataset, refs: list, values: list) -> None:
+    """What the columns of `dataset` are derived from (see eligibility.ColumnsCache):
+    its table and indices objects, and its format."""
+    refs.append(dataset.data)
+    refs.append(dataset._indices)
+    values.append(_format_state(dataset))
+
+
+def _changed_fetch(dataset) -> str | None:
+    """What a subclass changes of the row access, if anything."""
+    base = sys.modules["datasets"].Dataset
+    for cls in type(dataset).__mro__:
+        if cls is base:
+            break
+        for name in _FETCH_METHODS:
+            if name in vars(cls):
+                return f"{cls.__name__} defines {name} (torch's path calls it)"
+    return None
+
+
+def hf_columns(dataset):
+    """(pieces per column, names, row map) of a datasets.Dataset, or why it must take
+    torch's path."""
+    changed = _changed_fetch(dataset)
+    if changed is not None:
+        return changed
+    format_type, columns, output_all, format_kwargs = _format_state(dataset)
+    if format_type not in _DELIVERIES:
+        return (
+            f"the datasets.Dataset has the {format_type!r} format (the native path delivers 'torch', 'numpy' or none)"
+        )
+    if format_kwargs not in ("{}", "None"):
+        return f"the datasets.Dataset's format has options ({format_kwargs}); torch's path applies them"
+    table = dataset.data.table
+    names = list(columns) if columns is not None else list(table.column_names)
+    if output_all and len(names) != len(table.column_names):
+        return "the datasets.Dataset outputs its unformatted columns too (output_all_columns=True)"
+    if not names:
+        return "the datasets.Dataset has no columns"
+    try:
+        pieced = pieced_columns(table, names, Delivery(_DELIVERIES[format_type]), None, "the datasets.Dataset")
+    except (NotNative, KeyError) as reason:
+        return str(reason.args[0])
+    rows = len(pieced[0])
+    row_map = None
+    if dataset._indices is not None:
+        indices = dataset._indices.column(0).to_numpy()
+        if indices.size and int(indices.max()) >= rows:
+            return "the datasets.Dataset's indices mapping holds rows past its table (torch's path decides)"
+        row_map = indices.astype(np.int64)
+    return tuple(column.pieces for column in pieced), tuple(names), row_map
