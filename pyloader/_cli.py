@@ -2,7 +2,9 @@
 
 ``inspect PATH ...`` says what each path holds as pyloader would read it: a ``.npy``
 array, ``.npy`` shards (a glob pattern or a directory), a raw token file (``--token-dtype``,
-as nanoGPT's ``train.bin`` is ``uint16``) or a Megatron-LM ``.bin``/``.idx`` pair. It reads
+as nanoGPT's ``train.bin`` is ``uint16``), a Megatron-LM ``.bin``/``.idx`` pair, or an
+Arrow file or Hugging Face ``save_to_disk`` folder (its columns, and which are read
+natively). It reads
 headers and file sizes only (the files are memory-mapped, never loaded), so it answers at
 once and in O(1) memory for files of any size; the Megatron sequence-length statistics are
 one numpy pass over the memory-mapped index.
@@ -52,14 +54,15 @@ class Source:
     """One PATH argument, opened memory-mapped (nothing read but headers)."""
 
     path: str  # as the user gave it
-    kind: str  # "array", "shards", "tokens" or "megatron"
+    kind: str  # "array", "shards", "tokens", "megatron" or "arrow"
     files: list[str]  # every file the data lives in
-    dtype: np.dtype
+    dtype: np.dtype | None  # None for Arrow data (a dtype per column)
     rows: int | None = None  # arrays and shards
     row_shape: tuple | None = None
     tokens: int | None = None  # token files and Megatron pairs
     token_dtype: np.dtype | None = None  # raw token files: the dtype they were named with
     index: object = field(default=None, repr=False)  # MegatronIndex
+    arrow_columns: list[tuple[str, str, bool]] | None = None  # (name, Arrow type, read natively)
 
     @property
     def size(self) -> int:
@@ -109,8 +112,41 @@ def _megatron_prefix(path: str) -> str | None:
     return None
 
 
+def _is_arrow(path: str) -> bool:
+    """An Arrow IPC file or stream, by name or magic, or a datasets save_to_disk folder."""
+    if os.path.isdir(path):
+        return os.path.exists(os.path.join(path, "state.json"))
+    if path.endswith((".arrow", ".feather", ".ipc")):
+        return True
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+    return head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff")
+
+
+def _arrow_source(path: str) -> Source:
+    from ._native.arrow_columns import _layout
+    from .arrow import _table_of, read_arrow_file
+
+    if os.path.isdir(path):
+        from .arrow import _saved_dataset_files
+
+        files = _saved_dataset_files(path)
+    else:
+        files = [path]
+    table = _table_of(path)[0] if len(files) > 1 else read_arrow_file(files[0])
+    columns = [
+        (name, str(column.type), _layout(column.type) is not None and column.null_count == 0)
+        for name, column in zip(table.column_names, table.columns)
+    ]
+    return Source(path, "arrow", files, None, rows=table.num_rows, arrow_columns=columns)
+
+
 def open_source(path: str, token_dtype: str | None = None) -> Source:
     """Opens one PATH argument; raises OSError, ValueError or TypeError for bad data."""
+    if _is_arrow(path):
+        return _arrow_source(path)
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(glob.escape(path), "*.npy")))
         if not files:
@@ -156,8 +192,14 @@ def human_bytes(size: int) -> str:
 
 def describe(source: Source) -> list[str]:
     """The `inspect` lines of one source: ``key: value``, easy to read and to grep."""
-    lines = [source.path, f"  kind: {source.kind}", f"  dtype: {source.dtype}"]
-    if source.rows is not None:
+    lines = [source.path, f"  kind: {source.kind}"]
+    if source.arrow_columns is not None:
+        lines.append(f"  rows: {source.rows}")
+        for name, arrow_type, native in source.arrow_columns:
+            lines.append(f"  column {name}: {arrow_type}{'' if native else ' (torch path only)'}")
+    else:
+        lines.append(f"  dtype: {source.dtype}")
+    if source.rows is not None and source.arrow_columns is None:
         lines += [f"  rows: {source.rows}", f"  row shape: {source.row_shape}"]
     if source.tokens is not None:
         lines.append(f"  tokens: {source.tokens}")
@@ -263,6 +305,38 @@ class TorchArrays(_Lazy):
         return tuple(rows)
 
 
+class TorchArrowRows(torch.utils.data.Dataset):
+    """``{column: tensor}`` rows of Arrow data through pyarrow, one row converted to
+    Python and back per call, as a Dataset written without pyloader does."""
+
+    def __init__(self, path: str, columns: Sequence[str]) -> None:
+        from ._native.arrow_columns import _layout
+        from .arrow import _table_of
+
+        self._path = path
+        self._columns = list(columns)
+        table = _table_of(path)[0]
+        self._rows = table.num_rows
+        self._dtypes = [_layout(table.schema.field(name).type)[1] for name in self._columns]
+        self._table = None  # opened on first use, in whichever process that is
+
+    def __getstate__(self):
+        return {**self.__dict__, "_table": None}
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __getitem__(self, index: int):
+        from .arrow import _table_of
+
+        if self._table is None:
+            self._table = _table_of(self._path)[0].select(self._columns)
+        row = self._table.slice(index, 1).to_pylist()[0]
+        return {
+            name: torch.from_numpy(np.asarray(row[name], dtype)) for name, dtype in zip(self._columns, self._dtypes)
+        }
+
+
 class TorchWindows(_Lazy):
     """nanoGPT's ``(x, y)``: ``block_size`` tokens as int64 and the same shifted by one,
     from non-overlapping windows of each memory-mapped shard (none crosses a shard end)."""
@@ -295,6 +369,7 @@ class BenchCase:
     torch_dataset: torch.utils.data.Dataset
     batch_size: int
     what: str  # one line saying what is read
+    collate_fn: object = None  # both loaders' (None: torch's default)
 
 
 def build_case(arguments) -> BenchCase:
@@ -309,6 +384,8 @@ def build_case(arguments) -> BenchCase:
         except (OSError, ValueError, TypeError) as error:
             raise DataError(error_text(path, error)) from error
     kinds = {source.kind for source in sources}
+    if "arrow" in kinds:
+        return _arrow_case(sources, arguments)
     as_tokens = arguments.tokens or bool(kinds & {"tokens", "megatron"})
     if not as_tokens:
         columns = [source.files for source in sources]
@@ -347,11 +424,35 @@ def build_case(arguments) -> BenchCase:
     )
 
 
+def _arrow_case(sources: list[Source], arguments) -> BenchCase:
+    """The native columns of one Arrow source (records padded by PadCollate)."""
+    import pyloader
+
+    if len(sources) > 1:
+        raise DataError("give one Arrow file or save_to_disk folder (its shards are found from it)")
+    source = sources[0]
+    columns = [name for name, _, native in source.arrow_columns or [] if native]
+    if not columns:
+        raise DataError(f"{source.path!r} has no column pyloader reads natively (numbers, and lists of them)")
+    ours = pyloader.ArrowDataset(source.path, columns=columns)
+    ragged = any(column.pieces[0].ragged for column in ours.columns)
+    return BenchCase(
+        "arrow",
+        ours,
+        TorchArrowRows(source.path, columns),
+        arguments.batch_size or 64,
+        f"arrow: {source.rows} rows of {', '.join(columns)} in {len(source.files)} file(s)",
+        collate_fn=pyloader.PadCollate() if ragged else None,
+    )
+
+
 def _rows_in(batch) -> int:
     while isinstance(batch, (list, tuple)):
         batch = batch[0]
     if isinstance(batch, dict):
         return _rows_in(next(iter(batch.values())))
+    if isinstance(batch, tuple) and hasattr(batch, "lengths"):  # a PaddedBatch
+        return len(batch.lengths)
     return len(batch)
 
 
@@ -413,8 +514,9 @@ def _bench(arguments) -> int:
         return torch.Generator().manual_seed(0)
 
     # pyloader runs first: a cold page cache costs it, not torch.
+    collate = {} if case.collate_fn is None else {"collate_fn": case.collate_fn}
     ours = pyloader.DataLoader(
-        case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle, generator=generator()
+        case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle, generator=generator(), **collate
     )
     rate = samples_per_second(ours, arguments.batches, arguments.rounds)
     label = f"pyloader DataLoader (num_threads={ours.num_threads})"
@@ -429,6 +531,7 @@ def _bench(arguments) -> int:
             generator=generator(),
             num_workers=workers,
             persistent_workers=workers > 0,
+            **collate,
         )
         results.append((workers, samples_per_second(theirs, arguments.batches, arguments.rounds)))
         del theirs
@@ -452,8 +555,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "inspect",
         help="say what data files hold",
         description="Say what each PATH holds: a .npy file, a glob pattern or directory of .npy "
-        "shards, a Megatron-LM prefix (or its .bin/.idx), or a raw token file "
-        "(with --token-dtype). Reads headers only.",
+        "shards, a Megatron-LM prefix (or its .bin/.idx), a raw token file "
+        "(with --token-dtype), or an Arrow file or datasets save_to_disk folder. Reads headers only.",
     )
     inspect.add_argument("paths", nargs="+", metavar="PATH")
     inspect.add_argument(
@@ -467,7 +570,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         description="Time pyloader.DataLoader against torch.utils.data.DataLoader over a plain "
         "Dataset reading the same files. Arrays: each PATH is a column (.npy, glob or "
         "directory of shards). Token files and Megatron pairs (or .npy files with "
-        "--tokens): the PATHs are shards of one token stream, cut into (x, y) windows.",
+        "--tokens): the PATHs are shards of one token stream, cut into (x, y) windows. "
+        "An Arrow file or datasets save_to_disk folder: its numeric and list columns, "
+        "lists padded by PadCollate.",
     )
     bench.add_argument("paths", nargs="+", metavar="PATH")
     bench.add_argument(

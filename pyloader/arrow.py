@@ -4,7 +4,8 @@ Tokenized text is usually kept as Arrow: a ``list<int32>`` column of token ids i
 values buffer cut into records by offsets, the layout pyloader's records gather and
 pad natively. ``ArrowDataset`` reads such data where it lies (memory-mapped files, or
 a table's buffers), without converting rows to Python. ``pyarrow`` is needed only
-when this module is used (``pip install pyloader-native[arrow]``).
+when this module is used (``pip install pyloader-native[arrow]``; ``[datasets]`` for
+Hugging Face datasets).
 """
 
 from __future__ import annotations

@@ -394,3 +394,43 @@ def test_explicit_reads_of_arrow_records_match_the_mapping(tmp_path, io):
             assert row[: int(length)].tolist() == rows[int(n)]
             seen.append(int(n))
     assert sorted(seen) == list(range(900))
+
+
+def test_small_row_columns_name_their_file_extents_for_read_ahead(tmp_path):
+    table = pa.Table.from_pydict({"label": np.arange(1000, dtype=np.int64), "ids": [[1, 2]] * 1000})
+    path = tmp_path / "labels.arrow"
+    with pa.ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table, max_chunksize=300)
+    loader = pyloader.DataLoader(pyloader.ArrowDataset(str(path)), batch_size=10, collate_fn=pyloader.PadCollate())
+    columns = loader._plan().columns
+    extents = columns.small_row_extents(64)
+    assert len(extents) == 4  # one per record batch of the label column; the records are read explicitly
+    raw = path.read_bytes()
+    got = np.concatenate([np.frombuffer(raw[offset : offset + size], np.int64) for _, offset, size in extents])
+    assert np.array_equal(got, np.arange(1000)) and {file for file, _, _ in extents} == {str(path)}
+
+
+def test_compressed_feather_is_read_into_memory():
+    import pyarrow.feather as feather
+
+    rows = _token_rows(np.random.default_rng(6), 100)
+    table = pa.Table.from_pydict({"ids": pa.array(rows, pa.list_(pa.int32())), "n": np.arange(100)})
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pyloader-test-{os.getpid()}.feather")
+    try:
+        feather.write_feather(table, path, compression="zstd")
+        dataset = pyloader.ArrowDataset(path)
+        assert [dataset[k]["ids"].tolist() for k in range(100)] == rows
+        batches = list(pyloader.DataLoader(dataset, batch_size=7, collate_fn=pyloader.PadCollate(), native=True))
+        assert sum(len(batch["n"]) for batch in batches) == 100
+    finally:
+        os.remove(path)
+
+
+def test_array_dataset_row_map_is_checked_and_followed():
+    dataset = pyloader.ArrayDataset(x=np.arange(10) * 10)
+    dataset.row_map = np.array([9, 0, 3])
+    assert len(dataset) == 3 and dataset[0]["x"].item() == 90 and dataset[-1]["x"].item() == 30
+    assert [batch["x"].tolist() for batch in pyloader.DataLoader(dataset, batch_size=2, native=True)] == [[90, 0], [30]]
+    dataset.row_map = np.array([0, 10])
+    with pytest.raises(ValueError, match="row_map.*out of range"):
+        pyloader.DataLoader(dataset, batch_size=2, native=True)

@@ -301,3 +301,44 @@ def test_human_bytes():
     assert _cli.human_bytes(1536) == "1.5 KiB"
     assert _cli.human_bytes(5 * 1024**3) == "5.0 GiB"
     assert _cli.human_bytes(3 * 1024**5) == "3072.0 TiB"
+
+
+def test_inspect_and_bench_arrow_files_and_saved_datasets(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    rng = np.random.default_rng(5)
+    ids = [rng.integers(0, 1000, rng.integers(1, 30)).astype(np.int32).tolist() for _ in range(300)]
+    table = pa.Table.from_pydict(
+        {"ids": pa.array(ids, pa.list_(pa.int32())), "label": np.arange(300), "text": ["x"] * 300}
+    )
+    folder = tmp_path / "saved"
+    datasets.Dataset(table).save_to_disk(str(folder), num_shards=2)
+    status, out, err = run(capsys, "inspect", str(folder))
+    assert (status, err) == (0, "")
+    described = blocks(out)[str(folder)]
+    assert described["kind"] == "arrow" and described["rows"] == "300" and described["files"] == "2"
+    assert described["column ids"] == "list<item: int32>"
+    assert described["column text"] == "string (torch path only)"
+
+    case = case_for([folder])
+    assert case.name == "arrow" and case.batch_size == 64 and isinstance(case.collate_fn, _cli_pad_collate())
+    ours, theirs = case.pyloader_dataset, case.torch_dataset
+    for i in (0, 150, 299):
+        assert list(ours[i]) == list(theirs[i]) == ["ids", "label"]
+        for name in ("ids", "label"):
+            assert ours[i][name].dtype == theirs[i][name].dtype and torch.equal(ours[i][name], theirs[i][name])
+    status, out, err = run(capsys, "bench", str(folder), "--batches", "3", "--rounds", "1", "--workers", "0")
+    assert (status, err) == (0, "")
+    ratio_lines(out, "arrow", [0])
+
+    noise = tmp_path / "noise.arrow"
+    noise.write_bytes(b"\x00" * 100)
+    status, _, err = run(capsys, "inspect", str(noise))
+    assert status == 2 and "noise.arrow" in err and err.count("\n") == 1
+
+
+def _cli_pad_collate():
+    import pyloader
+
+    return pyloader.PadCollate

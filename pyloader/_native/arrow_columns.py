@@ -160,10 +160,12 @@ class _ColumnBuilder:
             array=values,
             dtype=out_dtype,
             needs_view=False,
-            # Read through the reader's mapping; the file is named for truncation checks.
+            # Read through the reader's mapping (no descriptor is kept per record batch);
+            # the file is named for truncation checks and read-ahead.
             file=None if region is None else region.path,
             file_bytes=0 if region is None else region.offset + values.nbytes,
             cast=cast,
+            file_offset=None if region is None else region.offset,
         )
 
     # Lists: one piece per file in the pointer layout, or per record batch in memory.

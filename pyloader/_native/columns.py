@@ -72,6 +72,17 @@ class Column:
         position = file_position(self.array)
         return None if position is None else (*position, *self.file_identity)
 
+    @property
+    def file_extent(self) -> tuple[str, int, int] | None:
+        """(file, offset, bytes) of the rows in their file, when they lie there one after
+        another; None otherwise."""
+        if self.file is None or not self.array.flags.c_contiguous:
+            return None
+        if self.file_offset is not None:
+            return self.file, self.file_offset, self.array.nbytes
+        position = file_position(self.array)
+        return None if position is None else (*position, self.array.nbytes)
+
     def sample(self, index: int) -> torch.Tensor:
         # A copy, so a sample neither pins the memory map nor aliases a read-only page.
         row = np.array(self.array[index], dtype=self.cast)

@@ -80,6 +80,19 @@ class DatasetColumns:
             sources.append(None if all(source is None for source in per_piece) else per_piece)
         return None if all(source is None for source in sources) else sources
 
+    def small_row_extents(self, below_row_bytes: int) -> list[tuple[str, int, int]]:
+        """(file, offset, bytes) of every memory-mapped piece of the fixed-width columns
+        whose rows are under `below_row_bytes` (those read through their mapping)."""
+        extents = []
+        for pieces in self.pieces:
+            if pieces[0].ragged or pieces[0].row_bytes >= below_row_bytes:
+                continue
+            for piece in pieces:
+                extent = piece.file_extent
+                if extent is not None:
+                    extents.append(extent)
+        return extents
+
     @property
     def casts(self) -> list | None:
         """Per column the dtype the gather converts its integers to, or None."""
@@ -322,7 +335,10 @@ def _columns_of(dataset):
         return _subset(dataset)
     if base is TensorDataset:
         return _tensors(dataset)
-    return tuple(column.pieces for column in dataset.columns), dataset.names, _row_map_of(dataset)
+    row_map = _row_map_of(dataset)
+    if isinstance(row_map, str):
+        return row_map
+    return tuple(column.pieces for column in dataset.columns), dataset.names, row_map
 
 
 def _row_map_of(dataset: ArrayDataset):

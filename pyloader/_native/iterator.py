@@ -52,6 +52,7 @@ from .collate import CollateStage, FailedBatch, finish_batch, is_identity
 from .columns import check_files_intact
 from .eligibility import ColumnsCache, DatasetColumns
 from .pinning import pin_device
+from .read_ahead import read_ahead
 
 _INT64_SPAN = 1 << 64
 # How often mapped files are checked for truncation (a stat per file): often enough to
@@ -452,6 +453,8 @@ class NativeIterator:
         # Files are opened only for columns the mode may read explicitly.
         smallest = 0 if io == "read" else _core.EXPLICIT_READ_MIN_ROW_BYTES
         files = None if io == "mmap" else columns.read_sources(smallest)
+        if io == "auto":
+            read_ahead(columns.small_row_extents(_core.EXPLICIT_READ_MIN_ROW_BYTES))
         self._pipeline = _core.BatchPipeline(
             columns.arrays,
             self._loader._native_thread_pool(),
