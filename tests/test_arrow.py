@@ -434,3 +434,15 @@ def test_array_dataset_row_map_is_checked_and_followed():
     dataset.row_map = np.array([0, 10])
     with pytest.raises(ValueError, match="row_map.*out of range"):
         pyloader.DataLoader(dataset, batch_size=2, native=True)
+
+
+def test_block_shuffle_over_a_saved_dataset_matches_torch(tokenized):
+    folder, _ = tokenized
+    dataset = datasets.load_from_disk(folder).with_format("torch")
+
+    def sampler():
+        return pyloader.BlockShuffleSampler(dataset, block_rows=64, seed=9)
+
+    ours = pyloader.DataLoader(dataset, batch_size=16, sampler=sampler(), collate_fn=_padding(), native=True)
+    theirs = TorchDataLoader(dataset, batch_size=16, sampler=sampler(), collate_fn=_padding())
+    assert_loaders_equal(ours, theirs)
