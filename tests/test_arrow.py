@@ -446,3 +446,37 @@ def test_block_shuffle_over_a_saved_dataset_matches_torch(tokenized):
     ours = pyloader.DataLoader(dataset, batch_size=16, sampler=sampler(), collate_fn=_padding(), native=True)
     theirs = TorchDataLoader(dataset, batch_size=16, sampler=sampler(), collate_fn=_padding())
     assert_loaders_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("format_type", ["torch", "numpy", None])
+@pytest.mark.parametrize("name", sorted(ARROW_TYPES))
+@pytest.mark.parametrize("shape", ["scalar", "fixed_size_list", "list"])
+def test_each_format_delivers_what_datasets_gives_or_says_why_not(name, shape, format_type):
+    arrow_type, np_type = ARROW_TYPES[name]
+    rng = np.random.default_rng(8)
+    rows = 40
+    raw = (rng.integers(0, 2, rows * 3) if np_type == np.bool_ else rng.integers(0, 100, rows * 3)).astype(np_type)
+    values = pa.array(raw, type=arrow_type)
+    if shape == "scalar":
+        column = values.slice(0, rows)
+    elif shape == "fixed_size_list":
+        column = pa.FixedSizeListArray.from_arrays(values, 3)
+    else:
+        offsets = np.concatenate([[0], np.sort(rng.integers(0, rows * 3, rows - 1)), [rows * 3]]).astype(np.int32)
+        column = pa.ListArray.from_arrays(pa.array(offsets), values)
+    dataset = datasets.Dataset(pa.Table.from_arrays([column], names=["x"])).with_format(format_type)
+    collate = pyloader.PadCollate() if shape == "list" and format_type == "torch" else None
+    kwargs = {"batch_size": 16, **({"collate_fn": collate} if collate else {})}
+    loader = pyloader.DataLoader(dataset, **kwargs)
+    try:
+        expected = list(TorchDataLoader(dataset, **kwargs))
+    except (TypeError, RuntimeError):
+        expected = None  # torch's own path cannot collate this: neither may the native one succeed silently
+    if loader.uses_native_path:
+        assert expected is not None, "the native path batches what torch's path cannot"
+        assert_batches_equal(list(loader), expected)
+    else:
+        with pytest.raises(ValueError, match="column 'x'|Python lists"):
+            pyloader.DataLoader(dataset, native=True, **kwargs)
+        if expected is not None:
+            assert_batches_equal(list(loader), expected)

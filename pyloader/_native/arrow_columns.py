@@ -40,10 +40,11 @@ class Delivery:
     """What a sample holds for a column of a given numpy dtype.
 
     ``"arrow"``: the column's own dtype. ``"torch"``: as ``datasets``' torch format
-    (integers as int64, floats as float32, bools as bool). ``"numpy"``: the column's
-    own dtype, fixed-width columns only (torch's default collate cannot stack numpy
-    records of different lengths). ``"python"``: as ``datasets`` without a format,
-    Python scalars collated by torch (int64, float64, bool), scalar columns only.
+    (integers as int64, floats as float32, bools as bool). ``"numpy"``: as its numpy
+    format, which converts alike, fixed-width columns only (torch's default collate
+    cannot stack numpy records of different lengths). ``"python"``: as ``datasets``
+    without a format, Python scalars collated by torch (int64, float64, bool), scalar
+    columns only.
     """
 
     format: str
@@ -54,10 +55,8 @@ class Delivery:
         own = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
         if self.format == "arrow":
             return own, None
-        if self.format == "numpy":
-            if ragged:
-                raise NotNative(f"{what} holds lists, which the numpy format gives as arrays torch cannot collate")
-            return own, None
+        if self.format == "numpy" and ragged:
+            raise NotNative(f"{what} holds lists, which the numpy format gives as arrays torch cannot collate")
         if self.format == "python" and (ragged or row_shape):
             raise NotNative(f"{what} holds lists, which datasets without a format gives as Python lists")
         if dtype.kind in "iu":
@@ -66,7 +65,7 @@ class Delivery:
             return torch.int64, (None if dtype == np.int64 else np.dtype(np.int64))
         if dtype.kind == "b":
             return torch.bool, None
-        wanted = np.float32 if self.format == "torch" else np.float64
+        wanted = np.float64 if self.format == "python" else np.float32
         if dtype != wanted:
             raise NotNative(f"{what} holds {dtype}, which datasets delivers as {np.dtype(wanted)}")
         return own, None
