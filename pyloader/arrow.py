@@ -22,7 +22,7 @@ from ._native.hf_datasets import is_hf_dataset
 from .dataset import ArrayDataset
 
 
-def _pyarrow():
+def _pyarrow() -> Any:
     try:
         import pyarrow
         import pyarrow.ipc  # noqa: F401
@@ -31,7 +31,7 @@ def _pyarrow():
     return pyarrow
 
 
-def read_arrow_file(path: str | os.PathLike):
+def read_arrow_file(path: str | os.PathLike) -> Any:
     """The table of an Arrow IPC file (Feather v2) or stream (``datasets``' ``.arrow``
     files), memory-mapped: its buffers point into the file, nothing is read yet."""
     pa = _pyarrow()
@@ -62,7 +62,7 @@ def _saved_dataset_files(folder: str) -> list[str]:
     return [os.path.join(folder, name) for name in files]
 
 
-def _table_of(source):
+def _table_of(source: Any) -> tuple[Any, Any, list[str] | None, str]:
     """(pyarrow Table, row map or None, columns the source selects or None, label)."""
     pa = _pyarrow()
     if isinstance(source, pa.Table):

@@ -49,7 +49,9 @@ class Delivery:
 
     format: str
 
-    def dtypes(self, dtype: np.dtype, ragged: bool, row_shape: tuple, what: str) -> tuple[torch.dtype, np.dtype | None]:
+    def dtypes(
+        self, dtype: np.dtype, ragged: bool, row_shape: tuple[int, ...], what: str
+    ) -> tuple[torch.dtype, np.dtype | None]:
         """(torch dtype of the delivered values, integer dtype the gather converts to or
         None); raises NotNative."""
         own = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
@@ -71,7 +73,7 @@ class Delivery:
         return own, None
 
 
-def _layout(arrow_type) -> tuple[bool, np.dtype, tuple[int, ...]] | None:
+def _layout(arrow_type: Any) -> tuple[bool, np.dtype, tuple[int, ...]] | None:
     """(is a list, element dtype, row shape) of a natively readable Arrow type, or None."""
     import pyarrow as pa
 
@@ -86,7 +88,7 @@ def _layout(arrow_type) -> tuple[bool, np.dtype, tuple[int, ...]] | None:
     return ragged, np.dtype(element.to_pandas_dtype()), tuple(shape)
 
 
-def _flattened(array, levels: int, what: str):
+def _flattened(array: Any, levels: int, what: str) -> Any:
     """The leaf values of `levels` nested fixed-size lists (each level's slicing honoured)."""
     for _ in range(levels):
         if array.null_count:
@@ -95,7 +97,7 @@ def _flattened(array, levels: int, what: str):
     return array
 
 
-def _numpy(array, shape: tuple[int, ...]) -> np.ndarray:
+def _numpy(array: Any, shape: tuple[int, ...]) -> np.ndarray:
     """A read-only numpy view of a null-free primitive array (bools, bit-packed in Arrow,
     are unpacked into a copy)."""
     import pyarrow as pa
@@ -107,7 +109,7 @@ def _numpy(array, shape: tuple[int, ...]) -> np.ndarray:
     return values.reshape((-1, *shape))
 
 
-def _filled(chunk, fill, what: str):
+def _filled(chunk: Any, fill: Any, what: str) -> Any:
     import pyarrow.compute as pc
 
     try:
@@ -119,14 +121,14 @@ def _filled(chunk, fill, what: str):
 class _ColumnBuilder:
     """Builds the pieces of one Arrow column (a ChunkedArray)."""
 
-    def __init__(self, name: str, delivery: Delivery, fill, regions: MappedRegions, what: str) -> None:
+    def __init__(self, name: str, delivery: Delivery, fill: Any, regions: MappedRegions, what: str) -> None:
         self.name = name
         self.delivery = delivery
         self.fill = fill
         self.regions = regions
         self.what = what
 
-    def build(self, chunked) -> PiecedColumn:
+    def build(self, chunked: Any) -> PiecedColumn:
         layout = _layout(chunked.type)
         if layout is None:
             raise NotNative(f"{self.what} is of Arrow type {chunked.type}, which the native path does not read")
@@ -144,13 +146,15 @@ class _ColumnBuilder:
 
     # Fixed-width columns: one view per record batch.
 
-    def _fixed_chunk(self, chunk, shape, out_dtype, cast) -> Column:
+    def _fixed_chunk(self, chunk: Any, shape: tuple[int, ...], out_dtype: torch.dtype, cast: np.dtype | None) -> Column:
         if chunk.null_count:
             chunk = self._without_nulls(chunk)
         values = _numpy(_flattened(chunk, len(shape), self.what), shape)
         return self._fixed_piece(values, out_dtype, cast, self._region(values))
 
-    def _fixed_piece(self, values: np.ndarray, out_dtype, cast, region: FileRegion | None) -> Column:
+    def _fixed_piece(
+        self, values: np.ndarray, out_dtype: torch.dtype, cast: np.dtype | None, region: FileRegion | None
+    ) -> Column:
         try:
             _core.check_column(values)
         except ValueError as error:
@@ -169,7 +173,9 @@ class _ColumnBuilder:
 
     # Lists: one piece per file in the pointer layout, or per record batch in memory.
 
-    def _records_pieces(self, chunks, dtype: np.dtype, shape, out_dtype, cast) -> list[RecordsColumn]:
+    def _records_pieces(
+        self, chunks: list, dtype: np.dtype, shape: tuple[int, ...], out_dtype: torch.dtype, cast: np.dtype | None
+    ) -> list[RecordsColumn]:
         row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         pieces: list[RecordsColumn] = []
         run: list[tuple[np.ndarray, FileRegion]] = []  # (offsets, where its values lie), all in one file
@@ -195,7 +201,7 @@ class _ColumnBuilder:
         end_run()
         return pieces
 
-    def _list_parts(self, chunk, shape, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _list_parts(self, chunk: Any, shape: tuple[int, ...], index: int) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, values) of one list array; offsets checked against the values."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -225,7 +231,9 @@ class _ColumnBuilder:
             )
         return offsets, values
 
-    def _records_piece(self, values: np.ndarray, offsets: np.ndarray, out_dtype, cast) -> RecordsColumn:
+    def _records_piece(
+        self, values: np.ndarray, offsets: np.ndarray, out_dtype: torch.dtype, cast: np.dtype | None
+    ) -> RecordsColumn:
         try:
             source = _core.RaggedSource(values, offsets)
         except (ValueError, TypeError) as error:
@@ -234,7 +242,14 @@ class _ColumnBuilder:
             source=source, array=values, dtype=out_dtype, cast=cast, starts=offsets, lengths=None, mapped=[]
         )
 
-    def _file_piece(self, run, dtype: np.dtype, shape, out_dtype, cast) -> RecordsColumn:
+    def _file_piece(
+        self,
+        run: list[tuple[np.ndarray, FileRegion]],
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        out_dtype: torch.dtype,
+        cast: np.dtype | None,
+    ) -> RecordsColumn:
         """Records of consecutive record batches of one file, over a map of the file."""
         path, identity = run[0][1].path, run[0][1].identity
         row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
@@ -262,7 +277,7 @@ class _ColumnBuilder:
             read_source=column.read_source,
         )
 
-    def _without_nulls(self, chunk):
+    def _without_nulls(self, chunk: Any) -> Any:
         if self.fill is None:
             raise NotNative(f"{self.what} holds nulls; give a fill value for it (fill_values=) to read it")
         return _filled(chunk, self.fill, self.what)
@@ -273,7 +288,9 @@ class _ColumnBuilder:
         return self.regions.locate(values.__array_interface__["data"][0], values.nbytes)
 
 
-def pieced_columns(table, names, delivery: Delivery, fill_values: dict[str, Any] | None, label: str) -> list:
+def pieced_columns(
+    table: Any, names: list[str], delivery: Delivery, fill_values: dict[str, Any] | None, label: str
+) -> list[PiecedColumn]:
     """One PiecedColumn per name of `table` (a pyarrow Table); raises NotNative,
     KeyError for a name the table lacks, ValueError for corrupt data."""
     regions = MappedRegions()

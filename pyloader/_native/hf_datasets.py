@@ -16,6 +16,7 @@ identically) stays on torch's path, which calls the dataset itself.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +27,13 @@ _FETCH_METHODS = ("__getitem__", "__getitems__", "_getitem", "__len__", "__getat
 _DELIVERIES = {None: "python", "torch": "torch", "pt": "torch", "numpy": "numpy", "np": "numpy"}
 
 
-def is_hf_dataset(dataset) -> bool:
+def is_hf_dataset(dataset: Any) -> bool:
     module = sys.modules.get("datasets")
     cls = getattr(module, "Dataset", None)
     return isinstance(cls, type) and isinstance(dataset, cls)
 
 
-def _format_state(dataset) -> tuple:
+def _format_state(dataset: Any) -> tuple[Any, tuple[str, ...] | None, bool, str]:
     fmt = dataset.format
     columns = fmt.get("columns")
     return (
@@ -43,7 +44,7 @@ def _format_state(dataset) -> tuple:
     )
 
 
-def hf_structure(dataset, refs: list, values: list) -> None:
+def hf_structure(dataset: Any, refs: list, values: list) -> None:
     """What the columns of `dataset` are derived from (see eligibility.ColumnsCache):
     its table and indices objects, and its format."""
     refs.append(dataset.data)
@@ -51,7 +52,7 @@ def hf_structure(dataset, refs: list, values: list) -> None:
     values.append(_format_state(dataset))
 
 
-def _changed_fetch(dataset) -> str | None:
+def _changed_fetch(dataset: Any) -> str | None:
     """What a subclass changes of the row access, if anything."""
     base = sys.modules["datasets"].Dataset
     for cls in type(dataset).__mro__:
@@ -63,7 +64,7 @@ def _changed_fetch(dataset) -> str | None:
     return None
 
 
-def hf_columns(dataset):
+def hf_columns(dataset: Any) -> tuple[tuple, tuple[str, ...], np.ndarray | None] | str:
     """(pieces per column, names, row map) of a datasets.Dataset, or why it must take
     torch's path."""
     changed = _changed_fetch(dataset)
