@@ -115,6 +115,7 @@ class ArrowDataset(ArrayDataset):
     def __init__(
         self, source: Any, columns: Sequence[str] | None = None, *, fill_values: Mapping[str, Any] | None = None
     ) -> None:
+        self._arguments = (source, None if columns is None else list(columns), dict(fill_values or {}))
         table, row_map, selected, label = _table_of(source)
         if isinstance(columns, str):
             raise TypeError("columns must be a list of column names, not a string")
@@ -143,9 +144,18 @@ class ArrowDataset(ArrayDataset):
             self.row_map = checked
         self.table = table  # the buffers the columns view stay alive with it
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Rebuilt from what it was made of: paths are opened (mapped) again rather than
+        # their contents pickled, as a process started by spawn needs.
+        return _rebuilt, self._arguments
+
     @property
     def column_names(self) -> list[str]:
         return list(self.names or ())
+
+
+def _rebuilt(source: Any, columns: list[str] | None, fill_values: dict[str, Any]) -> ArrowDataset:
+    return ArrowDataset(source, columns, fill_values=fill_values)
 
 
 __all__ = ["ArrowDataset", "read_arrow_file"]

@@ -303,7 +303,7 @@ def test_nulls_are_refused_naming_the_column_unless_filled():
             "label": pa.array([1, None, 3, 4], pa.int64()),
         }
     )
-    with pytest.raises(ValueError, match="column 'label'.*nulls.*fill_values"):
+    with pytest.raises(ValueError, match="column .label.*nulls.*fill_values"):
         pyloader.ArrowDataset(table, columns=["label"])
     with pytest.raises(ValueError, match="column 'ids'.*nulls"):
         pyloader.ArrowDataset(table, columns=["ids"])
@@ -480,3 +480,18 @@ def test_each_format_delivers_what_datasets_gives_or_says_why_not(name, shape, f
             pyloader.DataLoader(dataset, native=True, **kwargs)
         if expected is not None:
             assert_batches_equal(list(loader), expected)
+
+
+def test_arrow_dataset_pickles_by_path_and_loads_in_worker_processes(tokenized):
+    import pickle
+
+    folder, data = tokenized
+    dataset = pyloader.ArrowDataset(folder, columns=["input_ids", "label"])
+    pickled = pickle.dumps(dataset)
+    assert len(pickled) < 2000  # the paths, not the contents
+    copy = pickle.loads(pickled)
+    assert copy[123]["input_ids"].tolist() == data["input_ids"][123]
+    loader = TorchDataLoader(
+        dataset, batch_size=50, num_workers=2, collate_fn=pyloader.PadCollate(), multiprocessing_context="spawn"
+    )
+    assert sum(len(batch["label"]) for batch in loader) == ROWS

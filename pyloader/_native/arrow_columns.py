@@ -258,7 +258,10 @@ class _ColumnBuilder:
         pointers = np.concatenate(
             [region.offset + offsets[:-1].astype(np.int64) * row_bytes for offsets, region in run]
         )
-        lengths = np.concatenate([np.diff(offsets).astype(np.int32) for offsets, _ in run])
+        lengths = np.concatenate([np.diff(offsets.astype(np.int64)) for offsets, _ in run])
+        if lengths.size and int(lengths.max()) > np.iinfo(np.int32).max:
+            raise ValueError(f"{self.what} has a record of more than 2**31 - 1 values, which pyloader cannot read")
+        lengths = lengths.astype(np.int32)
         column = column_from(file_values, f"{self.what} values")
         if column.file_identity != identity:
             raise NotNative(f"{self.what}: {path!r} was replaced while being opened")
@@ -279,7 +282,7 @@ class _ColumnBuilder:
 
     def _without_nulls(self, chunk: Any) -> Any:
         if self.fill is None:
-            raise NotNative(f"{self.what} holds nulls; give a fill value for it (fill_values=) to read it")
+            raise NotNative(f"{self.what} holds nulls (ArrowDataset's fill_values= can replace them)")
         return _filled(chunk, self.fill, self.what)
 
     def _region(self, values: np.ndarray) -> FileRegion | None:
