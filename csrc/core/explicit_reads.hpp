@@ -1,6 +1,7 @@
 // Which of a batch's rows a pipeline reads from their files explicitly, and reading them.
 //
-// The IO seam of BatchPipeline. For each batch and each file-backed column, one of:
+// What ReadPolicy (the IO seam of BatchPipeline) uses to read a batch's rows. For each
+// batch and each file-backed column, one of:
 //   * copy from the mapping: rows already in the page cache, long runs in file order
 //     (the kernel's read-ahead streams them), small fixed rows under IoMode::kAuto, and
 //     fixed columns of batches whose blocks were read ahead (read_ahead(): the pipeline
