@@ -43,7 +43,6 @@ class BatchOutputs {
     std::size_t index;
   };
 
-  BatchOutputs() = default;
   BatchOutputs(std::vector<Place> places, std::vector<FixedOutput> fixed, std::vector<RaggedOutput> ragged)
       : places_(std::move(places)), fixed_(std::move(fixed)), ragged_(std::move(ragged)) {}
 

@@ -25,7 +25,7 @@ std::vector<py::ssize_t> trailing_shape(const py::array& array) {
 
 // A ragged column from its source (one RaggedSource or a list of them), with its output.
 RaggedColumn ragged_column(const py::object& source, const py::object& cast, const py::object& padding,
-                           PipelineColumns& built, std::vector<RaggedOutput>& outputs) {
+                           std::vector<std::shared_ptr<RaggedSource>>& kept, std::vector<RaggedOutput>& outputs) {
   RaggedColumn column;
   std::vector<std::shared_ptr<RaggedSource>> pieces;
   if (py::isinstance<RaggedSource>(source)) {
@@ -43,7 +43,7 @@ RaggedColumn ragged_column(const py::object& source, const py::object& cast, con
     RaggedPiece view = piece->piece();
     view.first_record = column.records();
     column.pieces.push_back(view);
-    built.ragged_sources.push_back(piece);
+    kept.push_back(piece);
   }
   column.cast = cast_between(first.dtype(), cast);
   const py::dtype out = column.cast.active() ? py::dtype::from_args(cast) : first.dtype();
@@ -68,7 +68,8 @@ PipelineColumns pipeline_columns(const std::vector<py::object>& sources, const p
     if (list.size() != sources.size()) throw py::value_error("one option per column is needed");
     return list[c];
   };
-  PipelineColumns built;
+  std::vector<RaggedColumn> ragged;
+  std::vector<std::shared_ptr<RaggedSource>> ragged_sources;
   std::vector<BatchOutputs::Place> places;
   std::vector<py::object> fixed_sources;
   std::vector<RaggedOutput> ragged_outputs;
@@ -78,43 +79,46 @@ PipelineColumns pipeline_columns(const std::vector<py::object>& sources, const p
       fixed_sources.push_back(sources[c]);
       continue;
     }
-    RaggedColumn column = ragged_column(sources[c], option(casts, c), option(paddings, c), built, ragged_outputs);
-    places.push_back(BatchOutputs::Place{true, built.ragged.size()});
-    built.ragged.push_back(std::move(column));
+    RaggedColumn column =
+        ragged_column(sources[c], option(casts, c), option(paddings, c), ragged_sources, ragged_outputs);
+    places.push_back(BatchOutputs::Place{true, ragged.size()});
+    ragged.push_back(std::move(column));
   }
-  built.fixed = columns_from_sources(fixed_sources, built.arrays);
+  std::vector<py::array> arrays;
+  std::vector<Column> fixed = columns_from_sources(fixed_sources, arrays);
   std::vector<FixedOutput> fixed_outputs;
   std::size_t first_piece = 0;
-  for (std::size_t c = 0; c < built.fixed.size(); ++c) {
-    const py::array& array = built.arrays[first_piece];
+  for (std::size_t c = 0; c < fixed.size(); ++c) {
+    const py::array& array = arrays[first_piece];
     py::object target = py::none();
     for (std::size_t k = 0; k < places.size(); ++k) {
       if (!places[k].ragged && places[k].index == c) target = option(casts, k);
     }
-    built.fixed[c].cast = cast_between(array.dtype(), target);
-    fixed_outputs.push_back(FixedOutput{built.fixed[c].cast.active() ? py::dtype::from_args(target) : array.dtype(),
-                                        trailing_shape(array)});
-    first_piece += built.fixed[c].pieces.size();
+    fixed[c].cast = cast_between(array.dtype(), target);
+    fixed_outputs.push_back(
+        FixedOutput{fixed[c].cast.active() ? py::dtype::from_args(target) : array.dtype(), trailing_shape(array)});
+    first_piece += fixed[c].pieces.size();
   }
   for (std::size_t k = 0; k < places.size(); ++k) {
     const py::object spec = option(files, k);
     if (spec.is_none()) continue;
     const auto per_piece = py::reinterpret_borrow<py::sequence>(spec);
     const std::size_t pieces =
-        places[k].ragged ? built.ragged[places[k].index].pieces.size() : built.fixed[places[k].index].pieces.size();
+        places[k].ragged ? ragged[places[k].index].pieces.size() : fixed[places[k].index].pieces.size();
     if (per_piece.size() != pieces) throw py::value_error("one file (or None) per column piece is needed");
     for (std::size_t p = 0; p < pieces; ++p) {
       if (per_piece[p].is_none()) continue;
       auto file = file_from(per_piece[p]);
       if (places[k].ragged) {
-        built.ragged[places[k].index].pieces[p].file = std::move(file);
+        ragged[places[k].index].pieces[p].file = std::move(file);
       } else {
-        built.fixed[places[k].index].pieces[p].file = std::move(file);
+        fixed[places[k].index].pieces[p].file = std::move(file);
       }
     }
   }
-  built.outputs = BatchOutputs(std::move(places), std::move(fixed_outputs), std::move(ragged_outputs));
-  return built;
+  return PipelineColumns{std::move(fixed), std::move(ragged),
+                         BatchOutputs(std::move(places), std::move(fixed_outputs), std::move(ragged_outputs)),
+                         std::move(arrays), std::move(ragged_sources)};
 }
 
 }  // namespace pyloader::bindings

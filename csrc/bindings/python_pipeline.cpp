@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "../core/read_policy.hpp"
-#include "pipeline_columns.hpp"
 #include "staged_buffer.hpp"
 
 namespace py = pybind11;
@@ -67,11 +66,16 @@ PythonBatchPipeline::PythonBatchPipeline(const std::vector<py::object>& sources,
                                          std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
                                          const py::object& casts, const py::object& paddings, const py::object& files,
                                          const std::string& io, std::size_t read_threads, bool counting)
-    : row_map_(std::move(row_map)) {
-  PipelineColumns columns = pipeline_columns(sources, casts, paddings, files);
-  arrays_ = std::move(columns.arrays);
-  ragged_sources_ = std::move(columns.ragged_sources);
-  outputs_ = std::move(columns.outputs);
+    : PythonBatchPipeline(pipeline_columns(sources, casts, paddings, files), std::move(pool), max_in_flight,
+                          std::move(row_map), io, read_threads, counting) {}
+
+PythonBatchPipeline::PythonBatchPipeline(PipelineColumns columns, std::shared_ptr<ThreadPool> pool,
+                                         std::size_t max_in_flight, std::shared_ptr<const PythonRowMap> row_map,
+                                         const std::string& io, std::size_t read_threads, bool counting)
+    : arrays_(std::move(columns.arrays)),
+      ragged_sources_(std::move(columns.ragged_sources)),
+      row_map_(std::move(row_map)),
+      outputs_(std::move(columns.outputs)) {
   std::optional<RowMap> map;
   if (row_map_) {
     check_row_map_serves(row_map_->source_rows(), BatchPipeline::column_rows(columns.fixed, columns.ragged));

@@ -28,6 +28,7 @@
 #include "batch_outputs.hpp"
 #include "host_supplies.hpp"
 #include "pipeline_arguments.hpp"
+#include "pipeline_columns.hpp"
 #include "ragged_source.hpp"
 
 namespace pyloader::bindings {
@@ -79,6 +80,10 @@ class PythonBatchPipeline {
 
  private:
   class Consumer;
+
+  PythonBatchPipeline(PipelineColumns columns, std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
+                      std::shared_ptr<const PythonRowMap> row_map, const std::string& io, std::size_t read_threads,
+                      bool counting);
 
   // Drops a reference to a pipeline; if it is the last, the pipeline's destructor
   // waits for its worker threads, which must not happen while holding the GIL.

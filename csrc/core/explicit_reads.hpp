@@ -14,8 +14,8 @@
 // so that padding and packing (write_records) stay the only code that lays them out.
 //
 // Contract:
-//   * Built by a pipeline from its columns, which it borrows: they must outlive it.
-//     Immutable after construction.
+//   * Built by a ReadPolicy from its pipeline's columns, which it borrows: they must
+//     outlive it. Immutable after construction.
 //   * start() and finish() are thread-safe: gather threads call them concurrently, and a
 //     thread may have several batches' reads in flight. They allocate, so they run
 //     outside the SIGBUS guard; finish() throws SourceReadError (the message names the
