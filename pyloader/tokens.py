@@ -21,6 +21,7 @@ unrelated text; skipping costs at most ``block_size`` tokens per shard.
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Sequence
 from typing import Union
 
@@ -38,10 +39,10 @@ from ._native.columns import (
     open_npy,
     shard_paths,
 )
-from .dataset import ArrayDataset
+from .dataset import ArrayDataset, ArrayLike
 
 _TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32, np.int32, np.int64)
-_OUTPUT_DTYPES = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
+_OUTPUT_DTYPES: dict[torch.dtype, np.dtype] = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
 
 TokenSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
@@ -139,7 +140,8 @@ class TokenWindows(ArrayDataset):
         self._arguments = (sources, block_size, {"stride": stride, "dtype": dtype, "token_dtype": token_dtype})
         cast = None if dtype is None or _OUTPUT_DTYPES[dtype] == streams[0].dtype else _OUTPUT_DTYPES[dtype]
         out_dtype = _torch_dtype_of(streams[0].dtype, "tokens") if dtype is None else dtype
-        inputs, targets = [], []
+        inputs: list[Column] = []
+        targets: list[Column] = []
         for stream in streams:
             windows = max(0, (len(stream) - block_size - 1) // stride + 1)
             file, file_bytes = file_backing(stream)
@@ -168,7 +170,8 @@ class TokenWindows(ArrayDataset):
                 f"block_size {block_size} needs at least {block_size + 1} tokens in a shard "
                 f"(x and its shifted target); the longest shard holds {longest}"
             )
-        super().__init__(PiecedColumn(inputs), PiecedColumn(targets))
+        # ArrayDataset gathers native columns too; its annotation names the public kinds.
+        super().__init__(typing.cast(ArrayLike, PiecedColumn(inputs)), typing.cast(ArrayLike, PiecedColumn(targets)))
 
     @classmethod
     def from_megatron(cls, path_prefix, block_size: int, **options) -> TokenWindows:

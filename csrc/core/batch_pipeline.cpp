@@ -10,8 +10,6 @@ namespace pyloader {
 namespace {
 
 constexpr std::size_t kColumnAlignment = 64;
-// Batches of a block-shuffled order read ahead at least, past the one requested.
-constexpr std::uint64_t kBatchesAhead = 4;
 // Batches one drainer keeps reading at once: a batch's reads are waited for only after
 // the next few batches' reads are in flight, so the read engine is never left idle
 // between batches (one gather thread on a small machine still keeps dozens of reads in
@@ -80,8 +78,9 @@ BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColu
     : columns_(std::move(columns)),
       ragged_(std::move(ragged_columns)),
       rows_(0),
-      source_rows_(!columns_.empty() ? columns_.front().rows() : (ragged_.empty() ? 0 : ragged_.front().records())),
+      source_rows_(column_rows(columns_, ragged_)),
       row_map_(row_map),
+      reads_(std::make_unique<ReadPolicy>(columns_, ragged_, IoMode::kMmap, 0, row_map.has_value())),
       max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight),
       wake_queued_(std::max<std::size_t>(1, max_in_flight_ / 4)),
       pool_(std::move(pool)),
@@ -118,6 +117,10 @@ BatchPipeline::BatchPipeline(std::vector<Column> columns, std::vector<RaggedColu
     }
   }
   buffers_ = BufferPool::create(max_in_flight_ + kSpareBuffers);
+}
+
+std::int64_t BatchPipeline::column_rows(const std::vector<Column>& columns, const std::vector<RaggedColumn>& ragged) {
+  return !columns.empty() ? columns.front().rows() : (ragged.empty() ? 0 : ragged.front().records());
 }
 
 BatchPipeline::~BatchPipeline() {
@@ -176,7 +179,7 @@ void BatchPipeline::enqueue_positions(const IndexOrder& order, std::uint64_t fir
   slot->rows = static_cast<std::size_t>(count);
   slot->order = order;
   slot->first_position = first;
-  slot->read_ahead = read_ahead_windows(order, first, count);
+  slot->read_ahead = reads_->read_ahead(order, first, count);
   start(std::move(slot));
 }
 
@@ -348,7 +351,7 @@ PipelineStats BatchPipeline::stats() const noexcept {
   PipelineStats stats = consumer_stats_;
   stats.wakeups = wakeups_.load(std::memory_order_relaxed);
   stats.gathered_bytes = gathered_bytes_.load(std::memory_order_relaxed);
-  stats.read_bytes = read_bytes_.load(std::memory_order_relaxed);
+  stats.read_bytes = reads_->read_bytes();
   return stats;
 }
 
@@ -391,7 +394,7 @@ bool BatchPipeline::begin_fill(Slot& slot) noexcept {
     } else {
       allocate_fixed(slot);
     }
-    if (reads_ && reads_->usable()) {  // outside the guard: it allocates
+    if (reads_->reads_explicitly()) {  // outside the guard: it allocates
       const ExplicitReads::Batch batch{&plan,      slot.rows, slot.read_ahead, slot.buffer.get(), &slot.column_offsets,
                                        &slot.spans};
       if (std::unique_ptr<ExplicitReads::Pending> pending = reads_->start(batch, done)) {
@@ -420,9 +423,7 @@ void BatchPipeline::end_fill(Slot& slot) noexcept {
   try {
     const ExplicitReads::Batch batch{&reading.plan,        slot.rows,  slot.read_ahead, slot.buffer.get(),
                                      &slot.column_offsets, &slot.spans};
-    const std::uint64_t bytes = reads_->finish(*reading.pending, batch);
-    explicitly_read_.fetch_add(1, std::memory_order_relaxed);
-    read_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    reads_->finish(*reading.pending, batch);
     copy_from_mappings(slot, reading.plan, reading.done);
   } catch (const std::bad_alloc&) {
     slot.error = std::current_exception();
@@ -445,57 +446,7 @@ void BatchPipeline::copy_from_mappings(Slot& slot, const ReadPlan& plan, const s
 
 void BatchPipeline::set_io_mode(IoMode mode, std::size_t read_threads) {
   if (!slots_.empty() || popped_ != 0) throw std::logic_error("set_io_mode() after the first batch");
-  io_mode_ = mode;
-  reads_.reset();
-  read_ahead_ = false;
-  if (mode == IoMode::kMmap) return;
-  reads_ = std::make_unique<ExplicitReads>(columns_, ragged_, mode, read_threads);
-  if (!reads_->active()) {
-    reads_.reset();
-    return;
-  }
-  // A row map scatters a block's rows over the file: nothing to read ahead as a range.
-  read_ahead_ = reads_->reads_ahead() && !row_map_;
-}
-
-bool BatchPipeline::read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept {
-  BlockWindow window;
-  if (!read_ahead_ || count == 0 || !reads_->usable() || !order.block_window(first, window)) return false;
-  try {
-    if (!read_ahead_order_ || !read_ahead_order_->same_block_order(order) || first < read_ahead_first_) {
-      read_ahead_order_ = order;  // a new order, or positions requested again
-      read_ahead_end_ = first;
-    }
-    read_ahead_first_ = first;
-    // Through the window holding the position kBatchesAhead batches or half a window
-    // (the larger) past the batch's last one: the next window then starts once the
-    // batches are half way through the current one, since issued at once its reads
-    // would share the disk with the current one's, which the batches are waiting for
-    // (measured: windows of 64 blocks of 1024 rows read 1.5x faster so); small windows
-    // are still read a few batches ahead.
-    const std::uint64_t last = first + count - 1;
-    order.block_window(last, window);
-    const std::uint64_t ahead = std::max((window.end - window.first) / 2, kBatchesAhead * count);
-    const std::uint64_t goal = order.size() - last > ahead ? last + ahead : order.size() - 1;
-    std::uint64_t target = window.end;
-    while (target <= goal) {
-      order.block_window(target, window);
-      target = window.end;
-    }
-    for (std::uint64_t p = std::max(first, read_ahead_end_); p < target; p = window.end) {
-      order.block_window(p, window);
-      read_ahead_window(order, window);
-    }
-    read_ahead_end_ = std::max(read_ahead_end_, target);
-  } catch (...) {
-    // Only allocation can fail: the reads not queued are left to the gather.
-  }
-  return true;
-}
-
-void BatchPipeline::read_ahead_window(const IndexOrder& order, const BlockWindow& window) {
-  for (std::uint64_t k = 0; k < window.blocks; ++k) reads_->read_ahead(order.window_block(window, k));
-  windows_read_ahead_.fetch_add(1, std::memory_order_relaxed);
+  reads_ = std::make_unique<ReadPolicy>(columns_, ragged_, mode, read_threads, row_map_.has_value());
 }
 
 void BatchPipeline::copy_columns(void* job_pointer) {

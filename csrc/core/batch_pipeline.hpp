@@ -30,11 +30,12 @@
 //     (or none is draining), so the consumer's per-batch work is a queue push, not a
 //     wake-up. A consumer that waits gathers queued batches itself.
 //   * File-backed columns (ColumnView::file on every piece; rows consecutive in the
-//     file, or at any positive stride, as token windows are) may be read with explicit
-//     reads at depth instead of page faults, as set_io_mode() says; a column whose
-//     integers are converted is read as stored into a per-thread staging area and
-//     converted from there. The batch bytes are the same either way. A failed or short
-//     read fails that batch with SourceReadError naming the file.
+//     file, or at any positive stride, as token windows are) are read as its ReadPolicy
+//     says (set_io_mode()): copied from the mapping, read explicitly at depth, or read
+//     ahead a block window at a time. A column whose integers are converted is read as
+//     stored into a per-thread staging area and converted from there. The batch bytes
+//     are the same either way. A failed or short read fails that batch with
+//     SourceReadError naming the file.
 //   * Staging (set_staging): a batch is gathered into a supplied host block when one
 //     fits (else into the pipeline's own pool). With a device, it is gathered into a
 //     pinned block of the device's pools and copied to a device block by the thread
@@ -43,14 +44,6 @@
 //     batch is delivered or dropped, to be reused only after the copy's fence; device
 //     blocks as their lease says (see FencedPool). A copy that may still be running
 //     after a failure (CopyPendingError) leaks both blocks rather than reuse them.
-//   * Block-shuffled orders (IndexOrder::block_window) in IoMode::kAuto: requesting a
-//     batch asks the kernel to read the whole blocks of the windows its positions lie
-//     in into the page cache, and those of the next window once the batch is half way
-//     through its window or a few batches from its end (large sequential reads on the
-//     ReadEngine's threads; each window once; at most about one window ahead), and the
-//     batch is then copied from the mapping, not read row by row.
-//     Advice only: the bytes are the same, a truncated file is still caught by the
-//     SIGBUS guard. Not with a row map (its rows need not be the blocks' rows).
 #pragma once
 
 #include <atomic>
@@ -75,6 +68,8 @@
 #include "permutation.hpp"
 #include "process_owner.hpp"
 #include "ragged.hpp"
+#include "read_policy.hpp"
+#include "row_map.hpp"
 #include "supplied_blocks.hpp"
 #include "thread_pool.hpp"
 
@@ -130,14 +125,6 @@ struct Staging {
   std::shared_ptr<DeviceStaging> device;
 };
 
-// Optional indirection from dataset rows to column rows: dataset row k is column row
-// rows[k] (a Subset, or a Subset of a Subset composed). Borrowed like the columns;
-// every entry must lie in [0, column rows).
-struct RowMap {
-  const std::int64_t* rows = nullptr;
-  std::int64_t size = 0;
-};
-
 class BatchPipeline {
  public:
   BatchPipeline(std::vector<Column> columns, std::shared_ptr<ThreadPool> pool, std::size_t max_in_flight,
@@ -147,6 +134,10 @@ class BatchPipeline {
   BatchPipeline(std::vector<Column> columns, std::vector<RaggedColumn> ragged_columns, std::shared_ptr<ThreadPool> pool,
                 std::size_t max_in_flight, std::optional<RowMap> row_map = std::nullopt);
   ~BatchPipeline();
+
+  // The rows every column has (records, for variable-length columns): what a row map
+  // of the pipeline indexes.
+  static std::int64_t column_rows(const std::vector<Column>& columns, const std::vector<RaggedColumn>& ragged);
 
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;
@@ -172,10 +163,10 @@ class BatchPipeline {
   // std::invalid_argument for batch_size 0.
   void schedule_positions(const IndexOrder& order, std::uint64_t first, std::uint64_t end, std::uint64_t batch_size);
 
-  // How file-backed columns are read (default IoMode::kMmap), with `read_threads`
-  // reads in flight at most. Precondition: no batch requested yet.
+  // How file-backed columns are read (default IoMode::kMmap; see ReadPolicy), with
+  // `read_threads` reads in flight at most. Precondition: no batch requested yet.
   void set_io_mode(IoMode mode, std::size_t read_threads);
-  IoMode io_mode() const noexcept { return io_mode_; }
+  IoMode io_mode() const noexcept { return reads_->mode(); }
 
   // Precondition: no batch requested yet. Throws std::invalid_argument when both
   // parts are given.
@@ -193,10 +184,10 @@ class BatchPipeline {
   std::size_t supplied_blocks_wanted() const noexcept { return max_in_flight_ + 1; }
   // Batches whose rows were read explicitly so far (at least one column), for tests
   // and diagnostics.
-  std::uint64_t explicitly_read_batches() const noexcept { return explicitly_read_.load(std::memory_order_relaxed); }
+  std::uint64_t explicitly_read_batches() const noexcept { return reads_->explicitly_read_batches(); }
 
   // Windows of block-shuffled orders read ahead so far, for tests and diagnostics.
-  std::uint64_t windows_read_ahead() const noexcept { return windows_read_ahead_.load(std::memory_order_relaxed); }
+  std::uint64_t windows_read_ahead() const noexcept { return reads_->windows_read_ahead(); }
 
   PipelineStats stats() const noexcept;
   // Whether the counters are kept (default true); off, stats() reports zeros. For
@@ -257,11 +248,6 @@ class BatchPipeline {
     bool spans_valid = true;  // cleared by locate_ragged for a span outside its values
     const std::vector<char>* read_explicitly = nullptr;  // per fixed column: already read from its file
   };
-  // Reads ahead the windows of positions [first, first + count) of `order` not read
-  // ahead yet, and the next window; true when the order's batches are read ahead
-  // (then they are copied from the mapping). Never throws: it is advice.
-  bool read_ahead_windows(const IndexOrder& order, std::uint64_t first, std::uint64_t count) noexcept;
-  void read_ahead_window(const IndexOrder& order, const BlockWindow& window);
   void copy_from_mappings(Slot& slot, const ReadPlan& plan, const std::vector<char>& done);
   static void copy_columns(void* job);
   static void locate_ragged(void* job);
@@ -278,26 +264,18 @@ class BatchPipeline {
   void stage_to_device(Slot& slot) noexcept;
 
   std::vector<Column> columns_;
-  IoMode io_mode_ = IoMode::kMmap;
-  std::unique_ptr<ExplicitReads> reads_;  // what is read from files explicitly; null for kMmap
-  std::atomic<std::uint64_t> explicitly_read_{0};
-  bool read_ahead_ = false;  // IoMode::kAuto with file-backed fixed columns and no row map
-  // Block orders: positions of read_ahead_order_ in [read_ahead_first_, read_ahead_end_)
-  // lie in windows already read ahead.
-  std::optional<IndexOrder> read_ahead_order_;
-  std::uint64_t read_ahead_first_ = 0, read_ahead_end_ = 0;
-  std::atomic<std::uint64_t> windows_read_ahead_{0};
   std::vector<RaggedColumn> ragged_;
   std::int64_t rows_;         // dataset rows: what indices and orders range over
   std::int64_t source_rows_;  // column rows
   std::optional<RowMap> row_map_;
+  std::unique_ptr<ReadPolicy> reads_;  // borrows columns_ and ragged_: declared after them
   std::size_t max_in_flight_;
   std::size_t wake_queued_;  // queued requests that wake another drainer
   PipelineStats consumer_stats_;  // the consumer-side fields
   bool front_waited_ = false;     // the consumer waited for the current oldest batch
   std::size_t largest_batch_bytes_ = 0;  // of the batches delivered so far
   bool counting_ = true;
-  std::atomic<std::uint64_t> wakeups_{0}, gathered_bytes_{0}, read_bytes_{0};
+  std::atomic<std::uint64_t> wakeups_{0}, gathered_bytes_{0};
   std::shared_ptr<ThreadPool> pool_;
   std::shared_ptr<BufferPool> buffers_;
   Staging staging_;

@@ -1,6 +1,7 @@
 // Which of a batch's rows a pipeline reads from their files explicitly, and reading them.
 //
-// The IO seam of BatchPipeline. For each batch and each file-backed column, one of:
+// What ReadPolicy (the IO seam of BatchPipeline) uses to read a batch's rows. For each
+// batch and each file-backed column, one of:
 //   * copy from the mapping: rows already in the page cache, long runs in file order
 //     (the kernel's read-ahead streams them), small fixed rows under IoMode::kAuto, and
 //     fixed columns of batches whose blocks were read ahead (read_ahead(): the pipeline
@@ -13,8 +14,8 @@
 // so that padding and packing (write_records) stay the only code that lays them out.
 //
 // Contract:
-//   * Built by a pipeline from its columns, which it borrows: they must outlive it.
-//     Immutable after construction.
+//   * Built by a ReadPolicy from its pipeline's columns, which it borrows: they must
+//     outlive it. Immutable after construction.
 //   * start() and finish() are thread-safe: gather threads call them concurrently, and a
 //     thread may have several batches' reads in flight. They allocate, so they run
 //     outside the SIGBUS guard; finish() throws SourceReadError (the message names the

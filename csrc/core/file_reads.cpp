@@ -49,6 +49,17 @@ FileSource::FileSource(std::string path, std::int64_t offset)
 
 FileSource::~FileSource() { ::close(descriptor_); }
 
+std::shared_ptr<const FileSource> FileSource::open_if_same(const std::string& path, std::int64_t offset,
+                                                           std::uint64_t device, std::uint64_t inode) {
+  try {
+    auto file = std::make_shared<const FileSource>(path, offset);
+    if (!file->is(device, inode)) return nullptr;
+    return file;
+  } catch (const std::system_error&) {
+    return nullptr;
+  }
+}
+
 bool FileSource::is(std::uint64_t device, std::uint64_t inode) const noexcept {
   struct stat status{};
   return ::fstat(descriptor_, &status) == 0 && static_cast<std::uint64_t>(status.st_dev) == device &&

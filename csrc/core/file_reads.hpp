@@ -48,6 +48,11 @@ class FileSource {
   // Opens `path` read-only and asks the kernel not to read ahead around each read
   // (random rows gain nothing from it). Throws std::system_error when it cannot open.
   FileSource(std::string path, std::int64_t offset);
+  // The file (st_dev, st_ino) opened at `path`, or null when it cannot be opened or
+  // another file now has that path: its piece is then copied from its mapping, which
+  // stays valid whatever happened to the path (unlinked, replaced, no descriptors left).
+  static std::shared_ptr<const FileSource> open_if_same(const std::string& path, std::int64_t offset,
+                                                        std::uint64_t device, std::uint64_t inode);
   ~FileSource();
   FileSource(const FileSource&) = delete;
   FileSource& operator=(const FileSource&) = delete;

@@ -159,6 +159,18 @@ void copy_cast(const ColumnView& column, const ElementCast& cast, const ReadPlan
 
 }  // namespace
 
+std::optional<ElementCast> integer_cast(ElementType source, ElementType target) noexcept {
+  if (source.kind == ElementType::kOther || target.kind != ElementType::kSigned ||
+      (target.bytes != 4 && target.bytes != 8)) {
+    return std::nullopt;
+  }
+  ElementCast cast;
+  cast.source_bytes = static_cast<std::uint8_t>(source.bytes);
+  cast.source_signed = source.kind == ElementType::kSigned;
+  cast.target_bytes = static_cast<std::uint8_t>(target.bytes);
+  return cast;
+}
+
 void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements,
                    std::byte* target) noexcept {
   if (cast.target_bytes == 8) return cast_to<std::int64_t>(cast, source, elements, target);

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace pyloader {
@@ -46,6 +47,17 @@ struct ElementCast {
     return active() ? row_bytes / source_bytes * target_bytes : row_bytes;
   }
 };
+
+// An element type as far as casts go: integers by signedness and width, anything else
+// (floats, bools, records) as kOther.
+struct ElementType {
+  enum Kind { kSigned, kUnsigned, kOther } kind = kOther;
+  std::size_t bytes = 0;
+};
+
+// The cast from `source` elements to `target` ones: only integers convert, and only to
+// signed integers of 4 or 8 bytes; nothing for any other pair.
+std::optional<ElementCast> integer_cast(ElementType source, ElementType target) noexcept;
 
 // A column stored in consecutive pieces (one per dataset of a ConcatDataset, or per
 // shard file): piece p holds rows [first_row, first_row + rows) of the column, pieces

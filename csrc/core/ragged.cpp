@@ -49,6 +49,24 @@ void fill_padding(const RaggedColumn& column, std::byte* out, std::size_t bytes)
 
 }  // namespace
 
+Padding padding_of(std::int64_t max_length, std::int64_t multiple, bool left, bool mask, const std::string& value,
+                   std::int64_t element_bytes) {
+  Padding padding;
+  padding.enabled = true;
+  padding.max_length = max_length;
+  padding.multiple = multiple;
+  padding.left = left;
+  padding.mask = mask;
+  if (max_length < 0 || multiple < 1 || multiple > (std::int64_t{1} << 32) || value.size() > padding.value.size()) {
+    throw std::invalid_argument("invalid padding options");
+  }
+  std::memcpy(padding.value.data(), value.data(), value.size());
+  if (static_cast<std::size_t>(element_bytes) > padding.value.size()) {
+    throw std::invalid_argument("elements wider than 8 bytes cannot be padded");
+  }
+  return padding;
+}
+
 bool locate_records(const RaggedColumn& column, const ReadPlan& plan, std::size_t count, RecordSpan* spans) noexcept {
   const std::int64_t limit = column.padding.enabled ? column.padding.max_length : 0;
   std::size_t k = 0;

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gather.hpp"
@@ -51,6 +52,14 @@ struct Padding {
   bool mask = false;                 // also deliver a bool mask of the real positions
   std::array<std::byte, 8> value{};  // one output element of padding
 };
+
+// The padding of a column of `element_bytes`-byte output elements: records truncated to
+// `max_length` rows (0: no limit), widths rounded up to a `multiple` (1 to 2^32), and
+// `value` (at most one element's bytes, the rest zero) in the padded positions. Throws
+// std::invalid_argument for options outside those ranges, or elements wider than a
+// padding value holds.
+Padding padding_of(std::int64_t max_length, std::int64_t multiple, bool left, bool mask, const std::string& value,
+                   std::int64_t element_bytes);
 
 struct RaggedColumn {
   std::vector<RaggedPiece> pieces;

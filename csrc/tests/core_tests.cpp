@@ -1,6 +1,7 @@
 // Tests of the C++ core alone (no Python), meant to run under sanitizers:
 // tests/test_core_cpp.py builds this with AddressSanitizer+UBSan and ThreadSanitizer.
 // Each check failure prints its line and makes the program exit non-zero.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,8 @@
 #include <cstring>
 #include <numeric>
 #include <set>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -19,7 +22,11 @@
 #include "core/file_reads.hpp"
 #include "core/gather.hpp"
 #include "core/permutation.hpp"
+#include "core/ragged.hpp"
+#include "core/read_policy.hpp"
+#include "core/row_map.hpp"
 #include "core/supplied_blocks.hpp"
+#include "core/supply_ledger.hpp"
 #include "core/thread_pool.hpp"
 
 namespace {
@@ -628,6 +635,162 @@ TEST(staging_uses_supplied_blocks_and_copies_to_the_device) {
       if (!device) CHECK(supplied_used >= 4);
     }  // destroyed with copies pending (run under the sanitizers by tests/test_core_cpp.py)
   }
+}
+
+// Whether `run` throws an exception of type E.
+template <typename E, typename F>
+bool throws(F&& run) {
+  try {
+    run();
+  } catch (const E&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+  return false;
+}
+
+// The io mode decides what ReadPolicy reads: nothing with kMmap or without files;
+// explicit reads with kRead; windows of block orders read ahead only in kAuto, without a
+// row map, each window once however often its positions are requested.
+TEST(read_policy_follows_the_io_mode) {
+  CHECK(pyloader::io_mode_named("mmap") == pyloader::IoMode::kMmap);
+  CHECK(pyloader::io_mode_named("read") == pyloader::IoMode::kRead);
+  CHECK(pyloader::io_mode_named("auto") == pyloader::IoMode::kAuto);
+  CHECK(throws<std::invalid_argument>([] { pyloader::io_mode_named("fast"); }));
+
+  char path[] = "/tmp/pyloader_core_policy_XXXXXX";
+  const int descriptor = ::mkstemp(path);
+  CHECK(descriptor >= 0);
+  constexpr std::int64_t kRows = 1024, kRowBytes = 4096;
+  std::vector<std::byte> contents(static_cast<std::size_t>(kRows * kRowBytes));
+  CHECK(::write(descriptor, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+  Column in_memory;
+  in_memory.pieces.push_back(ColumnView{contents.data(), kRows, kRowBytes, kRowBytes, 0});
+  Column from_file = in_memory;
+  from_file.pieces[0].file = std::make_shared<const pyloader::FileSource>(path, 0);
+  const std::vector<pyloader::RaggedColumn> no_ragged;
+  const std::vector<Column> memory_columns{in_memory}, file_columns{from_file};
+  const IndexOrder blocks = IndexOrder::block_shuffled(kRows, 1, 16, 4);
+
+  using pyloader::IoMode;
+  using pyloader::ReadPolicy;
+  for (IoMode mode : {IoMode::kMmap, IoMode::kRead, IoMode::kAuto}) {
+    ReadPolicy policy(memory_columns, no_ragged, mode, 4, false);
+    CHECK(policy.mode() == mode);
+    CHECK(!policy.reads_explicitly());
+    CHECK(!policy.read_ahead(blocks, 0, 32));
+  }
+  CHECK(!ReadPolicy(file_columns, no_ragged, IoMode::kMmap, 4, false).reads_explicitly());
+  {
+    ReadPolicy policy(file_columns, no_ragged, IoMode::kRead, 4, false);
+    CHECK(policy.reads_explicitly());
+    CHECK(!policy.read_ahead(blocks, 0, 32));  // read row by row instead
+  }
+  {
+    ReadPolicy policy(file_columns, no_ragged, IoMode::kAuto, 4, true);
+    CHECK(policy.reads_explicitly());
+    CHECK(!policy.read_ahead(blocks, 0, 32));  // a row map scatters the blocks' rows
+  }
+  {
+    ReadPolicy policy(file_columns, no_ragged, IoMode::kAuto, 4, false);
+    CHECK(policy.reads_explicitly());
+    CHECK(!policy.read_ahead(IndexOrder::shuffled(kRows, 1), 0, 32));  // no windows
+    CHECK(!policy.read_ahead(blocks, 0, 0));
+    CHECK(policy.windows_read_ahead() == 0);
+    std::uint64_t windows = 0;
+    pyloader::BlockWindow window;
+    for (std::uint64_t p = 0; p < blocks.size() && blocks.block_window(p, window); p = window.end) ++windows;
+    for (int pass = 0; pass < 2; ++pass) {  // positions requested again: nothing twice
+      for (std::uint64_t first = 0; first < blocks.size(); first += 32) CHECK(policy.read_ahead(blocks, first, 32));
+    }
+    CHECK(policy.windows_read_ahead() == 2 * windows);  // the second pass is a new request of the order
+    CHECK(policy.explicitly_read_batches() == 0 && policy.read_bytes() == 0);
+  }
+  ::close(descriptor);
+  ::unlink(path);
+}
+
+// What the bindings check for Python callers: row maps, casts, paddings, the file
+// behind a piece.
+TEST(pipeline_arguments_are_checked) {
+  const std::vector<std::int64_t> rows{0, 4, 2};
+  CHECK(!throws<std::exception>([&] { pyloader::check_row_map({rows.data(), 3}, 5); }));
+  CHECK(throws<std::out_of_range>([&] { pyloader::check_row_map({rows.data(), 3}, 4); }));
+  const std::vector<std::int64_t> negative{0, -1};
+  CHECK(throws<std::out_of_range>([&] { pyloader::check_row_map({negative.data(), 2}, 4); }));
+  CHECK(!throws<std::exception>([] { pyloader::check_row_map_serves(5, 5); }));
+  CHECK(throws<std::invalid_argument>([] { pyloader::check_row_map_serves(5, 6); }));
+
+  using pyloader::ElementType;
+  const auto cast = pyloader::integer_cast({ElementType::kUnsigned, 2}, {ElementType::kSigned, 8});
+  CHECK(cast && cast->source_bytes == 2 && !cast->source_signed && cast->target_bytes == 8);
+  CHECK(pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 4}));
+  CHECK(!pyloader::integer_cast({ElementType::kOther, 4}, {ElementType::kSigned, 8}));   // floats
+  CHECK(!pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kUnsigned, 8}));
+  CHECK(!pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 2}));
+
+  const pyloader::Padding padding = pyloader::padding_of(16, 8, true, true, std::string("\x01\x02", 2), 2);
+  CHECK(padding.enabled && padding.max_length == 16 && padding.multiple == 8 && padding.left && padding.mask);
+  CHECK(padding.value[0] == std::byte{1} && padding.value[1] == std::byte{2} && padding.value[2] == std::byte{0});
+  CHECK(throws<std::invalid_argument>([] { pyloader::padding_of(-1, 1, false, false, "", 4); }));
+  CHECK(throws<std::invalid_argument>([] { pyloader::padding_of(0, 0, false, false, "", 4); }));
+  CHECK(
+      throws<std::invalid_argument>([] { pyloader::padding_of(0, (std::int64_t{1} << 32) + 1, false, false, "", 4); }));
+  CHECK(throws<std::invalid_argument>([] { pyloader::padding_of(0, 1, false, false, std::string(9, 'x'), 4); }));
+  CHECK(throws<std::invalid_argument>([] { pyloader::padding_of(0, 1, false, false, "", 16); }));
+
+  char path[] = "/tmp/pyloader_core_same_XXXXXX";
+  const int descriptor = ::mkstemp(path);
+  CHECK(descriptor >= 0);
+  struct stat status{};
+  CHECK(::fstat(descriptor, &status) == 0);
+  const auto device = static_cast<std::uint64_t>(status.st_dev), inode = static_cast<std::uint64_t>(status.st_ino);
+  const auto file = pyloader::FileSource::open_if_same(path, 64, device, inode);
+  CHECK(file && file->offset() == 64);
+  CHECK(!pyloader::FileSource::open_if_same(path, 0, device, inode + 1));  // another file has the path now
+  ::close(descriptor);
+  ::unlink(path);
+  CHECK(!pyloader::FileSource::open_if_same(path, 0, device, inode));  // gone
+}
+
+// The owner's ledger of supplied blocks: keeps the wanted number of large enough blocks
+// supplied, drops those too small, hands back what held a block by its token once.
+TEST(supply_ledger_holds_blocks_until_delivered) {
+  struct Memory {
+    std::shared_ptr<std::vector<std::byte>> bytes;
+  };
+  using Ledger = pyloader::SupplyLedger<Memory>;
+  Ledger ledger(std::make_shared<pyloader::SuppliedBlocks>());
+  std::size_t allocations = 0;
+  auto allocate = [&](std::size_t bytes) -> std::optional<Ledger::Allocation> {
+    ++allocations;
+    auto memory = std::make_shared<std::vector<std::byte>>(bytes);
+    return Ledger::Allocation{Memory{memory}, memory->data(), memory->size()};
+  };
+  ledger.top_up(0, 3, allocate);  // size not known yet
+  CHECK(ledger.size() == 0 && allocations == 0);
+  ledger.top_up(100, 3, allocate);
+  CHECK(ledger.size() == 3 && ledger.blocks()->size() == 3);
+  std::optional<pyloader::SuppliedBlock> taken = ledger.blocks()->take(100);  // a pipeline takes one
+  CHECK(taken && taken->token == 1);
+  ledger.top_up(100, 3, allocate);  // the taken block still counts until delivered
+  CHECK(ledger.size() == 3 && allocations == 3);
+  CHECK(ledger.take(taken->token).bytes != nullptr);
+  CHECK(ledger.take(taken->token).bytes == nullptr);  // once
+  CHECK(ledger.take(0).bytes == nullptr);
+  ledger.top_up(200, 3, allocate);  // larger batches: the small blocks go
+  CHECK(ledger.size() == 3 && ledger.blocks()->size() == 3 && allocations == 6);
+  CHECK(!ledger.blocks()->take(201));
+  auto decline = [](std::size_t) -> std::optional<Ledger::Allocation> { return std::nullopt; };
+  ledger.forget_all();
+  CHECK(ledger.size() == 0);
+  ledger.top_up(200, 2, decline);
+  CHECK(ledger.size() == 0);
+  auto short_block = [](std::size_t bytes) -> std::optional<Ledger::Allocation> {
+    return Ledger::Allocation{Memory{}, nullptr, bytes - 1};
+  };
+  CHECK(throws<std::invalid_argument>([&] { ledger.top_up(300, 1, short_block); }));
 }
 
 }  // namespace

@@ -24,6 +24,8 @@ natively as usual.
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 
 _CHUNK = 1 << 16
@@ -59,7 +61,8 @@ def merge_rank_states(states: list[dict]) -> dict:
             f"merge_rank_states needs one state per rank: got {len(parsed)} states saved by "
             f"world size(s) {sorted(w for w in world if w is not None)}"
         )
-    by_rank = sorted(parsed, key=lambda state: state.rank)
+    # Every state is placed here (Order.DISTRIBUTED): a missing rank fails the check below.
+    by_rank = sorted(parsed, key=lambda state: typing.cast(int, state.rank))
     if [state.rank for state in by_rank] != list(range(len(parsed))):
         raise ValueError("merge_rank_states needs the state of every rank exactly once")
     for key in ("sampler_epoch", "batch_size", "rows", "format"):
@@ -79,9 +82,12 @@ def merge_rank_states(states: list[dict]) -> dict:
             "these states continue an elastic resume: resume them with the same world size, "
             "or change it again once that epoch ends"
         )
-    # A rank that finished the epoch consumed all its samples.
+    # A rank that finished the epoch consumed all its samples. (Placed states record both
+    # counts.)
     consumed = [
-        state.num_samples if not state.in_epoch else min(state.batches_yielded * state.batch_size, state.num_samples)
+        state.num_samples
+        if not state.in_epoch
+        else min(state.batches_yielded * typing.cast(int, state.batch_size), typing.cast(int, state.num_samples))
         for state in by_rank
     ]
     merged = by_rank[0].replace(
@@ -101,8 +107,8 @@ def remaining_positions(elastic: dict, rows: int) -> tuple[int, np.ndarray]:
     world, consumed = elastic["world_size"], elastic["consumed"]
     low = min(consumed)
     start = world * low
-    extra = [rank + world * np.arange(low, count, dtype=np.int64) for rank, count in enumerate(consumed)]
-    extra = np.concatenate(extra) if extra else np.empty(0, np.int64)
+    per_rank = [rank + world * np.arange(low, count, dtype=np.int64) for rank, count in enumerate(consumed)]
+    extra = np.concatenate(per_rank) if per_rank else np.empty(0, np.int64)
     extra = np.unique(extra[(extra >= start) & (extra < rows)])
     return start, extra
 

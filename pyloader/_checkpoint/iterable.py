@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from typing import Any
 
 from torch.utils.data import get_worker_info
 
@@ -185,7 +186,9 @@ class LoadingInit:
     def __call__(self, worker_id: int) -> None:
         if self.worker_init_fn is not None:
             self.worker_init_fn(worker_id)
-        dataset = get_worker_info().dataset
+        info = get_worker_info()
+        assert info is not None  # worker_init_fn runs in a worker process
+        dataset: Any = info.dataset  # Stateful when a state is loaded into it
         state = self.states.get(str(worker_id))
         _WorkerFlags.deferred_state, _WorkerFlags.deferred_at_end = None, self.between_epochs
         if state is not None:
@@ -213,7 +216,7 @@ class RotatedWorkers:
         self._iterator = iterator
         self._due = first
         self._workers = workers
-        self._held = {w: deque() for w in range(workers)}
+        self._held: dict[int, deque] = {w: deque() for w in range(workers)}
         self._ended = False
 
     def __iter__(self):

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -50,7 +51,7 @@ def decode_rng_state(encoded) -> torch.Tensor:
 
 def sampler_generators(loader) -> list[torch.Generator]:
     """Generators a loader's sampling draws from, besides torch's global RNG."""
-    found = []
+    found: list[torch.Generator] = []
     for owner in (loader, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None), loader.sampler):
         generator = getattr(owner, "generator", None)
         if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
@@ -443,7 +444,7 @@ class EpochProgress:
     # batches pulled but not yet passed, and whether a resume restored it.
     sampler: object = None
     sampler_state: object = None
-    sampler_states: object = None
+    sampler_states: deque | None = None
     sampler_restored: dict | None = None  # set by a resume: the iterator state to load, or {}
     # Whether the sampler had begun its epoch (torch's path): a state taken before it
     # did resumes with its draws made from the caller's RNG (draws_live).
@@ -464,6 +465,7 @@ class EpochProgress:
         self.worker_states[worker] = report.state
         self.last_worker = report.worker_id
         if report.ended:
+            assert self.workers_ended is not None  # set with worker_states
             self.workers_ended.add(worker)
         if report.self_iterating:
             self.self_iterating.add(worker)

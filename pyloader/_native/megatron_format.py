@@ -49,7 +49,7 @@ __all__ = ["MegatronIndex", "read_megatron_index"]
 _MAGIC = b"MMIDIDX\x00\x00"
 _VERSION = 1
 _HEADER = struct.Struct("<9sQBQQ")  # "<": packed, so 34 bytes, as Megatron writes it
-_DTYPES = {
+_DTYPES: dict[int, np.dtype] = {
     1: np.dtype("u1"),
     2: np.dtype("i1"),
     3: np.dtype("<i2"),
@@ -178,6 +178,7 @@ def read_megatron_index(path_prefix: str | os.PathLike) -> MegatronIndex:
     _check_sequences(lengths, pointers, dtype.itemsize, bin_size, idx_path, bin_path)
     _check_documents(documents, sequence_count, idx_path)
 
+    tokens: np.ndarray
     if bin_size:
         tokens = np.memmap(bin_path, dtype=dtype, mode="r")
     else:
