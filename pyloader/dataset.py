@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Any, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -12,7 +13,12 @@ from torch.utils.data import Dataset
 
 from ._native.columns import PiecedColumn, pieced_column_from
 
-ArrayLike = Union[np.ndarray, torch.Tensor, str, os.PathLike]
+if TYPE_CHECKING:
+    from .records import Records
+
+# A column: an array, a tensor, a .npy path or glob pattern, a list of shards, records,
+# or a column already built.
+ArrayLike = Union[np.ndarray, torch.Tensor, str, os.PathLike, Sequence[Any], PiecedColumn, "Records"]
 
 
 class ArrayDataset(Dataset):

@@ -10,14 +10,13 @@ and its checks are described in ``_native/megatron_format.py``.
 from __future__ import annotations
 
 import os
-import typing
 
 import numpy as np
 import torch
 
 from ._native.columns import PiecedColumn
 from ._native.megatron_format import MegatronIndex, read_megatron_index
-from .dataset import ArrayDataset, ArrayLike
+from .dataset import ArrayDataset
 from .records import _records_piece, pointer_records
 
 
@@ -55,7 +54,7 @@ class MegatronDataset(ArrayDataset):
                 )
             piece = _records_piece(index.tokens, _document_offsets(index), dtype, what)
         # ArrayDataset gathers native columns too; its annotation names the public kinds.
-        super().__init__(typing.cast(ArrayLike, PiecedColumn([piece])))
+        super().__init__(PiecedColumn([piece]))
         self.bare = True
 
     def __repr__(self) -> str:

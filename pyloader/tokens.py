@@ -21,7 +21,6 @@ unrelated text; skipping costs at most ``block_size`` tokens per shard.
 from __future__ import annotations
 
 import os
-import typing
 from collections.abc import Sequence
 from typing import Union
 
@@ -39,7 +38,7 @@ from ._native.columns import (
     open_npy,
     shard_paths,
 )
-from .dataset import ArrayDataset, ArrayLike
+from .dataset import ArrayDataset
 
 _TOKEN_DTYPES = (np.uint8, np.uint16, np.uint32, np.int32, np.int64)
 _OUTPUT_DTYPES: dict[torch.dtype, np.dtype] = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
@@ -171,7 +170,7 @@ class TokenWindows(ArrayDataset):
                 f"(x and its shifted target); the longest shard holds {longest}"
             )
         # ArrayDataset gathers native columns too; its annotation names the public kinds.
-        super().__init__(typing.cast(ArrayLike, PiecedColumn(inputs)), typing.cast(ArrayLike, PiecedColumn(targets)))
+        super().__init__(PiecedColumn(inputs), PiecedColumn(targets))
 
     @classmethod
     def from_megatron(cls, path_prefix, block_size: int, **options) -> TokenWindows:
