@@ -24,7 +24,7 @@ process are let go first), so rows come from storage: torch w0/w2 against pyload
 (io="auto", what a user gets).
 
     python bench/bench_arrow.py [--rows 20000] [--batches 200] [--rounds 5]
-    python bench/bench_arrow.py --cold [--cold-gib 2] [--batches 100] [--rounds 3] [--dir DIR]
+    python bench/bench_arrow.py --cold [--cold-gib 2] [--batches 100] [--rounds 5] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -242,7 +242,9 @@ def cold(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--batches", type=int, default=200, help="timed batches per contender and round")
+    parser.add_argument(
+        "--batches", type=int, default=None, help="timed batches per contender and round (default: 200, --cold 100)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each contender's median counts")
     parser.add_argument("--threads", type=int, default=None, help="pyloader num_threads (default: its own)")
     parser.add_argument("--cold", action="store_true", help="rows read from storage (see above)")
@@ -253,6 +255,8 @@ def main() -> None:
         help="where the datasets are saved (kept for later runs)",
     )
     args = parser.parse_args()
+    if args.batches is None:
+        args.batches = 100 if args.cold else 200
     datasets.disable_progress_bars()
     (cold if args.cold else warm)(args)
 
