@@ -37,7 +37,8 @@ def _integer_target(dtype, what: str) -> np.dtype | None:
     """The numpy dtype the gather converts integers to for `dtype=`, or None."""
     if dtype is None:
         return None
-    target = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}.get(dtype)
+    targets: dict[torch.dtype, np.dtype] = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
+    target = targets.get(dtype)
     if target is None:
         raise TypeError(f"{what}: dtype= converts integer records to torch.int64 or torch.int32, not {dtype}")
     return target
@@ -241,12 +242,12 @@ class PadCollate:
     def __call__(self, batch: Sequence[Any]):
         elem = batch[0]
         if isinstance(elem, torch.Tensor):
-            return self._field(batch, None)
+            return self._field(list(batch), None)
         if isinstance(elem, Mapping):
             return {key: self._field([sample[key] for sample in batch], key) for key in elem}
         if isinstance(elem, (tuple, list)):
             return [self._field(list(field), position) for position, field in enumerate(zip(*batch))]
-        return default_collate(batch)
+        return default_collate(list(batch))
 
     def value_for(self, field) -> float:
         """The padding value of `field` (a dict key or tuple position; None for bare samples)."""

@@ -15,7 +15,7 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -85,8 +85,7 @@ class Column:
 
     def sample(self, index: int) -> torch.Tensor:
         # A copy, so a sample neither pins the memory map nor aliases a read-only page.
-        row = np.array(self.array[index], dtype=self.cast)
-        row = torch.from_numpy(row)
+        row = torch.from_numpy(np.array(self.array[index], dtype=self.cast))
         return row.view(self.dtype) if self.needs_view else row
 
 
@@ -163,7 +162,7 @@ class PiecedColumn:
         return self.pieces[piece].sample(index - start)
 
 
-def open_npy(path: str | os.PathLike) -> np.memmap:
+def open_npy(path: str | os.PathLike) -> np.ndarray:
     """Opens a .npy file memory-mapped read-only, with errors that name the file."""
     path = os.fspath(path)
     try:
@@ -196,16 +195,22 @@ def _mapping_root(array: np.ndarray) -> np.memmap | None:
     """The np.memmap that owns the mapping `array` views, or None. Views of a memmap are
     memmaps too, but they keep their parent's `offset`: only the root's is its own."""
     root = None
-    while isinstance(array, np.ndarray):
-        if isinstance(array, np.memmap):
-            root = array
-        array = array.base
+    view: Any = array
+    while isinstance(view, np.ndarray):
+        if isinstance(view, np.memmap):
+            root = view
+        view = view.base
     # Only a memmap over the mmap itself knows its offset: a view rebuilt through the
     # array interface (np.lib.stride_tricks with subok=True) is a memmap too, with a
     # copied offset that is not its own.
     if root is None or getattr(root, "filename", None) is None or not isinstance(root.base, mmap.mmap):
         return None
     return root
+
+
+def _filename(root: np.memmap) -> str:
+    """The file of a mapping root (_mapping_root returns only roots that have one)."""
+    return os.fspath(cast(str, root.filename))
 
 
 def _start_in_file(array: np.ndarray, root: np.memmap) -> int:
@@ -218,10 +223,10 @@ def file_backing(array: np.ndarray) -> tuple[str | None, int]:
     if root is None:
         return None, 0
     if array.size == 0:
-        return os.fspath(root.filename), 0
+        return _filename(root), 0
     # The byte after the highest element (negative strides reach below the first one).
     highest = sum((extent - 1) * stride for extent, stride in zip(array.shape, array.strides) if stride > 0)
-    return os.fspath(root.filename), _start_in_file(array, root) + highest + array.itemsize
+    return _filename(root), _start_in_file(array, root) + highest + array.itemsize
 
 
 def file_position(array: np.ndarray) -> tuple[str, int] | None:
@@ -234,7 +239,7 @@ def file_position(array: np.ndarray) -> tuple[str, int] | None:
     row_bytes = array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     if len(array) > 1 and array.strides[0] != row_bytes:
         return None
-    return os.fspath(root.filename), _start_in_file(array, root)
+    return _filename(root), _start_in_file(array, root)
 
 
 def column_from(value: Any, what: str) -> Column:
