@@ -115,7 +115,7 @@ def _megatron_prefix(path: str) -> str | None:
 def _is_arrow(path: str) -> bool:
     """An Arrow IPC file or stream, by name or magic, or a datasets save_to_disk folder."""
     if os.path.isdir(path):
-        return os.path.exists(os.path.join(path, "state.json"))
+        return any(os.path.exists(os.path.join(path, name)) for name in ("state.json", "dataset_dict.json"))
     if path.endswith((".arrow", ".feather", ".ipc")):
         return True
     if not os.path.isfile(path):

@@ -37,14 +37,15 @@ def read_arrow_file(path: str | os.PathLike) -> Any:
     pa = _pyarrow()
     path = os.fspath(path)
     source = pa.memory_map(path)  # FileNotFoundError for a missing file, as open()
-    failures = []
+    failure = ""
     for opener in (pa.ipc.open_file, pa.ipc.open_stream):
         try:
             return opener(source).read_all()
         except (pa.ArrowInvalid, OSError) as error:
-            failures.append(error)
+            failure = str(error)
             source.seek(0)
-    raise ValueError(f"{path!r} is not a readable Arrow IPC file or stream: {failures[-1]}")
+    source.close()
+    raise ValueError(f"{path!r} is not a readable Arrow IPC file or stream: {failure}")
 
 
 def _saved_dataset_files(folder: str) -> list[str]:
@@ -80,7 +81,9 @@ def _table_of(source: Any) -> tuple[Any, Any, list[str] | None, str]:
             paths = shard_paths(path)
         else:
             return read_arrow_file(path), None, None, repr(path)
-    elif isinstance(source, Sequence) and source and all(isinstance(p, (str, os.PathLike)) for p in source):
+    elif isinstance(source, Sequence) and all(isinstance(p, (str, os.PathLike)) for p in source):
+        if not source:
+            raise ValueError("ArrowDataset was given an empty list of files")
         paths = [os.fspath(p) for p in source]
     else:
         raise TypeError(

@@ -147,12 +147,10 @@ def test_numpy_format_and_no_format_match_torch_where_native(tokenized):
     plain = datasets.load_from_disk(folder).select_columns(["label", "score"])
     as_numpy = plain.with_format("numpy")
     _side_by_side(as_numpy, batch_size=64)
-    # Without a format rows are Python scalars: ints collate to int64, but this float32
-    # column becomes Python floats (float64), which the gather does not convert.
-    with pytest.raises(ValueError, match="'score'.*float64"):
-        pyloader.DataLoader(plain, batch_size=64, native=True)
-    assert_loaders_equal(pyloader.DataLoader(plain, batch_size=64), TorchDataLoader(plain, batch_size=64))
-    _side_by_side(plain.select_columns(["label"]), batch_size=64)
+    # Without a format rows are Python scalars: ints collate to int64, and this float32
+    # column becomes Python floats, float64 (the gather widens it).
+    _side_by_side(plain, batch_size=64)
+    assert next(iter(pyloader.DataLoader(plain, batch_size=4)))["score"].dtype == torch.float64
 
 
 def test_what_cannot_go_native_says_why_and_takes_torchs_path(tokenized):
@@ -495,3 +493,57 @@ def test_arrow_dataset_pickles_by_path_and_loads_in_worker_processes(tokenized):
         dataset, batch_size=50, num_workers=2, collate_fn=pyloader.PadCollate(), multiprocessing_context="spawn"
     )
     assert sum(len(batch["label"]) for batch in loader) == ROWS
+
+
+def test_review_cases_nulls_in_fixed_lists_key_order_instance_fetch_and_python_samples(tokenized):
+    fixed = pa.array([[1, None], [2, 3], [4, 5], [6, 7]], pa.list_(pa.int32(), 2))
+    hf = datasets.Dataset(pa.table({"z": fixed})).with_format("torch")
+    with pytest.raises(ValueError, match="column 'z'.*nulls"):
+        pyloader.DataLoader(hf, batch_size=2, native=True)
+    for ours, theirs in zip(pyloader.DataLoader(hf, batch_size=2), TorchDataLoader(hf, batch_size=2), strict=True):
+        torch.testing.assert_close(ours["z"], theirs["z"], equal_nan=True, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="column 'z'.*nulls"):
+        pyloader.ArrowDataset(pa.table({"z": fixed}))
+    filled = pyloader.ArrowDataset(pa.table({"z": fixed}), fill_values={"z": -1})
+    assert filled[0]["z"].tolist() == [1, -1]
+
+    folder, _ = tokenized
+    reordered = datasets.load_from_disk(folder).with_format("torch", columns=["label", "labels", "input_ids"])
+    _side_by_side(reordered, batch_size=32, collate_fn=_padding())  # keys in the table's order, as datasets
+
+    own = datasets.load_from_disk(folder).with_format("torch", columns=["label"])
+    own.__getitems__ = lambda keys: [{"label": torch.tensor(-1)} for _ in keys]
+    with pytest.raises(ValueError, match="its own __getitems__"):
+        pyloader.DataLoader(own, batch_size=4, native=True)
+    assert next(iter(pyloader.DataLoader(own, batch_size=4)))["label"].tolist() == [-1] * 4
+
+    def kinds(samples):
+        return [type(sample["label"]).__name__ for sample in samples]
+
+    for format_type in (None, "numpy"):
+        plain = datasets.load_from_disk(folder).select_columns(["label"]).with_format(format_type)
+        with pytest.raises(ValueError, match="not tensors"):
+            pyloader.DataLoader(plain, batch_size=4, collate_fn=kinds, native=True)
+        assert next(iter(pyloader.DataLoader(plain, batch_size=4, collate_fn=kinds))) == next(
+            iter(TorchDataLoader(plain, batch_size=4, collate_fn=kinds))
+        )
+        assert pyloader.DataLoader(plain, batch_size=4).uses_native_path  # the default collate: tensors either way
+
+
+def test_float64_columns_are_delivered_as_datasets_formats_convert_them():
+    rng = np.random.default_rng(12)
+    table = pa.table(
+        {
+            "score": pa.array(rng.random(90)),  # float64, as from_dict stores Python floats
+            "small": pa.array(rng.random(90).astype(np.float32)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(270)), 3),
+            "ragged": pa.array([rng.random(int(n)).tolist() for n in rng.integers(1, 9, 90)], pa.list_(pa.float64())),
+        }
+    )
+    torch_format = datasets.Dataset(table).with_format("torch")
+    _side_by_side(torch_format, batch_size=16, collate_fn=pyloader.PadCollate(-1.5))
+    _side_by_side(datasets.Dataset(table).select_columns(["score", "vector"]).with_format("numpy"), batch_size=16)
+    # No format: Python floats, which torch collates as float64 (float32 columns too).
+    _side_by_side(datasets.Dataset(table).select_columns(["score", "small"]), batch_size=16)
+    batch = next(iter(pyloader.DataLoader(torch_format, batch_size=4, collate_fn=pyloader.PadCollate(-1.5))))
+    assert batch["score"].dtype == torch.float32 and batch["ragged"].padded.dtype == torch.float32

@@ -12,6 +12,7 @@ ElementType element_type_of(const py::dtype& dtype) {
   const auto bytes = static_cast<std::size_t>(dtype.itemsize());
   if (kind == 'i') return ElementType{ElementType::kSigned, bytes};
   if (kind == 'u') return ElementType{ElementType::kUnsigned, bytes};
+  if (kind == 'f') return ElementType{ElementType::kFloat, bytes};
   return ElementType{ElementType::kOther, bytes};
 }
 
@@ -78,8 +79,8 @@ PythonRowMap::PythonRowMap(const py::array& rows, std::int64_t source_rows) : so
 ElementCast cast_between(const py::dtype& source, const py::object& target) {
   if (target.is_none()) return ElementCast{};
   const py::dtype to = py::dtype::from_args(target);
-  if (const std::optional<ElementCast> cast = integer_cast(element_type_of(source), element_type_of(to))) return *cast;
-  throw py::type_error("only integer elements can be converted, to int32 or int64 (asked: " +
+  if (const std::optional<ElementCast> cast = element_cast(element_type_of(source), element_type_of(to))) return *cast;
+  throw py::type_error("only integers (to int32 or int64) and float32/float64 (to each other) convert (asked: " +
                        py::str(source).cast<std::string>() + " to " + py::str(to).cast<std::string>() + ")");
 }
 

@@ -2,7 +2,7 @@
 // row maps, element casts, padding options and the files behind column pieces.
 //
 // Each function takes what Python passed (ints, arrays, dtypes, dicts, tuples), checks
-// only what Python types can get wrong, and leaves the rules to the core (integer_cast,
+// only what Python types can get wrong, and leaves the rules to the core (element_cast,
 // padding_of, check_row_map, FileSource::open_if_same). Needs the GIL.
 #pragma once
 
@@ -40,7 +40,7 @@ class PythonRowMap {
 };
 
 // The conversion from `source` elements to the dtype `target` (None: none). Raises
-// TypeError for what integer_cast refuses.
+// TypeError for what element_cast refuses.
 ElementCast cast_between(const pybind11::dtype& source, const pybind11::object& target);
 
 // The padding a spec dict (max_length, multiple, left, mask, value) asks for, None:

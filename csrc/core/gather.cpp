@@ -159,20 +159,30 @@ void copy_cast(const ColumnView& column, const ElementCast& cast, const ReadPlan
 
 }  // namespace
 
-std::optional<ElementCast> integer_cast(ElementType source, ElementType target) noexcept {
-  if (source.kind == ElementType::kOther || target.kind != ElementType::kSigned ||
-      (target.bytes != 4 && target.bytes != 8)) {
-    return std::nullopt;
-  }
+std::optional<ElementCast> element_cast(ElementType source, ElementType target) noexcept {
+  const bool wide_enough = target.bytes == 4 || target.bytes == 8;
   ElementCast cast;
   cast.source_bytes = static_cast<std::uint8_t>(source.bytes);
-  cast.source_signed = source.kind == ElementType::kSigned;
   cast.target_bytes = static_cast<std::uint8_t>(target.bytes);
+  if (source.kind == ElementType::kFloat && target.kind == ElementType::kFloat) {
+    if (!wide_enough || (source.bytes != 4 && source.bytes != 8)) return std::nullopt;
+    cast.floating = true;
+    return cast;
+  }
+  const bool integer_source = source.kind == ElementType::kSigned || source.kind == ElementType::kUnsigned;
+  if (!integer_source || target.kind != ElementType::kSigned || !wide_enough) return std::nullopt;
+  cast.source_signed = source.kind == ElementType::kSigned;
   return cast;
 }
 
 void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements,
                    std::byte* target) noexcept {
+  if (cast.floating) {
+    if (cast.source_bytes == 8 && cast.target_bytes == 4) return cast_typed<double, float>(source, elements, target);
+    if (cast.source_bytes == 4 && cast.target_bytes == 8) return cast_typed<float, double>(source, elements, target);
+    if (cast.source_bytes == 4) return cast_typed<float, float>(source, elements, target);
+    return cast_typed<double, double>(source, elements, target);
+  }
   if (cast.target_bytes == 8) return cast_to<std::int64_t>(cast, source, elements, target);
   return cast_to<std::int32_t>(cast, source, elements, target);
 }

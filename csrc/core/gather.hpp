@@ -33,13 +33,16 @@ struct ColumnView {
   const std::byte* row(std::int64_t index) const noexcept { return base + (index - first_row) * row_stride; }
 };
 
-// Integer elements converted on the way out, e.g. token ids stored as uint16 and
-// delivered as int64 (what embedding layers take) without a second pass over the batch.
-// Inactive (source_bytes == 0): rows are copied byte for byte.
+// Elements converted on the way out, without a second pass over the batch: integers to
+// int32/int64 (token ids stored as uint16 and delivered as int64, what embedding layers
+// take), or floats between float32 and float64 (a float64 column delivered as float32,
+// as Hugging Face datasets' torch format does). Inactive (source_bytes == 0): rows are
+// copied byte for byte.
 struct ElementCast {
   std::uint8_t source_bytes = 0;  // 1, 2, 4 or 8
   bool source_signed = false;
-  std::uint8_t target_bytes = 0;  // 4 or 8, signed
+  std::uint8_t target_bytes = 0;  // 4 or 8: signed integers, or floats when `floating`
+  bool floating = false;  // float to float: source and target are 4 or 8 bytes
 
   bool active() const noexcept { return source_bytes != 0; }
   // Bytes a source row of `row_bytes` takes in the output.
@@ -48,16 +51,16 @@ struct ElementCast {
   }
 };
 
-// An element type as far as casts go: integers by signedness and width, anything else
-// (floats, bools, records) as kOther.
+// An element type as far as casts go: integers by signedness and width, IEEE floats by
+// width, anything else (bools, records) as kOther.
 struct ElementType {
-  enum Kind { kSigned, kUnsigned, kOther } kind = kOther;
+  enum Kind { kSigned, kUnsigned, kFloat, kOther } kind = kOther;
   std::size_t bytes = 0;
 };
 
-// The cast from `source` elements to `target` ones: only integers convert, and only to
-// signed integers of 4 or 8 bytes; nothing for any other pair.
-std::optional<ElementCast> integer_cast(ElementType source, ElementType target) noexcept;
+// The cast from `source` elements to `target` ones: integers to signed integers of 4 or
+// 8 bytes, and float32 <-> float64; nothing for any other pair (float16 included).
+std::optional<ElementCast> element_cast(ElementType source, ElementType target) noexcept;
 
 // A column stored in consecutive pieces (one per dataset of a ConcatDataset, or per
 // shard file): piece p holds rows [first_row, first_row + rows) of the column, pieces
@@ -73,8 +76,9 @@ struct Column {
   std::int64_t output_row_bytes() const noexcept { return cast.output_bytes(row_bytes()); }
 };
 
-// Copies `elements` integers from `source` to `target` converting them as `cast` says
-// (which must be active). Narrowing keeps the low bytes, as a C cast does.
+// Copies `elements` elements from `source` to `target` converting them as `cast` says
+// (which must be active). Narrowing integers keeps the low bytes, as a C cast does;
+// float64 to float32 rounds to nearest, as a C cast does.
 void cast_elements(const ElementCast& cast, const std::byte* source, std::int64_t elements, std::byte* target) noexcept;
 
 // The rows of one batch in the order they are read: sources[k] is copied to output

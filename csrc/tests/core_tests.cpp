@@ -723,12 +723,26 @@ TEST(pipeline_arguments_are_checked) {
   CHECK(throws<std::invalid_argument>([] { pyloader::check_row_map_serves(5, 6); }));
 
   using pyloader::ElementType;
-  const auto cast = pyloader::integer_cast({ElementType::kUnsigned, 2}, {ElementType::kSigned, 8});
-  CHECK(cast && cast->source_bytes == 2 && !cast->source_signed && cast->target_bytes == 8);
-  CHECK(pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 4}));
-  CHECK(!pyloader::integer_cast({ElementType::kOther, 4}, {ElementType::kSigned, 8}));   // floats
-  CHECK(!pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kUnsigned, 8}));
-  CHECK(!pyloader::integer_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 2}));
+  const auto cast = pyloader::element_cast({ElementType::kUnsigned, 2}, {ElementType::kSigned, 8});
+  CHECK(cast && cast->source_bytes == 2 && !cast->source_signed && !cast->floating && cast->target_bytes == 8);
+  CHECK(pyloader::element_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 4}));
+  CHECK(!pyloader::element_cast({ElementType::kFloat, 4}, {ElementType::kSigned, 8}));
+  CHECK(!pyloader::element_cast({ElementType::kSigned, 4}, {ElementType::kFloat, 8}));
+  CHECK(!pyloader::element_cast({ElementType::kOther, 1}, {ElementType::kSigned, 8}));  // bools
+  CHECK(!pyloader::element_cast({ElementType::kSigned, 4}, {ElementType::kUnsigned, 8}));
+  CHECK(!pyloader::element_cast({ElementType::kSigned, 4}, {ElementType::kSigned, 2}));
+  CHECK(!pyloader::element_cast({ElementType::kFloat, 2}, {ElementType::kFloat, 4}));  // float16
+  const auto narrowing = pyloader::element_cast({ElementType::kFloat, 8}, {ElementType::kFloat, 4});
+  CHECK(narrowing && narrowing->floating && narrowing->output_bytes(16) == 8);
+  const double wide[3] = {1.5, -2.25, 1e300};
+  float narrow[3] = {};
+  pyloader::cast_elements(*narrowing, reinterpret_cast<const std::byte*>(wide), 3,
+                          reinterpret_cast<std::byte*>(narrow));
+  CHECK(narrow[0] == 1.5F && narrow[1] == -2.25F && narrow[2] == static_cast<float>(1e300));
+  const auto widening = pyloader::element_cast({ElementType::kFloat, 4}, {ElementType::kFloat, 8});
+  double back[3] = {};
+  pyloader::cast_elements(*widening, reinterpret_cast<const std::byte*>(narrow), 2, reinterpret_cast<std::byte*>(back));
+  CHECK(back[0] == 1.5 && back[1] == -2.25 && back[2] == 0.0);
 
   const pyloader::Padding padding = pyloader::padding_of(16, 8, true, true, std::string("\x01\x02", 2), 2);
   CHECK(padding.enabled && padding.max_length == 16 && padding.multiple == 8 && padding.left && padding.mask);

@@ -67,10 +67,12 @@ class Delivery:
             return torch.int64, (None if dtype == np.int64 else np.dtype(np.int64))
         if dtype.kind == "b":
             return torch.bool, None
-        wanted = np.float64 if self.format == "python" else np.float32
-        if dtype != wanted:
-            raise NotNative(f"{what} holds {dtype}, which datasets delivers as {np.dtype(wanted)}")
-        return own, None
+        wanted = np.dtype(np.float64 if self.format == "python" else np.float32)
+        if dtype == wanted:
+            return own, None
+        if dtype.itemsize < 4:  # the gather converts float32 and float64 only
+            raise NotNative(f"{what} holds {dtype}, which datasets delivers as {wanted}")
+        return torch.from_numpy(np.empty(0, dtype=wanted)).dtype, wanted
 
 
 def _layout(arrow_type: Any) -> tuple[bool, np.dtype, tuple[int, ...]] | None:
@@ -88,12 +90,17 @@ def _layout(arrow_type: Any) -> tuple[bool, np.dtype, tuple[int, ...]] | None:
     return ragged, np.dtype(element.to_pandas_dtype()), tuple(shape)
 
 
-def _flattened(array: Any, levels: int, what: str) -> Any:
-    """The leaf values of `levels` nested fixed-size lists (each level's slicing honoured)."""
+def _flattened(array: Any, levels: int, fill: Any, what: str) -> Any:
+    """The leaf values of `levels` nested fixed-size lists (each level's slicing
+    honoured), their nulls replaced by `fill`; NotNative for nulls without a fill."""
     for _ in range(levels):
         if array.null_count:
             raise NotNative(f"{what} has nulls inside its fixed-size lists")
         array = array.flatten()
+    if array.null_count:
+        if fill is None:
+            raise NotNative(f"{what} holds nulls (ArrowDataset's fill_values= can replace them)")
+        array = _filled(array, fill, what)
     return array
 
 
@@ -129,6 +136,14 @@ class _ColumnBuilder:
         self.what = what
 
     def build(self, chunked: Any) -> PiecedColumn:
+        import pyarrow as pa
+
+        try:
+            return self._build(chunked)
+        except pa.ArrowException as error:  # anything pyarrow cannot hand over as buffers
+            raise NotNative(f"{self.what} cannot be read natively: {error}") from None
+
+    def _build(self, chunked: Any) -> PiecedColumn:
         layout = _layout(chunked.type)
         if layout is None:
             raise NotNative(f"{self.what} is of Arrow type {chunked.type}, which the native path does not read")
@@ -149,7 +164,7 @@ class _ColumnBuilder:
     def _fixed_chunk(self, chunk: Any, shape: tuple[int, ...], out_dtype: torch.dtype, cast: np.dtype | None) -> Column:
         if chunk.null_count:
             chunk = self._without_nulls(chunk)
-        values = _numpy(_flattened(chunk, len(shape), self.what), shape)
+        values = _numpy(_flattened(chunk, len(shape), self.fill, self.what), shape)
         return self._fixed_piece(values, out_dtype, cast, self._region(values))
 
     def _fixed_piece(
@@ -221,7 +236,7 @@ class _ColumnBuilder:
             child = chunk.values
             if isinstance(child, pa.ChunkedArray):  # pragma: no cover - pyarrow gives arrays
                 child = child.combine_chunks()
-        values = _numpy(_flattened(child, len(shape), self.what), shape)
+        values = _numpy(_flattened(child, len(shape), self.fill, self.what), shape)
         if offsets.size and (
             offsets[0] < 0 or offsets[-1] > len(values) or (offsets.size > 1 and np.any(offsets[1:] < offsets[:-1]))
         ):

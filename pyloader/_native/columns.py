@@ -3,7 +3,8 @@
 A column piece is kept as a numpy array that views the user's memory (never a copy)
 plus the torch dtype its batches must carry. dtypes numpy lacks (bfloat16, float8) are
 viewed as a same-width integer dtype for the copy and reinterpreted on the way out;
-integer columns may instead be converted (``cast``) to int32/int64 by the gather. A
+columns may instead be converted (``cast``) by the gather: integers to int32/int64,
+floats between float32 and float64. A
 column is one or more pieces (shard files) read as one array: `PiecedColumn`.
 Variable-length records are `RecordsColumn` pieces.
 """
@@ -34,7 +35,7 @@ class Column:
     needs_view: bool  # the carrier array's dtype differs from `dtype`
     file: str | None  # backing file of a memory map, for size checks
     file_bytes: int  # bytes of `file` the mapping needs
-    cast: np.dtype | None = None  # integers converted to this dtype by the gather
+    cast: np.dtype | None = None  # elements converted to this dtype by the gather
     # (st_dev, st_ino) of `file` when the column was made: explicit reads check that the
     # path still names the file that was mapped.
     file_identity: tuple[int, int] | None = None

@@ -53,7 +53,7 @@ def hf_structure(dataset: Any, refs: list, values: list) -> None:
 
 
 def _changed_fetch(dataset: Any) -> str | None:
-    """What a subclass changes of the row access, if anything."""
+    """What a subclass or the instance changes of the row access, if anything."""
     base = sys.modules["datasets"].Dataset
     for cls in type(dataset).__mro__:
         if cls is base:
@@ -61,6 +61,34 @@ def _changed_fetch(dataset: Any) -> str | None:
         for name in _FETCH_METHODS:
             if name in vars(cls):
                 return f"{cls.__name__} defines {name} (torch's path calls it)"
+    for name in ("__getitems__", "_getitem"):
+        if name in getattr(dataset, "__dict__", {}):
+            return f"this datasets.Dataset has its own {name} (torch's path calls it)"
+    return None
+
+
+def non_tensor_samples(dataset: Any) -> str | None:
+    """Why a collate_fn of the user's cannot be given native samples of `dataset`: a
+    datasets.Dataset without the torch format hands its collate Python or numpy values,
+    where the native path builds tensors. None when its samples are tensors."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    if is_hf_dataset(dataset):
+        format_type = dataset.format.get("type")
+        if _DELIVERIES.get(format_type) in ("python", "numpy"):
+            kind = "Python" if format_type is None else "numpy"
+            return (
+                f"the datasets.Dataset hands a collate_fn {kind} values, not tensors "
+                "(with_format('torch') lets the native path build its samples)"
+            )
+        return None
+    if isinstance(dataset, Subset):
+        return non_tensor_samples(dataset.dataset)
+    if isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            reason = non_tensor_samples(part)
+            if reason is not None:
+                return reason
     return None
 
 
@@ -78,7 +106,10 @@ def hf_columns(dataset: Any) -> tuple[tuple, tuple[str, ...], np.ndarray | None]
     if format_kwargs not in ("{}", "None"):
         return f"the datasets.Dataset's format has options ({format_kwargs}); torch's path applies them"
     table = dataset.data.table
-    names = list(columns) if columns is not None else list(table.column_names)
+    # In the table's order whatever order the format named them in, as datasets does.
+    names = [name for name in table.column_names if columns is None or name in columns]
+    if columns is not None and len(names) != len(set(columns)):
+        return f"the datasets.Dataset's format names columns its table lacks ({sorted(set(columns) - set(names))})"
     if output_all and len(names) != len(table.column_names):
         return "the datasets.Dataset outputs its unformatted columns too (output_all_columns=True)"
     if not names:

@@ -50,6 +50,7 @@ from ..stats import LoaderStats, native_stats
 from . import fork as _fork
 from .collate import CollateStage, FailedBatch, finish_batch, is_identity
 from .columns import check_files_intact
+from .hf_datasets import non_tensor_samples
 from .eligibility import ColumnsCache, DatasetColumns
 from .pinning import pin_device
 from .read_ahead import read_ahead
@@ -103,6 +104,10 @@ def plan_native(loader, columns_cache: ColumnsCache) -> NativePlan | str:
         elif type(sampler) is BlockShuffleSampler and sampler.dataset is loader.dataset:
             native_order = "block"
     collate_fn = None if loader.collate_fn is default_collate else loader.collate_fn
+    if collate_fn is not None:
+        samples_differ = non_tensor_samples(loader.dataset)
+        if samples_differ is not None:
+            return samples_differ
     paddings = None
     if any(columns.ragged):
         paddings = _native_paddings(columns, collate_fn)
