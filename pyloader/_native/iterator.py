@@ -50,8 +50,8 @@ from ..stats import LoaderStats, native_stats
 from . import fork as _fork
 from .collate import CollateStage, FailedBatch, finish_batch, is_identity
 from .columns import check_files_intact
-from .hf_datasets import non_tensor_samples
 from .eligibility import ColumnsCache, DatasetColumns
+from .hf_datasets import non_tensor_samples
 from .pinning import pin_device
 from .read_ahead import read_ahead
 
