@@ -29,6 +29,9 @@
 #include "core/supply_ledger.hpp"
 #include "core/thread_pool.hpp"
 
+// LeakSanitizer's entry point when the tests are built with it (null otherwise).
+extern "C" void __lsan_do_leak_check(void) __attribute__((weak));
+
 namespace {
 
 int failures = 0;
@@ -820,5 +823,11 @@ int main(int argc, char** argv) {
     ++ran;
   }
   std::printf("core tests: %d run, %d failure(s)\n", ran, failures);
+  std::fflush(stdout);  // a sanitizer's report ends the process without flushing
+  if (__lsan_do_leak_check != nullptr) {
+    // Now, with every test's threads joined, rather than at exit, where the checker
+    // stops a process whose threads may be exiting (its tracer has crashed doing so).
+    __lsan_do_leak_check();
+  }
   return failures == 0 && ran > 0 ? 0 : 1;
 }

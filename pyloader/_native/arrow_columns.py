@@ -59,6 +59,9 @@ class Delivery:
             return own, None
         if self.format == "numpy" and ragged:
             raise NotNative(f"{what} holds lists, which the numpy format gives as arrays torch cannot collate")
+        if self.format == "numpy" and dtype.kind == "b" and not row_shape:
+            # numpy bool scalars: torch's default collate takes them from torch 2.7 on only.
+            raise NotNative(f"{what} holds bools, which the numpy format gives as numpy scalars (torch's path decides)")
         if self.format == "python" and (ragged or row_shape):
             raise NotNative(f"{what} holds lists, which datasets without a format gives as Python lists")
         if dtype.kind in "iu":
