@@ -131,8 +131,7 @@ def _filled(chunk: Any, fill: Any, what: str) -> Any:
 class _ColumnBuilder:
     """Builds the pieces of one Arrow column (a ChunkedArray)."""
 
-    def __init__(self, name: str, delivery: Delivery, fill: Any, regions: MappedRegions, what: str) -> None:
-        self.name = name
+    def __init__(self, delivery: Delivery, fill: Any, regions: MappedRegions, what: str) -> None:
         self.delivery = delivery
         self.fill = fill
         self.regions = regions
@@ -321,6 +320,6 @@ def pieced_columns(
         if name not in table.column_names:
             raise KeyError(f"{label} has no column {name!r}; its columns are {table.column_names}")
         what = f"column {name!r} of {label}"
-        builder = _ColumnBuilder(name, delivery, fill_values.get(name), regions, what)
+        builder = _ColumnBuilder(delivery, fill_values.get(name), regions, what)
         columns.append(builder.build(table.column(name)))
     return columns
