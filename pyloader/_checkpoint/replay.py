@@ -27,6 +27,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -442,7 +443,7 @@ class EpochProgress:
     recent: tuple | None = None  # (watermark, above) of this run, in its own numbering
     # A Stateful sampler: its state as of the last batch passed, the states of the
     # batches pulled but not yet passed, and whether a resume restored it.
-    sampler: object = None
+    sampler: Any = None
     sampler_state: object = None
     sampler_states: deque | None = None
     sampler_restored: dict | None = None  # set by a resume: the iterator state to load, or {}

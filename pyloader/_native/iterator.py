@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ def _native_paddings(columns: DatasetColumns, collate_fn) -> list | None:
     ragged columns padded, its other columns scalars (which PadCollate stacks)."""
     if type(collate_fn) is not PadCollate:
         return None
-    paddings = []
+    paddings: list[dict | None] = []
     for position, column in enumerate(columns.columns):
         if not column.ragged:
             if column.array.ndim != 1:
@@ -186,11 +187,10 @@ class PositionOrder:
             draw_base_seed(loader.generator)
         rows = len(plan.columns)
         if plan.native_order == "shuffled":
-            if resume is None:
-                progress.native_seed = draw_base_seed(loader.generator) % _INT64_SPAN
-            else:
-                progress.native_seed = resume.native_seed
-            self._order = _core.IndexOrder.shuffled(rows, progress.native_seed)
+            # A resumed shuffled epoch has its seed: the state's parser requires it.
+            seed = draw_base_seed(loader.generator) % _INT64_SPAN if resume is None else resume.native_seed
+            progress.native_seed = seed
+            self._order = _core.IndexOrder.shuffled(rows, cast(int, seed))
         elif plan.native_order == "sequential":
             self._order = _core.IndexOrder.sequential(rows)
         else:
@@ -249,7 +249,7 @@ class SamplerOrder:
             draw_base_seed(loader.generator)
             self._index_batches = self._captured(iter(loader.batch_sampler), progress)
             return
-        progress.snapshot = RngSnapshot.from_dict(resume.epoch_start_rng)
+        progress.snapshot = RngSnapshot.from_dict(cast(dict, resume.epoch_start_rng))  # a sampler order has it
         skip = resume.batches_yielded
         restored = restore_sampler(loader, resume)
         if restored is not None:
@@ -365,7 +365,8 @@ class NativeIterator:
         self._started = time.monotonic()
         self._closed = False  # close() asked for: no batch is handed out after it
         self._torn_down = False
-        self._pipeline = None
+        self._pipeline: Any = None  # the _core.BatchPipeline, from _start_pipeline on
+        self._source: SamplerOrder | PositionOrder
 
         pinned_for = pin_device(loader, stacklevel=4)  # __init__ < _start_epoch < __iter__ < user
         staging = loader._staging_for(pinned_for)
@@ -395,9 +396,13 @@ class NativeIterator:
             self._describe_rank(loader.batch_sampler.sampler, resume)
         if plan.native_order is None:
             self._source = SamplerOrder(loader, self._progress, resume, self._depth)
-        elif self._progress.elastic is not None:
+        elif self._progress.elastic is not None:  # taken from `resume` (see _describe_rank)
             self._source = SamplerOrder(
-                loader, self._progress, resume, self._depth, index_batches=self._elastic_batches(loader, resume)
+                loader,
+                self._progress,
+                resume,
+                self._depth,
+                index_batches=self._elastic_batches(loader, cast(LoaderState, resume)),
             )
         else:
             self._source = PositionOrder(loader, plan, self._progress, resume)
@@ -431,7 +436,7 @@ class NativeIterator:
         self._progress.batches_yielded = resume.batches_yielded
         return elastic_batches(
             base,
-            resume.elastic,
+            cast(dict, resume.elastic),
             sampler.rank,
             sampler.num_replicas,
             sampler.drop_last,
