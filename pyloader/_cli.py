@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class Source:
     row_shape: tuple | None = None
     tokens: int | None = None  # token files and Megatron pairs
     token_dtype: np.dtype | None = None  # raw token files: the dtype they were named with
-    index: object = field(default=None, repr=False)  # MegatronIndex
+    index: Any = field(default=None, repr=False)  # MegatronIndex
     arrow_columns: list[tuple[str, str, bool]] | None = None  # (name, Arrow type, read natively)
 
     @property
@@ -317,8 +318,9 @@ class TorchArrowRows(torch.utils.data.Dataset):
         self._columns = list(columns)
         table = _table_of(path)[0]
         self._rows = table.num_rows
-        self._dtypes = [_layout(table.schema.field(name).type)[1] for name in self._columns]
-        self._table = None  # opened on first use, in whichever process that is
+        # Only natively readable columns are benchmarked: each has a layout.
+        self._dtypes = [cast(tuple, _layout(table.schema.field(name).type))[1] for name in self._columns]
+        self._table: Any = None  # opened on first use, in whichever process that is
 
     def __getstate__(self):
         return {**self.__dict__, "_table": None}
@@ -365,8 +367,8 @@ class TorchWindows(_Lazy):
 @dataclass
 class BenchCase:
     name: str  # "array", "shards", "tokens" or "megatron"
-    pyloader_dataset: torch.utils.data.Dataset
-    torch_dataset: torch.utils.data.Dataset
+    pyloader_dataset: Any  # a sized map-style dataset
+    torch_dataset: Any
     batch_size: int
     what: str  # one line saying what is read
     collate_fn: object = None  # both loaders' (None: torch's default)
@@ -514,8 +516,8 @@ def _bench(arguments) -> int:
         return torch.Generator().manual_seed(0)
 
     # pyloader runs first: a cold page cache costs it, not torch.
-    collate = {} if case.collate_fn is None else {"collate_fn": case.collate_fn}
-    ours = pyloader.DataLoader(
+    collate: dict[str, Any] = {} if case.collate_fn is None else {"collate_fn": case.collate_fn}
+    ours: pyloader.DataLoader = pyloader.DataLoader(
         case.pyloader_dataset, batch_size=case.batch_size, shuffle=shuffle, generator=generator(), **collate
     )
     rate = samples_per_second(ours, arguments.batches, arguments.rounds)
@@ -537,10 +539,10 @@ def _bench(arguments) -> int:
         del theirs
     width = max([len(label)] + [len(f"torch DataLoader w{w}") for w, _ in results])
     print(f"  {label:<{width}}  {rate:12,.0f} samples/s")
-    for workers, theirs in results:
-        print(f"  {f'torch DataLoader w{workers}':<{width}}  {theirs:12,.0f} samples/s")
-    for workers, theirs in results:
-        print(f"ratio {case.name}: pyloader / torch DataLoader w{workers} = {rate / theirs:.1f}x")
+    for workers, their_rate in results:
+        print(f"  {f'torch DataLoader w{workers}':<{width}}  {their_rate:12,.0f} samples/s")
+    for workers, their_rate in results:
+        print(f"ratio {case.name}: pyloader / torch DataLoader w{workers} = {rate / their_rate:.1f}x")
     return 0
 
 

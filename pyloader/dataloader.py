@@ -6,7 +6,8 @@ import numbers
 import warnings
 import weakref
 from collections import deque
-from typing import TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.utils.data
@@ -181,12 +182,12 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         self._native_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
         self._thread_pool = _fork.PerProcess(lambda loader: _core.ThreadPool(loader.num_threads))
         self._columns_cache = ColumnsCache()
-        self._progress = None  # the current epoch's EpochProgress
-        self._resume_state = None  # a LoaderState set by load_state_dict, consumed by the next __iter__
+        self._progress: EpochProgress | None = None  # the current epoch's
+        self._resume_state: LoaderState | None = None  # set by load_state_dict, consumed by the next __iter__
         # Set by load_state_dict when the saved run's next epoch starts no workers (its
         # persistent ones carried on): ours must start them without the seed draw.
         self._next_epoch_draws_no_seed = False
-        self._loaded = None  # the LoaderState loaded, until an iteration starts: what state_dict() returns
+        self._loaded: LoaderState | None = None  # loaded, until an iteration starts: what state_dict() returns
         self._resumed_index_sampler = None
         if native:
             self._plan()
@@ -323,7 +324,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
                 shut_down_persistent_workers(self)
             progress = EpochProgress(
                 order=Order.TORCH,
-                snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                snapshot=RngSnapshot.from_dict(cast(dict, resume.epoch_start_rng)),  # an in-epoch state has it
                 drew_base_seed=resume.drew_base_seed,
                 batches_yielded=resume.batches_yielded,
                 delivered=DeliveredBatches.from_state(resume.delivered),
@@ -337,7 +338,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
             # The new iterator's own draws (its seed, and samplers that draw when
             # iterated) come from the epoch-start states; the replaying sampler then
             # redoes the epoch's draws exactly as they were.
-            session = ReplaySession(progress.snapshot, sampler_generators(self))
+            session = ReplaySession(cast(RngSnapshot, progress.snapshot), sampler_generators(self))
             restart = None
             if not progress.drew_base_seed:  # the saved epoch reused persistent workers
                 if self.worker_mode == "thread":
@@ -365,7 +366,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
                 "this loader now iterates an IterableDataset"
             )
         carried = None  # worker states a new epoch's workers start from
-        self_iterating = ()
+        self_iterating: Iterable = ()  # worker ids whose datasets are their own iterators
         if resume is not None and not resume.in_epoch:
             # A state between epochs (persistent workers): the next epoch's workers start from it.
             carried, self_iterating, resume = resume.worker_states, resume.self_iterating_workers, None
@@ -404,7 +405,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         else:
             progress = EpochProgress(
                 order=Order.ITERABLE,
-                snapshot=RngSnapshot.from_dict(resume.epoch_start_rng),
+                snapshot=RngSnapshot.from_dict(cast(dict, resume.epoch_start_rng)),
                 drew_base_seed=resume.drew_base_seed,
             )
             shut_down_persistent_workers(self)  # its workers' datasets are past the saved point
@@ -416,10 +417,10 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
     def _identity(self) -> dict:
         """What an epoch's order depends on (`_state.IDENTITY_FIELDS`): a state saved
         inside an epoch is refused by a loader that differs in any of them."""
-        identity = {"batch_size": self.batch_size, "drop_last": self.drop_last}
+        identity: dict[str, Any] = {"batch_size": self.batch_size, "drop_last": self.drop_last}
         if is_map_style(self):
             try:
-                identity["rows"] = len(self.dataset)
+                identity["rows"] = len(self.dataset)  # type: ignore[arg-type]  # map-style: sized, as torch assumes
             except Exception:  # no length (or none that can be had): not compared
                 pass
         sampler = self._epoch_sampler()
@@ -478,7 +479,7 @@ class DataLoader(IndexSamplerHook, torch.utils.data.DataLoader[_T_co]):
         elif is_stateful(self.dataset):
             # A map-style dataset with state of its own (e.g. a curriculum stage): the copy
             # in this process, which worker processes are started from.
-            epoch["dataset_state"] = self.dataset.state_dict()
+            epoch["dataset_state"] = self.dataset.state_dict()  # type: ignore[attr-defined]  # is_stateful
         order = Order(epoch.pop("order"))
         in_epoch = epoch["in_epoch"] and order is not Order.NONE
         return LoaderState(
