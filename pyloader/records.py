@@ -20,8 +20,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import default_collate
 
-from . import _core
-from ._native.columns import PiecedColumn, RecordsColumn, column_from, file_backing, open_npy
+from ._native.columns import PiecedColumn, RecordsColumn, column_from, file_backing, open_npy, records_column
 from .dataset import ArrayDataset
 
 
@@ -125,26 +124,15 @@ def _records_piece(values, offsets, dtype, what: str) -> RecordsColumn:
         raise TypeError(f"{label}: values of dtype {column.dtype} cannot be records")
     cast = _values_cast(column, dtype, label)
     offsets_array = _offsets_array(offsets, f"{what} offsets ({_describe(offsets, 'array')})")
-    try:
-        source = _core.RaggedSource(column.array, offsets_array)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"{what}: {error} (values {_describe(values, 'array')}, offsets {_describe(offsets, 'array')})"
-        ) from None
-    mapped = list(column.mapped)
     offsets_file, offsets_bytes = file_backing(offsets_array)
-    if offsets_file is not None:
-        mapped.append((offsets_file, offsets_bytes))
-    out_dtype = column.dtype if cast is None else dtype
-    return RecordsColumn(
-        source=source,
-        array=column.array,
-        dtype=out_dtype,
+    return records_column(
+        column,
+        dtype=column.dtype if cast is None else dtype,
         cast=cast,
-        starts=offsets_array,
-        lengths=None,
-        mapped=mapped,
-        read_source=column.read_source,
+        what=what,
+        offsets=offsets_array,
+        mapped=[] if offsets_file is None else [(offsets_file, offsets_bytes)],
+        context=f" (values {_describe(values, 'array')}, offsets {_describe(offsets, 'array')})",
     )
 
 
@@ -155,19 +143,14 @@ def pointer_records(
     layout), checked once by the core."""
     column = column_from(values, f"{what} values")
     cast = _values_cast(column, dtype, what)
-    try:
-        source = _core.RaggedSource(column.array, pointers=pointers, lengths=lengths)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{what}: {error}") from None
-    return RecordsColumn(
-        source=source,
-        array=column.array,
+    return records_column(
+        column,
         dtype=column.dtype if cast is None else dtype,
         cast=cast,
-        starts=pointers,
+        what=what,
+        pointers=pointers,
         lengths=lengths,
-        mapped=mapped + list(column.mapped),
-        read_source=column.read_source,
+        mapped=mapped,
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from .columns import Column, PiecedColumn, RecordsColumn, column_from
+from .columns import Column, PiecedColumn, RecordsColumn, column_from, records_column
 from .mapped_regions import FileRegion, MappedRegions
 
 
@@ -251,13 +251,8 @@ class _ColumnBuilder:
     def _records_piece(
         self, values: np.ndarray, offsets: np.ndarray, out_dtype: torch.dtype, cast: np.dtype | None
     ) -> RecordsColumn:
-        try:
-            source = _core.RaggedSource(values, offsets)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{self.what}: {error}") from None
-        return RecordsColumn(
-            source=source, array=values, dtype=out_dtype, cast=cast, starts=offsets, lengths=None, mapped=[]
-        )
+        column = column_from(values, f"{self.what} values")
+        return records_column(column, dtype=out_dtype, cast=cast, what=self.what, offsets=offsets)
 
     def _file_piece(
         self,
@@ -282,19 +277,14 @@ class _ColumnBuilder:
         column = column_from(file_values, f"{self.what} values")
         if column.file_identity != identity:
             raise NotNative(f"{self.what}: {path!r} was replaced while being opened")
-        try:
-            source = _core.RaggedSource(column.array, pointers=pointers, lengths=lengths)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{self.what}: {error} (in {path!r})") from None
-        return RecordsColumn(
-            source=source,
-            array=column.array,
+        return records_column(
+            column,
             dtype=out_dtype,
             cast=cast,
-            starts=pointers,
+            what=self.what,
+            pointers=pointers,
             lengths=lengths,
-            mapped=list(column.mapped),
-            read_source=column.read_source,
+            context=f" (in {path!r})",
         )
 
     def _without_nulls(self, chunk: Any) -> Any:

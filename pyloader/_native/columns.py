@@ -131,6 +131,40 @@ class RecordsColumn:
         return torch.from_numpy(np.array(self.array[first : first + length], dtype=self.cast))
 
 
+def records_column(
+    column: Column,
+    *,
+    dtype: torch.dtype,
+    cast: np.dtype | None,
+    what: str,
+    offsets: np.ndarray | None = None,
+    pointers: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
+    mapped: list[tuple[str, int]] | None = None,
+    context: str = "",
+) -> RecordsColumn:
+    """Records over the rows of `column`: CSR `offsets`, or byte `pointers` with
+    `lengths` (the Megatron layout), every span checked once by the core (a ValueError
+    ``"{what}: {why}{context}"`` otherwise). `mapped`: other files the spans live in."""
+    starts = pointers if offsets is None else offsets
+    if starts is None:
+        raise TypeError("records need offsets, or pointers with lengths")
+    try:
+        source = _core.RaggedSource(column.array, offsets, pointers, lengths)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{what}: {error}{context}") from None
+    return RecordsColumn(
+        source=source,
+        array=column.array,
+        dtype=dtype,
+        cast=cast,
+        starts=starts,
+        lengths=lengths,
+        mapped=list(column.mapped) + list(mapped or []),
+        read_source=column.read_source,
+    )
+
+
 class PiecedColumn:
     """A column made of consecutive pieces (shards), indexed as one array."""
 
