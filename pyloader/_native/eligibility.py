@@ -29,7 +29,7 @@ from torch.utils.data import ConcatDataset, Subset, TensorDataset
 from .. import _core
 from ..dataset import ArrayDataset
 from .columns import Column, column_from
-from .hf_datasets import hf_columns, hf_structure, is_hf_dataset
+from .hf_datasets import ROW_ACCESS, dataset_class, hf_columns, hf_structure, is_hf_dataset
 
 # What torch's fetcher, or the base classes' own __getitem__/__len__, look up on a dataset.
 _FETCH_METHODS = ("__getitem__", "__getitems__", "__len__", "__getattr__", "__getattribute__")
@@ -122,9 +122,10 @@ class DatasetColumns:
         return self.rows
 
 
-def _changed_fetch(dataset, base) -> str | None:
-    """What `dataset` (an instance of `base`) changes of the fetch path, if anything."""
-    names = _FETCH_METHODS + _BASE_ATTRIBUTES[base]
+def _changed_fetch(dataset, base, names: tuple[str, ...], own_names: tuple[str, ...] = ()) -> str | None:
+    """What `dataset` (an instance of `base`) changes of the fetch path, if anything: a
+    class below `base` defining one of `names`, or the instance holding its own
+    `__getitems__` or one of `own_names` (attributes looked up on the instance)."""
     for cls in type(dataset).__mro__:
         if cls is base:
             break
@@ -132,8 +133,9 @@ def _changed_fetch(dataset, base) -> str | None:
             if name in vars(cls):
                 return f"{type(dataset).__name__} defines {name} (torch's path calls it)"
     instance = getattr(dataset, "__dict__", {})
-    if "__getitems__" in instance:
-        return f"this {type(dataset).__name__} has its own __getitems__ (torch's fetcher calls it)"
+    for name in ("__getitems__", *own_names):
+        if name in instance:
+            return f"this {type(dataset).__name__} has its own {name} (torch's path calls it)"
     return None
 
 
@@ -319,14 +321,15 @@ def _tensors(dataset):
 def _columns_of(dataset):
     """(pieces per column, names, row_map array) of a plain array-shaped dataset, or why not."""
     if is_hf_dataset(dataset):
-        return hf_columns(dataset)
+        changed = _changed_fetch(dataset, dataset_class(), _FETCH_METHODS + ROW_ACCESS, ROW_ACCESS)
+        return hf_columns(dataset) if changed is None else changed
     base = _base_of(dataset)
     if base is None:
         return (
             f"{type(dataset).__name__} is not an ArrayDataset, TensorDataset, datasets.Dataset, "
             "or a Subset or ConcatDataset of them"
         )
-    changed = _changed_fetch(dataset, base)
+    changed = _changed_fetch(dataset, base, _FETCH_METHODS + _BASE_ATTRIBUTES[base])
     if changed is not None:
         return changed
     if base is ConcatDataset:

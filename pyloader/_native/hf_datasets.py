@@ -22,8 +22,9 @@ import numpy as np
 
 from .arrow_columns import Delivery, NotNative, pieced_columns
 
-# What torch's fetcher and datasets' own row access go through.
-_FETCH_METHODS = ("__getitem__", "__getitems__", "_getitem", "__len__", "__getattr__", "__getattribute__")
+# What datasets' own row access goes through besides torch's fetch methods: a subclass
+# or an instance that defines it changes the rows.
+ROW_ACCESS = ("_getitem",)
 _DELIVERIES = {None: "python", "torch": "torch", "pt": "torch", "numpy": "numpy", "np": "numpy"}
 
 
@@ -52,19 +53,9 @@ def hf_structure(dataset: Any, refs: list, values: list) -> None:
     values.append(_format_state(dataset))
 
 
-def _changed_fetch(dataset: Any) -> str | None:
-    """What a subclass or the instance changes of the row access, if anything."""
-    base = sys.modules["datasets"].Dataset
-    for cls in type(dataset).__mro__:
-        if cls is base:
-            break
-        for name in _FETCH_METHODS:
-            if name in vars(cls):
-                return f"{cls.__name__} defines {name} (torch's path calls it)"
-    for name in ("__getitems__", "_getitem"):
-        if name in getattr(dataset, "__dict__", {}):
-            return f"this datasets.Dataset has its own {name} (torch's path calls it)"
-    return None
+def dataset_class() -> type:
+    """datasets.Dataset (the module is loaded: a dataset was recognised as one)."""
+    return sys.modules["datasets"].Dataset
 
 
 def non_tensor_samples(dataset: Any) -> str | None:
@@ -93,11 +84,8 @@ def non_tensor_samples(dataset: Any) -> str | None:
 
 
 def hf_columns(dataset: Any) -> tuple[tuple, tuple[str, ...], np.ndarray | None] | str:
-    """(pieces per column, names, row map) of a datasets.Dataset, or why it must take
-    torch's path."""
-    changed = _changed_fetch(dataset)
-    if changed is not None:
-        return changed
+    """(pieces per column, names, row map) of a datasets.Dataset whose row access is
+    datasets' own (see ROW_ACCESS), or why it must take torch's path."""
     format_type, columns, output_all, format_kwargs = _format_state(dataset)
     if format_type not in _DELIVERIES:
         return (
