@@ -32,10 +32,10 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import statistics
 import tempfile
 import time
 
+import _rounds as rounds
 import numpy as np
 import torch
 import torch.utils.data as tud
@@ -97,20 +97,13 @@ def first_tensor(batch):
     return batch["input_ids"].padded, batch["label"]
 
 
+def consume(batch) -> tuple[int, int]:
+    padded, labels = first_tensor(batch)
+    return len(labels), int(padded[0, 0]) + int(labels[-1])
+
+
 def round_rate(make_iterator, batches: int) -> float:
-    iterator = make_iterator()
-    next(iterator)
-    samples, touched = 0, 0
-    start = time.perf_counter()
-    while samples < batches * BATCH:
-        try:
-            padded, labels = first_tensor(next(iterator))
-        except StopIteration:
-            iterator = make_iterator()
-            continue
-        touched += int(padded[0, 0]) + int(labels[-1])
-        samples += len(labels)
-    return samples / (time.perf_counter() - start)
+    return rounds.round_rate(make_iterator, batches, BATCH, consume)
 
 
 def check_same_batches(dataset, batches: int = 4) -> None:
@@ -159,13 +152,8 @@ def as_npy(dataset, directory: str) -> pyloader.ArrayDataset:
     )
 
 
-def interleaved_rounds(loaders: dict, rounds: int, batches: int, before_each=lambda: None):
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(rounds):
-        for name, loader in loaders.items():
-            before_each()
-            rates[name].append(round_rate(loader.__iter__, batches))
-    return rates, {name: statistics.median(values) for name, values in rates.items()}
+def interleaved_rounds(loaders: dict, count: int, batches: int, before_each=lambda: None) -> tuple[dict, dict]:
+    return rounds.interleaved_rounds(loaders, count, lambda make: round_rate(make, batches), before_each)
 
 
 def report(title: str, rates: dict, median: dict, threads: int) -> None:

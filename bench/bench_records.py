@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import struct
 import tempfile
 import time
 
+import _rounds as rounds
 import numpy as np
 import torch
 import torch.utils.data as tud
@@ -82,22 +82,13 @@ def pad_collate(samples):
     return pad_sequence(samples, batch_first=True), lengths
 
 
+def consume(batch) -> tuple[int, int]:
+    padded, lengths = batch[:2]
+    return len(lengths), int(padded[0, 0]) + int(lengths[-1])
+
+
 def round_rate(make_iterator, batches: int) -> float:
-    """Samples/s over `batches` batches after an untimed first one; a finished epoch
-    starts the next (its start-up is timed: a training loop pays it too)."""
-    iterator = make_iterator()
-    next(iterator)
-    samples, touched = 0, 0
-    start = time.perf_counter()
-    while samples < batches * BATCH:
-        try:
-            padded, lengths = next(iterator)[:2]
-        except StopIteration:
-            iterator = make_iterator()
-            continue
-        touched += int(padded[0, 0]) + int(lengths[-1])
-        samples += len(lengths)
-    return samples / (time.perf_counter() - start)
+    return rounds.round_rate(make_iterator, batches, BATCH, consume)
 
 
 def check_same_batches(ours_dataset, theirs_dataset, batches: int = 5) -> None:
@@ -110,14 +101,8 @@ def check_same_batches(ours_dataset, theirs_dataset, batches: int = 5) -> None:
         assert torch.equal(a.padded, b[0]) and torch.equal(a.lengths, b[1])
 
 
-def interleaved_rounds(loaders: dict, rounds: int, batches: int, before_each=lambda: None) -> tuple[dict, dict]:
-    """Each contender's samples/s per round, rounds interleaved, and each one's median."""
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(rounds):
-        for name, loader in loaders.items():
-            before_each()
-            rates[name].append(round_rate(loader.__iter__, batches))
-    return rates, {name: statistics.median(values) for name, values in rates.items()}
+def interleaved_rounds(loaders: dict, count: int, batches: int, before_each=lambda: None) -> tuple[dict, dict]:
+    return rounds.interleaved_rounds(loaders, count, lambda make: round_rate(make, batches), before_each)
 
 
 def padded_loader(dataset, threads, **options) -> pyloader.DataLoader:

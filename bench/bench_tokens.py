@@ -42,6 +42,7 @@ import statistics
 import tempfile
 import time
 
+import _rounds as rounds
 import numpy as np
 import torch
 import torch.utils.data as tud
@@ -196,22 +197,13 @@ class MemmapWindows(tud.Dataset):
         return torch.from_numpy(chunk[:-1].astype(np.int64)), torch.from_numpy(chunk[1:].astype(np.int64))
 
 
+def consume(batch) -> tuple[int, int]:
+    x, y = batch
+    return len(x), int(x[0, 0]) + int(y[-1, -1])
+
+
 def round_rate(make_iterator, batches: int) -> float:
-    """Samples/s over `batches` batches after an untimed first one; a finished epoch
-    starts the next (its start-up is timed: a training loop pays it too)."""
-    iterator = make_iterator()
-    next(iterator)
-    samples, touched = 0, 0
-    start = time.perf_counter()
-    while samples < batches * BATCH:
-        try:
-            x, y = next(iterator)
-        except StopIteration:
-            iterator = make_iterator()
-            continue
-        touched += int(x[0, 0]) + int(y[-1, -1])
-        samples += len(x)
-    return samples / (time.perf_counter() - start)
+    return rounds.round_rate(make_iterator, batches, BATCH, consume)
 
 
 def check_same_windows(ours: pyloader.TokenWindows, theirs: MemmapWindows) -> None:
