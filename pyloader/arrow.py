@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._native.arrow_columns import Delivery, NotNative, pieced_columns
-from ._native.columns import _is_pattern, shard_paths
-from ._native.eligibility import checked_row_map
-from ._native.hf_datasets import is_hf_dataset
+from ._native.columns import _is_pattern, checked_row_map, shard_paths
+from ._native.hf_datasets import indices_of, is_hf_dataset
 from .dataset import ArrayDataset
 
 
@@ -71,8 +70,7 @@ def _table_of(source: Any) -> tuple[Any, Any, list[str] | None, str]:
     if isinstance(source, pa.RecordBatch):
         return pa.Table.from_batches([source]), None, None, "the Arrow record batch"
     if is_hf_dataset(source):
-        indices = None if source._indices is None else source._indices.column(0).to_numpy()
-        return source.data.table, indices, source.format.get("columns"), "the datasets.Dataset"
+        return source.data.table, indices_of(source), source.format.get("columns"), "the datasets.Dataset"
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path):

@@ -405,3 +405,16 @@ def pieced_column_from(value: Any, what: str) -> PiecedColumn:
         _same_layout(pieces, what, describe)
         return PiecedColumn(pieces)
     return PiecedColumn([column_from(value, what)])
+
+
+def checked_row_map(row_map: Any, rows: int, what: str) -> np.ndarray | str:
+    """`row_map` as int64 rows of `rows`, or why it is not one."""
+    try:
+        row_map = np.asarray(row_map)
+    except (TypeError, ValueError):
+        return f"{what} is not an array of integers"
+    if row_map.ndim != 1 or (row_map.size and row_map.dtype.kind not in "iu"):
+        return f"{what} is not a flat array of integers"
+    if row_map.size and (int(row_map.min()) < 0 or int(row_map.max()) >= rows):
+        return f"{what} holds rows out of range (0 to {rows - 1})"
+    return np.array(row_map, dtype=np.int64)  # a copy: the pipeline keeps it read-only

@@ -28,7 +28,7 @@ from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from .. import _core
 from ..dataset import ArrayDataset
-from .columns import Column, column_from
+from .columns import Column, checked_row_map, column_from
 from .hf_datasets import ROW_ACCESS, dataset_class, hf_columns, hf_structure, is_hf_dataset
 
 # What torch's fetcher, or the base classes' own __getitem__/__len__, look up on a dataset.
@@ -349,16 +349,3 @@ def _row_map_of(dataset: ArrayDataset):
     if row_map is None:
         return None
     return checked_row_map(row_map, len(dataset.columns[0]), f"the row_map of this {type(dataset).__name__}")
-
-
-def checked_row_map(row_map, rows: int, what: str):
-    """`row_map` as int64 rows of `rows`, or why it is not one."""
-    try:
-        row_map = np.asarray(row_map)
-    except (TypeError, ValueError):
-        return f"{what} is not an array of integers"
-    if row_map.ndim != 1 or (row_map.size and row_map.dtype.kind not in "iu"):
-        return f"{what} is not a flat array of integers"
-    if row_map.size and (int(row_map.min()) < 0 or int(row_map.max()) >= rows):
-        return f"{what} holds rows out of range (0 to {rows - 1})"
-    return np.array(row_map, dtype=np.int64)  # a copy: the pipeline keeps it read-only

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .arrow_columns import Delivery, NotNative, pieced_columns
+from .columns import checked_row_map
 
 # What datasets' own row access goes through besides torch's fetch methods: a subclass
 # or an instance that defines it changes the rows.
@@ -106,11 +107,17 @@ def hf_columns(dataset: Any) -> tuple[tuple, tuple[str, ...], np.ndarray | None]
         pieced = pieced_columns(table, names, Delivery(_DELIVERIES[format_type]), None, "the datasets.Dataset")
     except (NotNative, KeyError) as reason:
         return str(reason.args[0])
-    rows = len(pieced[0])
-    row_map = None
-    if dataset._indices is not None:
-        indices = dataset._indices.column(0).to_numpy()
-        if indices.size and int(indices.max()) >= rows:
-            return "the datasets.Dataset's indices mapping holds rows past its table (torch's path decides)"
-        row_map = indices.astype(np.int64)
-    return tuple(column.pieces for column in pieced), tuple(names), row_map
+    pieces = tuple(column.pieces for column in pieced)
+    indices = indices_of(dataset)
+    if indices is None:
+        return pieces, tuple(names), None
+    row_map = checked_row_map(indices, len(pieced[0]), "the datasets.Dataset's indices mapping")
+    if isinstance(row_map, str):
+        return row_map  # torch's path decides
+    return pieces, tuple(names), row_map
+
+
+def indices_of(dataset: Any) -> np.ndarray | None:
+    """The rows of a datasets.Dataset's indices mapping (select, shuffle, filter, ...),
+    or None without one."""
+    return None if dataset._indices is None else dataset._indices.column(0).to_numpy()
