@@ -401,7 +401,7 @@ def test_small_row_columns_name_their_file_extents_for_read_ahead(tmp_path):
         writer.write_table(table, max_chunksize=300)
     loader = pyloader.DataLoader(pyloader.ArrowDataset(str(path)), batch_size=10, collate_fn=pyloader.PadCollate())
     columns = loader._plan().columns
-    extents = columns.small_row_extents(64)
+    extents = columns.small_row_extents
     assert len(extents) == 4  # one per record batch of the label column; the records are read explicitly
     raw = path.read_bytes()
     got = np.concatenate([np.frombuffer(raw[offset : offset + size], np.int64) for _, offset, size in extents])

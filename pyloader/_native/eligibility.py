@@ -20,6 +20,7 @@ O(N) per epoch, the cost this cache exists to avoid); assign a new sequence inst
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -80,12 +81,14 @@ class DatasetColumns:
             sources.append(None if all(source is None for source in per_piece) else per_piece)
         return None if all(source is None for source in sources) else sources
 
-    def small_row_extents(self, below_row_bytes: int) -> list[tuple[str, int, int]]:
+    @functools.cached_property
+    def small_row_extents(self) -> list[tuple[str, int, int]]:
         """(file, offset, bytes) of every memory-mapped piece of the fixed-width columns
-        whose rows are under `below_row_bytes` (those read through their mapping)."""
+        whose rows are under _core.EXPLICIT_READ_MIN_ROW_BYTES (those read through their
+        mapping under io="auto"). Derived once: an Arrow column has a piece per record batch."""
         extents = []
         for pieces in self.pieces:
-            if pieces[0].ragged or pieces[0].row_bytes >= below_row_bytes:
+            if pieces[0].ragged or pieces[0].row_bytes >= _core.EXPLICIT_READ_MIN_ROW_BYTES:
                 continue
             for piece in pieces:
                 extent = piece.file_extent
@@ -113,10 +116,17 @@ class DatasetColumns:
         """Per column, the torch dtype its carrier arrays must be viewed as, or None."""
         return [column.dtype if column.needs_view else None for column in self.columns]
 
-    @property
+    @functools.cached_property
     def mapped_files(self) -> list[tuple[str, int]]:
-        """(file, bytes needed) of every memory map the columns read."""
-        return [mapped for pieces in self.pieces for piece in pieces for mapped in piece.mapped]
+        """(file, bytes needed) of every memory-mapped file the columns read, each file
+        once with the most any piece needs: the loader checks them every few batches,
+        and an Arrow file holds a piece per record batch of every column."""
+        needed: dict[str, int] = {}
+        for pieces in self.pieces:
+            for piece in pieces:
+                for file, size in piece.mapped:
+                    needed[file] = max(size, needed.get(file, 0))
+        return list(needed.items())
 
     def __len__(self) -> int:
         return self.rows

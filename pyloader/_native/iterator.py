@@ -464,7 +464,7 @@ class NativeIterator:
         smallest = 0 if io == "read" else _core.EXPLICIT_READ_MIN_ROW_BYTES
         files = None if io == "mmap" else columns.read_sources(smallest)
         if io == "auto":
-            read_ahead(columns.small_row_extents(_core.EXPLICIT_READ_MIN_ROW_BYTES))
+            read_ahead(columns.small_row_extents)
         self._pipeline = _core.BatchPipeline(
             columns.arrays,
             self._loader._native_thread_pool(),
